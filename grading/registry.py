@@ -1,0 +1,75 @@
+"""The exercise registry: one ``tests/<stage>/exercises.toml`` per stage is the single home of each
+exercise's id, title, points, hint and file. The grader, the stage README's exercise table, the skeleton
+generator and the test markers are all read from or checked against it."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+TESTS_DIR = REPO_ROOT / "tests"
+SOLUTIONS_DIR = REPO_ROOT / "solutions"
+DEFAULT_TEST_TIMEOUT = 20.0  # seconds for one test, unless an exercise sets its own
+
+
+@dataclass(frozen=True)
+class Exercise:
+    id: str
+    title: str
+    points: int
+    file: str  # where the TODOs are, relative to the stage package
+    hint: str
+    timeout: float = DEFAULT_TEST_TIMEOUT
+
+
+@dataclass(frozen=True)
+class Stage:
+    name: str  # "stage1"
+    package: str  # "stage1_autograd"
+    title: str
+    exercises: tuple[Exercise, ...]
+    requires: tuple[str, ...] = ()  # earlier stage packages this one imports
+
+    @property
+    def max_score(self) -> int:
+        return sum(e.points for e in self.exercises)
+
+    @property
+    def tests_dir(self) -> Path:
+        return TESTS_DIR / self.name
+
+    def exercise(self, exercise_id: str) -> Exercise:
+        for e in self.exercises:
+            if e.id == exercise_id:
+                return e
+        known = ", ".join(e.id for e in self.exercises)
+        raise KeyError(f"{self.name} has no exercise {exercise_id!r} (it has {known})")
+
+
+def stage_names() -> list[str]:
+    """The stages that have a registry, in order: ["stage1", "stage2", ...]."""
+    return sorted(p.parent.name for p in TESTS_DIR.glob("stage*/exercises.toml"))
+
+
+def load_stage(name: str) -> Stage:
+    path = TESTS_DIR / name / "exercises.toml"
+    if not path.is_file():
+        raise FileNotFoundError(f"no stage {name!r}: {path.relative_to(REPO_ROOT)} does not exist")
+    raw = tomllib.loads(path.read_text(encoding="utf-8"))
+    exercises = tuple(Exercise(**entry) for entry in raw["exercise"])
+    ids = [e.id for e in exercises]
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"{path}: an exercise id is used twice: {ids}")
+    return Stage(
+        name=name,
+        package=raw["package"],
+        title=raw["title"],
+        exercises=exercises,
+        requires=tuple(raw.get("requires", ())),
+    )
+
+
+def all_stages() -> list[Stage]:
+    return [load_stage(name) for name in stage_names()]

@@ -1,0 +1,508 @@
+"""Tensor: an n-dimensional NumPy array that remembers how it was computed.
+
+Every operation returns a new Tensor holding
+  * ``data``       the value, an ``np.ndarray``;
+  * ``_parents``   the Tensors it was computed from;
+  * ``_backward``  a function ``g -> (grad for parent 0, grad for parent 1, ...)`` that turns
+                   dL/d(output) into dL/d(parent) for each parent (the chain rule, one step).
+
+``backward()`` walks this graph from the output back to the leaves in reverse topological order,
+calls each node's ``_backward`` and adds the results into ``.grad`` of the parents.
+
+The contract every op follows (the tests of exercises 1.2-1.6 rely on it):
+  * ``_backward(g)`` receives ``g`` with the shape of the output and returns one gradient per parent,
+    each with that parent's shape (or ``None`` for a parent that does not require grad);
+  * it never modifies ``g`` in place: the same array may be handed to several parents.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
+
+import numpy as np
+from numpy.lib.array_utils import normalize_axis_tuple
+
+# Switched off by ``no_grad()``: ops then record no graph, which saves memory at inference time.
+_grad_enabled = True
+
+
+class Tensor:
+    # __slots__ keeps each Tensor small and attribute access fast; a GPT step creates thousands.
+    __slots__ = ("data", "grad", "requires_grad", "_parents", "_backward")
+    # Makes ``ndarray * Tensor`` call ``Tensor.__rmul__`` instead of NumPy trying to handle a Tensor.
+    __array_ufunc__ = None
+
+    def __init__(self, data, requires_grad: bool = False):
+        """Wrap ``data`` (a number, a nested list or an ndarray; always copied).
+
+        NumPy floating arrays keep their dtype (float32 stays float32, float64 stays float64);
+        everything else (Python numbers, lists, integer or bool arrays) becomes float32.
+        """
+        if isinstance(data, Tensor):
+            data = data.data
+        if isinstance(data, (np.ndarray, np.generic)) and data.dtype.kind == "f":
+            self.data = np.array(data)
+        else:
+            self.data = np.array(data, dtype=np.float32)
+        self.grad: np.ndarray | None = None
+        self.requires_grad = bool(requires_grad)
+        self._parents: tuple[Tensor, ...] = ()
+        self._backward: Callable | None = None
+
+    # ------------------------------------------------------------------ plumbing (given)
+    @staticmethod
+    def _from_op(data, parents: tuple[Tensor, ...], backward: Callable) -> Tensor:
+        """The result of an op: records parents and backward only when a gradient is needed."""
+        out = Tensor.__new__(Tensor)
+        out.data = np.asarray(data)  # reductions may return a NumPy scalar; keep an ndarray
+        out.grad = None
+        out.requires_grad = _grad_enabled and any(p.requires_grad for p in parents)
+        out._parents = parents if out.requires_grad else ()
+        out._backward = backward if out.requires_grad else None
+        return out
+
+    def _lift(self, other) -> Tensor:
+        """Turn a number or array operand into a constant Tensor; numbers take this tensor's dtype."""
+        if isinstance(other, Tensor):
+            return other
+        if isinstance(other, (int, float)):
+            return Tensor(np.asarray(other, dtype=self.data.dtype))
+        return Tensor(other)
+
+    def _accumulate(self, grad: np.ndarray) -> None:
+        """Add ``grad`` into ``self.grad`` (allocated on first use)."""
+        if self.grad is None:
+            # A leaf's .grad is handed to optimizers, which may update it in place, so it must own
+            # its memory; an interior gradient may alias another node's (it is never written to).
+            is_leaf = self._backward is None
+            self.grad = np.array(grad, dtype=self.data.dtype) if is_leaf else grad
+        else:
+            self.grad = self.grad + grad
+
+    # ------------------------------------------------------------------ conveniences (given)
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.data.shape
+
+    @property
+    def dtype(self) -> np.dtype:
+        return self.data.dtype
+
+    @property
+    def ndim(self) -> int:
+        return self.data.ndim
+
+    @property
+    def size(self) -> int:
+        return self.data.size
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def item(self) -> float:
+        return self.data.item()
+
+    def numpy(self) -> np.ndarray:
+        return self.data
+
+    def __repr__(self) -> str:
+        flag = ", requires_grad=True" if self.requires_grad else ""
+        return f"Tensor({np.array2string(self.data, precision=4, separator=', ')}{flag})"
+
+    # ------------------------------------------------------------------ 1.2 elementwise arithmetic
+    def __add__(self, other) -> Tensor:
+        # BEGIN SOLUTION 1.2: d(a+b)/da = 1 and d(a+b)/db = 1; sum each gradient back to its operand's shape
+        other = self._lift(other)
+
+        def backward(g):
+            return unbroadcast(g, self.shape), unbroadcast(g, other.shape)
+
+        return Tensor._from_op(self.data + other.data, (self, other), backward)
+        # END SOLUTION
+
+    def __mul__(self, other) -> Tensor:
+        # BEGIN SOLUTION 1.2: d(a*b)/da = b and d(a*b)/db = a
+        other = self._lift(other)
+
+        def backward(g):
+            return unbroadcast(g * other.data, self.shape), unbroadcast(g * self.data, other.shape)
+
+        return Tensor._from_op(self.data * other.data, (self, other), backward)
+        # END SOLUTION
+
+    def __sub__(self, other) -> Tensor:
+        # BEGIN SOLUTION 1.2: d(a-b)/da = 1 and d(a-b)/db = -1
+        other = self._lift(other)
+
+        def backward(g):
+            return unbroadcast(g, self.shape), unbroadcast(-g, other.shape)
+
+        return Tensor._from_op(self.data - other.data, (self, other), backward)
+        # END SOLUTION
+
+    def __truediv__(self, other) -> Tensor:
+        # BEGIN SOLUTION 1.2: d(a/b)/da = 1/b and d(a/b)/db = -a/b**2
+        other = self._lift(other)
+
+        def backward(g):
+            grad_self = unbroadcast(g / other.data, self.shape)
+            grad_other = unbroadcast(-g * self.data / other.data**2, other.shape)
+            return grad_self, grad_other
+
+        return Tensor._from_op(self.data / other.data, (self, other), backward)
+        # END SOLUTION
+
+    def __pow__(self, exponent: float) -> Tensor:
+        """``self ** exponent`` for a number ``exponent``."""
+        # BEGIN SOLUTION 1.2: d(x**p)/dx = p * x**(p-1)
+        if not isinstance(exponent, (int, float)):
+            raise TypeError(f"Tensor ** only takes a number exponent, not {type(exponent).__name__}")
+
+        def backward(g):
+            return (g * exponent * self.data ** (exponent - 1),)
+
+        return Tensor._from_op(self.data**exponent, (self,), backward)
+        # END SOLUTION
+
+    def __neg__(self) -> Tensor:
+        # BEGIN SOLUTION 1.2: d(-x)/dx = -1
+        return Tensor._from_op(-self.data, (self,), lambda g: (-g,))
+        # END SOLUTION
+
+    def __radd__(self, other) -> Tensor:
+        # BEGIN SOLUTION 1.2: other + self, where other is a number or an array
+        return self + other
+        # END SOLUTION
+
+    def __rmul__(self, other) -> Tensor:
+        # BEGIN SOLUTION 1.2: other * self
+        return self * other
+        # END SOLUTION
+
+    def __rsub__(self, other) -> Tensor:
+        # BEGIN SOLUTION 1.2: other - self (order matters)
+        return self._lift(other) - self
+        # END SOLUTION
+
+    def __rtruediv__(self, other) -> Tensor:
+        # BEGIN SOLUTION 1.2: other / self (order matters)
+        return self._lift(other) / self
+        # END SOLUTION
+
+    # ------------------------------------------------------------------ 1.3 unary functions
+    def exp(self) -> Tensor:
+        # BEGIN SOLUTION 1.3: d(e**x)/dx = e**x, which is the output itself
+        out_data = np.exp(self.data)
+        return Tensor._from_op(out_data, (self,), lambda g: (g * out_data,))
+        # END SOLUTION
+
+    def log(self) -> Tensor:
+        # BEGIN SOLUTION 1.3: d(ln x)/dx = 1/x
+        return Tensor._from_op(np.log(self.data), (self,), lambda g: (g / self.data,))
+        # END SOLUTION
+
+    def sqrt(self) -> Tensor:
+        # BEGIN SOLUTION 1.3: d(sqrt x)/dx = 1 / (2 sqrt x)
+        out_data = np.sqrt(self.data)
+        return Tensor._from_op(out_data, (self,), lambda g: (g / (2 * out_data),))
+        # END SOLUTION
+
+    def tanh(self) -> Tensor:
+        # BEGIN SOLUTION 1.3: d(tanh x)/dx = 1 - tanh(x)**2
+        out_data = np.tanh(self.data)
+        return Tensor._from_op(out_data, (self,), lambda g: (g * (1 - out_data**2),))
+        # END SOLUTION
+
+    def sigmoid(self) -> Tensor:
+        # BEGIN SOLUTION 1.3: s = 1/(1+e**-x) overflows for large -x; use s = (1 + tanh(x/2)) / 2. ds/dx = s(1-s)
+        out_data = 0.5 * (np.tanh(0.5 * self.data) + 1)
+        return Tensor._from_op(out_data, (self,), lambda g: (g * out_data * (1 - out_data),))
+        # END SOLUTION
+
+    def relu(self) -> Tensor:
+        # BEGIN SOLUTION 1.3: the gradient passes where x > 0 and is 0 elsewhere (also at x == 0, as in PyTorch)
+        positive = self.data > 0
+        return Tensor._from_op(self.data * positive, (self,), lambda g: (g * positive,))
+        # END SOLUTION
+
+    def sin(self) -> Tensor:
+        # BEGIN SOLUTION 1.3: d(sin x)/dx = cos x
+        return Tensor._from_op(np.sin(self.data), (self,), lambda g: (g * np.cos(self.data),))
+        # END SOLUTION
+
+    def cos(self) -> Tensor:
+        # BEGIN SOLUTION 1.3: d(cos x)/dx = -sin x
+        return Tensor._from_op(np.cos(self.data), (self,), lambda g: (-g * np.sin(self.data),))
+        # END SOLUTION
+
+    def abs(self) -> Tensor:
+        # BEGIN SOLUTION 1.3: d|x|/dx = sign(x), taken as 0 at x == 0 (as in PyTorch)
+        return Tensor._from_op(np.abs(self.data), (self,), lambda g: (g * np.sign(self.data),))
+        # END SOLUTION
+
+    # ------------------------------------------------------------------ 1.4 reductions
+    def sum(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+        """Sum over ``axis`` (an int, a tuple of ints, or None for all axes)."""
+        # BEGIN SOLUTION 1.4: every input element contributes once, so its gradient is g, broadcast back
+        axes = _normalize_axes(axis, self.ndim)
+
+        def backward(g):
+            return (np.broadcast_to(_keep_reduced_dims(g, axes, keepdims), self.shape),)
+
+        return Tensor._from_op(self.data.sum(axis=axes, keepdims=keepdims), (self,), backward)
+        # END SOLUTION
+
+    def mean(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+        """Mean over ``axis``: the sum divided by the number of elements reduced."""
+        # BEGIN SOLUTION 1.4: a sum scaled by 1/count, so reuse sum()
+        axes = _normalize_axes(axis, self.ndim)
+        count = int(np.prod([self.shape[a] for a in axes]))
+        return self.sum(axis=axes, keepdims=keepdims) * (1.0 / count)
+        # END SOLUTION
+
+    def max(self, axis: int | tuple[int, ...] | None = None, keepdims: bool = False) -> Tensor:
+        """Maximum over ``axis``. Where several elements tie for the maximum, they share the
+        gradient equally (as ``torch.amax`` does)."""
+        # BEGIN SOLUTION 1.4: the gradient flows to the maximal elements only, split evenly between ties
+        axes = _normalize_axes(axis, self.ndim)
+        kept = self.data.max(axis=axes, keepdims=True)
+
+        def backward(g):
+            is_max = self.data == kept
+            share = is_max / is_max.sum(axis=axes, keepdims=True, dtype=self.dtype)
+            return (share * _keep_reduced_dims(g, axes, keepdims),)
+
+        out_data = kept if keepdims else kept.squeeze(axis=axes)
+        return Tensor._from_op(out_data, (self,), backward)
+        # END SOLUTION
+
+    # ------------------------------------------------------------------ 1.5 matrix multiplication
+    def __matmul__(self, other) -> Tensor:
+        """``self @ other`` with ``np.matmul`` semantics: 1-D operands are promoted to a row (left)
+        or column (right) and the added axis is dropped again; leading axes broadcast as batches."""
+        # BEGIN SOLUTION 1.5: for C = A @ B, dA = dC @ B^T and dB = A^T @ dC, summed over broadcast batch axes
+        other = self._lift(other)
+        a = self.data[None, :] if self.ndim == 1 else self.data  # (..., m, k)
+        b = other.data[:, None] if other.ndim == 1 else other.data  # (..., k, n)
+        out_2d = a @ b  # (..., m, n)
+
+        def backward(g):
+            g = g.reshape(out_2d.shape)
+            grad_a = grad_b = None
+            if self.requires_grad:
+                grad_a = unbroadcast(g @ b.swapaxes(-1, -2), a.shape).reshape(self.shape)
+            if other.requires_grad:
+                grad_b = unbroadcast(a.swapaxes(-1, -2) @ g, b.shape).reshape(other.shape)
+            return grad_a, grad_b
+
+        out_data = out_2d
+        if other.ndim == 1:
+            out_data = out_data[..., 0]
+        if self.ndim == 1:
+            out_data = out_data[..., 0, :] if other.ndim > 1 else out_data[..., 0]
+        return Tensor._from_op(out_data, (self, other), backward)
+        # END SOLUTION
+
+    def __rmatmul__(self, other) -> Tensor:
+        return self._lift(other) @ self
+
+    # ------------------------------------------------------------------ 1.6 shape operations
+    def reshape(self, *shape) -> Tensor:
+        """``x.reshape(2, 3)`` or ``x.reshape((2, 3))``; one size may be -1."""
+        # BEGIN SOLUTION 1.6: the gradient is reshaped back to the input's shape
+        if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+            shape = tuple(shape[0])
+        return Tensor._from_op(self.data.reshape(shape), (self,), lambda g: (g.reshape(self.shape),))
+        # END SOLUTION
+
+    def transpose(self, *axes) -> Tensor:
+        """Permute the axes: ``x.transpose(1, 0, 2)``; with no arguments, reverse them all."""
+        # BEGIN SOLUTION 1.6: undo the permutation on the gradient (np.argsort of axes inverts it)
+        if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
+            axes = tuple(axes[0])
+        axes = tuple(range(self.ndim))[::-1] if not axes else axes
+        inverse = tuple(np.argsort(axes))
+        return Tensor._from_op(self.data.transpose(axes), (self,), lambda g: (g.transpose(inverse),))
+        # END SOLUTION
+
+    @property
+    def T(self) -> Tensor:
+        """All axes reversed, as ``ndarray.T``."""
+        return self.transpose()
+
+    def __getitem__(self, index) -> Tensor:
+        """NumPy indexing: ints, slices, None, Ellipsis, boolean masks and integer arrays."""
+        # BEGIN SOLUTION 1.6: scatter g back into zeros; np.add.at adds (not overwrites) at repeated indices
+        if isinstance(index, Tensor):
+            index = index.data.astype(np.intp)
+        elif isinstance(index, tuple):
+            index = tuple(i.data.astype(np.intp) if isinstance(i, Tensor) else i for i in index)
+
+        def backward(g):
+            grad = np.zeros_like(self.data)
+            if _is_basic_index(index):  # no element is picked twice: plain assignment is enough
+                grad[index] = g
+            else:
+                np.add.at(grad, index, g)
+            return (grad,)
+
+        return Tensor._from_op(self.data[index], (self,), backward)
+        # END SOLUTION
+
+    # ------------------------------------------------------------------ 1.7 the backward engine
+    def backward(self, grad=None) -> None:
+        """Fill ``.grad`` of every tensor this one depends on with d(self)/d(tensor), weighted by ``grad``.
+
+        ``grad`` is dL/d(self); it may be omitted for a single-element tensor (it is then 1).
+        Gradients add up across calls until ``zero_grad()``. The graph is freed as it is walked,
+        so a second ``backward()`` through it raises an error: compute the forward pass again.
+        """
+        # BEGIN SOLUTION 1.7: seed this tensor's grad, then call _backward on every node, outputs first
+        if not self.requires_grad:
+            raise RuntimeError(
+                "backward() was called on a tensor that does not require grad: none of the tensors "
+                "it was computed from has requires_grad=True (or it was computed under no_grad())"
+            )
+        if grad is None:
+            if self.data.size != 1:
+                raise RuntimeError(
+                    f"backward() on a tensor of shape {self.shape} needs the gradient of the loss with "
+                    f"respect to it, e.g. y.backward(np.ones({self.shape})); only a single-element "
+                    "tensor (a loss) can omit it"
+                )
+            grad = np.ones_like(self.data)
+        else:
+            grad = np.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.data.dtype)
+            if grad.shape != self.shape:
+                raise ValueError(f"backward(grad): grad has shape {grad.shape}, but the tensor has shape {self.shape}")
+
+        self._accumulate(grad)
+        for node in reversed(_topological_order(self)):
+            if node._backward is None:  # a leaf: its .grad is the result
+                continue
+            grads = node._backward(node.grad)
+            for parent, parent_grad in zip(node._parents, grads):
+                if parent_grad is not None and parent.requires_grad:
+                    parent._accumulate(parent_grad)
+            # Free the graph as we go: intermediate arrays are released now, not at the next step.
+            node.grad = None
+            node._parents = ()
+            node._backward = _graph_already_freed
+        # END SOLUTION
+
+    def zero_grad(self) -> None:
+        """Forget the accumulated gradient."""
+        # BEGIN SOLUTION 1.7: None (not zeros) so the next backward allocates it only if it is needed
+        self.grad = None
+        # END SOLUTION
+
+    def detach(self) -> Tensor:
+        """The same values, cut from the graph: no gradient flows through the result."""
+        # BEGIN SOLUTION 1.7: share the data, record no parents
+        out = Tensor.__new__(Tensor)
+        out.data, out.grad, out.requires_grad, out._parents, out._backward = self.data, None, False, (), None
+        return out
+        # END SOLUTION
+
+
+# ---------------------------------------------------------------------- helpers used by the ops
+def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
+    """Sum ``grad`` down to ``shape``, undoing NumPy broadcasting.
+
+    An operand of shape ``shape`` that was broadcast to ``grad.shape`` was copied along the new
+    leading axes and along its size-1 axes; each copy contributed to the output, so the gradient
+    of the operand is the sum over those axes.
+    """
+    # BEGIN SOLUTION 1.2: sum over the leading axes broadcasting added, then over axes that were 1 in shape
+    if grad.shape == shape:
+        return grad
+    leading = grad.ndim - len(shape)
+    stretched = tuple(leading + i for i, n in enumerate(shape) if n == 1 and grad.shape[leading + i] != 1)
+    return grad.sum(axis=tuple(range(leading)) + stretched, keepdims=True).reshape(shape)
+    # END SOLUTION
+
+
+def _normalize_axes(axis, ndim: int) -> tuple[int, ...]:
+    """None -> all axes; an int or a tuple -> a tuple of non-negative axes."""
+    return tuple(range(ndim)) if axis is None else normalize_axis_tuple(axis, ndim)
+
+
+def _keep_reduced_dims(g: np.ndarray, axes: tuple[int, ...], keepdims: bool) -> np.ndarray:
+    """Give the gradient of a reduction's output size-1 axes where the reduction removed them,
+    so that it broadcasts against the input."""
+    return g if keepdims else np.expand_dims(g, axes)
+
+
+def _is_basic_index(index) -> bool:
+    """True for indexes made only of ints, slices, None and Ellipsis (NumPy's "basic" indexing)."""
+    parts = index if isinstance(index, tuple) else (index,)
+    return all(isinstance(i, (int, np.integer, slice)) or i is None or i is Ellipsis for i in parts)
+
+
+def _graph_already_freed(g):
+    raise RuntimeError(
+        "backward() went through a part of the graph that an earlier backward() already freed. "
+        "Compute the forward pass again before calling backward() a second time."
+    )
+
+
+def _topological_order(root: Tensor) -> list[Tensor]:
+    """Every tensor ``root`` depends on (that requires grad), each listed after all its parents.
+
+    Iterative depth-first search: a recursive one hits Python's recursion limit on deep graphs
+    (an RNN unrolled over a long sequence, a 10 000-step chain).
+    """
+    # BEGIN SOLUTION 1.7: depth-first search with an explicit stack; a node is appended once all its parents are
+    order: list[Tensor] = []
+    visited: set[int] = set()
+    stack: list[tuple[Tensor, bool]] = [(root, False)]
+    while stack:
+        node, parents_done = stack.pop()
+        if parents_done:
+            order.append(node)
+            continue
+        if id(node) in visited:
+            continue
+        visited.add(id(node))
+        stack.append((node, True))
+        stack.extend((p, False) for p in node._parents if p.requires_grad and id(p) not in visited)
+    return order
+    # END SOLUTION
+
+
+@contextlib.contextmanager
+def no_grad() -> Iterator[None]:
+    """``with no_grad():`` ops inside record no graph (for evaluation and optimizer updates)."""
+    # BEGIN SOLUTION 1.7: switch the module flag _grad_enabled off, and restore it even if the body raises
+    global _grad_enabled
+    previous, _grad_enabled = _grad_enabled, False
+    try:
+        yield
+    finally:
+        _grad_enabled = previous
+    # END SOLUTION
+
+
+# ---------------------------------------------------------------------- 1.6 joining tensors
+def concatenate(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
+    """Join tensors along an existing axis, as ``np.concatenate``."""
+    # BEGIN SOLUTION 1.6: split the gradient back into pieces of the inputs' sizes along axis
+    tensors = tuple(tensors)
+    axis = axis % tensors[0].ndim
+    ends = np.cumsum([t.shape[axis] for t in tensors])[:-1]
+    return Tensor._from_op(
+        np.concatenate([t.data for t in tensors], axis=axis), tensors, lambda g: tuple(np.split(g, ends, axis=axis))
+    )
+    # END SOLUTION
+
+
+def stack(tensors: Sequence[Tensor], axis: int = 0) -> Tensor:
+    """Join same-shaped tensors along a new axis, as ``np.stack``."""
+    # BEGIN SOLUTION 1.6: the gradient of input i is the slice i of g along the new axis
+    tensors = tuple(tensors)
+    axis = axis % (tensors[0].ndim + 1)
+    return Tensor._from_op(
+        np.stack([t.data for t in tensors], axis=axis), tensors, lambda g: tuple(np.moveaxis(g, axis, 0))
+    )
+    # END SOLUTION

@@ -1,0 +1,97 @@
+"""Which implementation the tests run against, and the rule that every graded test names its exercise.
+
+The stage packages (``stage1_autograd``, ``stage2_mlp``, ...) have the same import names in the student's
+folders and in ``solutions/``. Which one a run imports is decided here, by the import path alone:
+``--implementation stage1_autograd=DIR`` makes ``import stage1_autograd`` load ``DIR/stage1_autograd``.
+Without the option (``python -m pytest``, the project's own suite) every stage comes from ``solutions/``.
+The grader passes the student's folder, or a mix: a student's later stage on the reference earlier ones.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import sys
+from pathlib import Path
+
+import pytest
+
+from grading.registry import REPO_ROOT, SOLUTIONS_DIR, all_stages
+
+STAGE_PACKAGES = ("stage1_autograd", "stage2_mlp", "stage3_transformer", "stage4_gpt")
+
+
+class StagePackageFinder(importlib.abc.MetaPathFinder):
+    """Finds each stage package in the folder chosen for it, ahead of everything on ``sys.path``."""
+
+    def __init__(self, homes: dict[str, Path]):
+        self.homes = homes
+
+    def find_spec(self, name, path=None, target=None):
+        home = self.homes.get(name)
+        if home is None:
+            return None  # not a stage package (submodules are found through their package)
+        spec = importlib.machinery.PathFinder.find_spec(name, [str(home)])
+        if spec is None:
+            raise ModuleNotFoundError(f"No module named {name!r}: there is no {name}/ folder in {home}", name=name)
+        return spec
+
+
+def pytest_addoption(parser):
+    parser.addoption(
+        "--implementation",
+        action="append",
+        default=[],
+        metavar="PACKAGE=DIR",
+        help="import the stage package PACKAGE from the folder DIR (repeatable; default: solutions/)",
+    )
+
+
+def _chosen_homes(config) -> dict[str, Path]:
+    homes = {package: SOLUTIONS_DIR for package in STAGE_PACKAGES}
+    for choice in config.getoption("--implementation"):
+        package, sep, folder = choice.partition("=")
+        if not sep or package not in STAGE_PACKAGES:
+            raise pytest.UsageError(f"--implementation takes PACKAGE=DIR with PACKAGE one of {STAGE_PACKAGES}, not {choice!r}")
+        homes[package] = Path(folder).resolve()
+    return homes
+
+
+def pytest_configure(config):
+    already = [name for name in STAGE_PACKAGES if name in sys.modules]
+    if already:
+        raise pytest.UsageError(f"{already} were imported before the implementation could be chosen")
+    config.stash[HOMES] = homes = _chosen_homes(config)
+    sys.meta_path.insert(0, StagePackageFinder(homes))
+
+
+HOMES = pytest.StashKey[dict]()
+
+
+def _describe(folder: Path) -> str:
+    if folder == SOLUTIONS_DIR:
+        return "solutions/ (reference)"
+    if folder == REPO_ROOT:
+        return "./ (student)"
+    return f"{folder} (student)"
+
+
+def pytest_report_header(config):
+    homes = config.stash[HOMES]
+    used = [f"{package} from {_describe(homes[package])}" for package in STAGE_PACKAGES if (homes[package] / package).is_dir()]
+    return "implementation under test: " + "; ".join(used)
+
+
+def pytest_collection_modifyitems(config, items):
+    """Every test under tests/stageN/ belongs to exactly one exercise of that stage's registry."""
+    known = {stage.name: {e.id for e in stage.exercises} for stage in all_stages()}
+    problems = []
+    for item in items:
+        stage = next((part for part in Path(item.fspath).parts if part in known), None)
+        if stage is None:
+            continue
+        ids = [mark.args[0] for mark in item.iter_markers("exercise")]
+        if len(ids) != 1 or ids[0] not in known[stage]:
+            problems.append(f"{item.nodeid}: exercise markers {ids}, expected exactly one of {sorted(known[stage])}")
+    if problems:
+        raise pytest.UsageError("tests with a missing or wrong exercise marker:\n  " + "\n  ".join(problems))
