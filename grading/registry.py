@@ -4,6 +4,7 @@ generator and the test markers are all read from or checked against it."""
 
 from __future__ import annotations
 
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -73,3 +74,13 @@ def load_stage(name: str) -> Stage:
 
 def all_stages() -> list[Stage]:
     return [load_stage(name) for name in stage_names()]
+
+
+def exercises_marked_in(test_file: Path) -> list[str]:
+    """The exercise ids a test module's markers name, read from its source without importing it
+    (used when importing it failed)."""
+    try:
+        source = test_file.read_text(encoding="utf-8")
+    except OSError:
+        return []
+    return sorted(set(re.findall(r"""mark\.exercise\(\s*["']([\w.]+)["']""", source)))

@@ -1,0 +1,191 @@
+"""The pytest plugin the grader loads into its child process (``-p grading.plugin``).
+
+It appends one JSON object per line to the log file the parent chose, flushing each, so the parent
+knows what happened even if the child is killed or dies mid-test:
+
+    {"event": "collecting", "path": ...}                  a test module is about to be imported
+    {"event": "collect_error", "path": ..., "exercises": [...], "error": {...}}
+    {"event": "collected", "tests": [{"nodeid": ..., "exercise": ...}, ...]}
+    {"event": "start", "nodeid": ...}
+    {"event": "result", "nodeid": ..., "outcome": ..., "error": {...} | null}
+
+A test that runs longer than its exercise's time limit is interrupted (SIGALRM) and recorded as
+``timeout``; once an exercise has timed out, its remaining tests are recorded as ``not_run`` without
+running (the exercise is lost already, and each would hang again).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import traceback
+from pathlib import Path
+
+import pytest
+
+from grading.registry import exercises_marked_in, load_stage
+
+STAGE_PACKAGES = re.compile(r"^stage\d+_\w+$")
+
+
+class TestTimedOut(BaseException):
+    """Raised in the test by the alarm. A BaseException, so student code's ``except Exception`` can't swallow it."""
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("grading", "the grader's child process")
+    group.addoption("--grading-log", help="append one JSON line per event to this file")
+    group.addoption("--grading-timeout", type=float, help="time limit per test in seconds (default: per exercise)")
+    group.addoption("--grading-only", help="a file listing the node ids to run, one per line")
+    group.addoption("--grading-exercises", help="comma-separated exercise ids to run (default: all)")
+
+
+def pytest_configure(config):
+    path = config.getoption("--grading-log")
+    if path:
+        config.pluginmanager.register(GradingRecorder(config, Path(path)), "grading-recorder")
+
+
+def exercise_of(item) -> str | None:
+    marker = item.get_closest_marker("exercise")
+    return marker.args[0] if marker else None
+
+
+class GradingRecorder:
+    def __init__(self, config, log_path: Path):
+        self.config = config
+        self.log = log_path.open("a", encoding="utf-8")
+        # The grader runs one stage's test folder, tests/<stage>; its registry has the time limits.
+        self.stage = load_stage(Path(config.args[0]).name)
+        self.lost_exercises: set[str] = set()
+        self.outcomes: dict[str, tuple[str, dict | None]] = {}
+
+    def write(self, **record) -> None:
+        self.log.write(json.dumps(record) + "\n")
+        self.log.flush()
+
+    # -------------------------------------------------------------- collection
+    @pytest.hookimpl(tryfirst=True)
+    def pytest_collectstart(self, collector):
+        if isinstance(collector, pytest.Module):
+            self.write(event="collecting", path=str(collector.path))
+
+    def pytest_exception_interact(self, node, call, report):
+        if isinstance(node, pytest.Module) and report.failed:
+            error = describe_exception(call.excinfo.value, during="importing the tests")
+            self.write(event="collect_error", path=str(node.path), exercises=exercises_marked_in(node.path), error=error)
+
+    def pytest_collection_modifyitems(self, config, items):
+        wanted = config.getoption("--grading-exercises")
+        only = config.getoption("--grading-only")
+        keep = items
+        if wanted:
+            ids = set(wanted.split(","))
+            keep = [item for item in keep if exercise_of(item) in ids]
+        if only:
+            nodeids = set(Path(only).read_text(encoding="utf-8").split("\n"))
+            keep = [item for item in keep if item.nodeid in nodeids]
+        deselected = [item for item in items if item not in keep]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = keep
+        self.write(event="collected", tests=[{"nodeid": i.nodeid, "exercise": exercise_of(i)} for i in items])
+
+    # -------------------------------------------------------------- running
+    def time_limit(self, item) -> float:
+        override = self.config.getoption("--grading-timeout")
+        if override:
+            return override
+        exercise = exercise_of(item)
+        return self.stage.exercise(exercise).timeout if self.stage and exercise else 60.0
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_protocol(self, item, nextitem):
+        self.write(event="start", nodeid=item.nodeid)
+        exercise = exercise_of(item)
+        lost = exercise in self.lost_exercises
+        if not lost:
+            limit = self.time_limit(item)
+
+            def on_alarm(signum, frame):
+                raise TestTimedOut(f"this test took longer than its time limit of {limit:g} s")
+
+            previous = signal.signal(signal.SIGALRM, on_alarm)
+            signal.setitimer(signal.ITIMER_REAL, limit)
+        try:
+            yield
+        finally:
+            if not lost:
+                signal.setitimer(signal.ITIMER_REAL, 0)
+                signal.signal(signal.SIGALRM, previous)
+        outcome, error = self.outcomes.pop(item.nodeid, ("passed", None))
+        if lost:
+            outcome, error = "not_run", {"type": "NotRun", "message": f"not run: an earlier test of exercise {exercise} timed out"}
+        elif outcome == "timeout":
+            self.lost_exercises.add(exercise)
+        self.write(event="result", nodeid=item.nodeid, outcome=outcome, error=error)
+
+    def pytest_runtest_setup(self, item):
+        if exercise_of(item) in self.lost_exercises:
+            pytest.skip("exercise already timed out")
+
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_runtest_makereport(self, item, call):
+        report = (yield).get_result()
+        if item.nodeid in self.outcomes or report.passed or call.excinfo is None:
+            return
+        if report.skipped:
+            self.outcomes[item.nodeid] = ("skipped", None)
+            return
+        value = call.excinfo.value
+        if isinstance(value, TestTimedOut):
+            outcome = "timeout"
+        elif isinstance(value, NotImplementedError):
+            outcome = "not_implemented"
+        elif isinstance(value, AssertionError) and call.when == "call":
+            outcome = "failed"
+        else:
+            outcome = "error"
+        self.outcomes[item.nodeid] = (outcome, describe_exception(value, during=call.when, longrepr=str(report.longrepr)))
+
+
+def describe_exception(exc: BaseException, during: str, longrepr: str = "") -> dict:
+    """What the parent needs to explain an exception: its type, first line, and where in a stage package
+    it was raised (the innermost frame in student or reference code, not in the tests)."""
+    original = exc.__cause__ if exc.__cause__ is not None and type(exc).__name__ == "CollectError" else exc
+    message = str(original).strip().splitlines()[0] if str(original).strip() else ""
+    location = None
+    if isinstance(original, SyntaxError) and original.filename:
+        location = stage_location(original.filename, original.lineno or 0)
+        message = f"{original.msg}"
+    else:
+        for frame in reversed(traceback.extract_tb(original.__traceback__)):
+            location = stage_location(frame.filename, frame.lineno or 0, frame.name)
+            if location:
+                break
+    exercise = re.search(r"Exercise (\d+\.\d+)", message) if isinstance(original, NotImplementedError) else None
+    return {
+        "type": type(original).__name__,
+        "message": message,
+        "location": location,
+        "exercise": exercise.group(1) if exercise else None,
+        "during": during,
+        "exit_code": original.code if isinstance(original, SystemExit) else None,
+        "detail": longrepr,
+    }
+
+
+def stage_location(filename: str, lineno: int, function: str | None = None) -> dict | None:
+    """``{"package", "root", "file", "line", "function"}`` when ``filename`` lies in a stage package."""
+    path = Path(filename).resolve()
+    for index, part in enumerate(path.parts[:-1]):
+        if STAGE_PACKAGES.match(part):
+            return {
+                "package": part,
+                "root": str(Path(*path.parts[:index])),
+                "file": Path(*path.parts[index:]).as_posix(),
+                "line": lineno,
+                "function": function,
+            }
+    return None

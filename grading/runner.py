@@ -1,0 +1,205 @@
+"""The trusted parent: runs one stage's tests in a child process and collects every test's outcome.
+
+The parent never imports the code under test. It starts ``python -m pytest`` with the grading plugin,
+which logs each event to a file as it happens; the parent follows the log, enforces the time limits,
+and kills the child's whole process group when a test hangs past its limit or the run past its own.
+When the child dies or is killed mid-run, the test it was in is charged with it and a new child runs
+the tests that have no outcome yet, so one hang or crash costs one exercise, not the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from grading.registry import REPO_ROOT, Stage, exercises_marked_in
+
+GRACE_SECONDS = 3.0  # after a test's own limit, before the parent kills a child that ignored the alarm
+MAX_RESTARTS = 25  # a submission that kills every child it gets is not retried forever
+
+
+@dataclass
+class TestResult:
+    nodeid: str
+    exercise: str | None
+    outcome: str  # passed, skipped, failed, not_implemented, error, timeout, crashed, not_run
+    error: dict | None = None
+
+
+@dataclass
+class RunResult:
+    tests: dict[str, TestResult] = field(default_factory=dict)  # in collection order
+    collect_errors: list[dict] = field(default_factory=list)  # {"path", "exercises", "error"}
+    output: str = ""  # what pytest printed, for -v
+    run_timed_out: bool = False
+
+
+def child_command(stage: Stage, homes: dict[str, Path], log: Path, exercises: list[str], test_timeout: float | None,
+                  only: Path | None, ignored: list[str]) -> list[str]:
+    cmd = [
+        sys.executable, "-P", "-m", "pytest", str(stage.tests_dir),
+        "-p", "grading.plugin", "--grading-log", str(log),
+        "-q", "--continue-on-collection-errors", "-p", "no:cacheprovider", "-o", "addopts=",
+    ]
+    for package, root in homes.items():
+        cmd += ["--implementation", f"{package}={root}"]
+    if exercises:
+        cmd += ["--grading-exercises", ",".join(exercises)]
+    if test_timeout:
+        cmd += ["--grading-timeout", str(test_timeout)]
+    if only is not None:
+        cmd += ["--grading-only", str(only)]
+    cmd += [f"--ignore={path}" for path in ignored]
+    return cmd
+
+
+def child_environment() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO_ROOT)  # for the grading plugin and the tests package, not the code under test
+    env["PYTHONDONTWRITEBYTECODE"] = "1"  # no __pycache__ in the student's folders
+    env["PYTHONHASHSEED"] = "0"
+    env["MPLBACKEND"] = "Agg"
+    env.pop("PYTEST_ADDOPTS", None)
+    return env
+
+
+def kill_group(process: subprocess.Popen) -> None:
+    try:
+        os.killpg(process.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    process.wait()
+
+
+def run_stage(stage: Stage, homes: dict[str, Path], exercises: list[str], test_timeout: float | None,
+              run_timeout: float) -> RunResult:
+    """Run ``stage``'s tests with each stage package imported from the folder ``homes`` gives."""
+    result = RunResult()
+    limit_of = {e.id: (test_timeout or e.timeout) for e in stage.exercises}
+    deadline = time.monotonic() + run_timeout
+    with tempfile.TemporaryDirectory(prefix="grader-") as tmp:
+        tmpdir = Path(tmp)
+        log_path, out_path, only_path = tmpdir / "log.jsonl", tmpdir / "pytest-output.txt", tmpdir / "only.txt"
+        ignored: list[str] = []
+        collected: dict[str, str | None] | None = None  # nodeid -> exercise, once the first child collected
+        for _attempt in range(MAX_RESTARTS + 1):
+            log_path.write_text("")
+            only = None
+            if collected is not None:
+                todo = still_to_run(collected, result)
+                if not todo:
+                    break
+                only_path.write_text("\n".join(todo), encoding="utf-8")
+                only = only_path
+            cmd = child_command(stage, homes, log_path, exercises, test_timeout, only, ignored)
+            with out_path.open("a", encoding="utf-8") as out:
+                process = subprocess.Popen(cmd, cwd=tmpdir, env=child_environment(), stdout=out,
+                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+                state = follow(process, log_path, result, limit_of, deadline)
+            if collected is None:
+                collected = state.collected
+            if state.run_timed_out:
+                result.run_timed_out = True
+                break
+            if state.current_test is not None:  # the child died or was killed inside a test
+                exercise = (collected or {}).get(state.current_test)
+                outcome = "timeout" if state.killed else "crashed"
+                message = (f"this test ran past its time limit of {limit_of.get(exercise, 0):g} s and had to be stopped"
+                           if state.killed else crash_message(process.returncode))
+                result.tests[state.current_test] = TestResult(state.current_test, exercise, outcome,
+                                                              {"type": outcome, "message": message, "location": None})
+            elif state.collecting is not None:  # it died while importing a test module
+                result.collect_errors.append({
+                    "path": state.collecting,
+                    "exercises": exercises_marked_in(Path(state.collecting)),
+                    "error": {"type": "crashed", "message": "importing the code under test ended the process: "
+                              + crash_message(process.returncode), "location": None},
+                })
+                ignored.append(state.collecting)
+            else:
+                break  # the child finished
+        result.output = out_path.read_text(encoding="utf-8", errors="replace")
+        if collected is not None:
+            ordered = {n: result.tests.get(n) or TestResult(n, ex, "not_run", {
+                "type": "NotRun", "message": "this test has no recorded outcome (the run was stopped before it)",
+                "location": None}) for n, ex in collected.items()}
+            result.tests = ordered
+    return result
+
+
+def still_to_run(collected: dict[str, str | None], result: RunResult) -> list[str]:
+    """Tests with no outcome yet, except those of an exercise that crashed or hung: it is lost already,
+    and running its other tests would most likely repeat that."""
+    lost = {t.exercise for t in result.tests.values() if t.outcome in ("crashed", "timeout")}
+    return [n for n, exercise in collected.items() if n not in result.tests and exercise not in lost]
+
+
+@dataclass
+class ChildState:
+    collected: dict[str, str | None] | None = None
+    current_test: str | None = None
+    collecting: str | None = None
+    killed: bool = False
+    run_timed_out: bool = False
+
+
+def follow(process: subprocess.Popen, log_path: Path, result: RunResult, limit_of: dict, deadline: float) -> ChildState:
+    """Read the child's log as it grows until the child exits; kill it when a limit is passed."""
+    state = ChildState()
+    started_at = 0.0
+    exercise_of: dict[str, str | None] = {}
+    with log_path.open(encoding="utf-8") as log:
+        pending = ""
+        while True:
+            finished = process.poll() is not None
+            chunk = log.read()
+            pending += chunk
+            *lines, pending = pending.split("\n")
+            for line in lines:
+                record = json.loads(line)
+                event = record["event"]
+                if event == "collecting":
+                    state.collecting = record["path"]
+                elif event == "collect_error":
+                    result.collect_errors.append(record)
+                elif event == "collected":
+                    state.collecting = None
+                    state.collected = {t["nodeid"]: t["exercise"] for t in record["tests"]}
+                    exercise_of.update(state.collected)
+                elif event == "start":
+                    state.current_test, started_at = record["nodeid"], time.monotonic()
+                elif event == "result":
+                    nodeid = record["nodeid"]
+                    result.tests[nodeid] = TestResult(nodeid, exercise_of.get(nodeid), record["outcome"], record["error"])
+                    state.current_test = None
+            if finished:
+                return state
+            now = time.monotonic()
+            if now > deadline:
+                kill_group(process)
+                state.run_timed_out = True
+                return state
+            if state.current_test is not None:
+                limit = limit_of.get(exercise_of.get(state.current_test), 60.0)
+                if now - started_at > limit + GRACE_SECONDS:
+                    kill_group(process)
+                    state.killed = True
+                    return state
+            time.sleep(0.02)
+
+
+def crash_message(returncode: int | None) -> str:
+    if returncode is not None and returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"the Python process was killed by {name} (a crash in native code, or out of memory)"
+    return f"the Python process exited with code {returncode} in the middle of this test (os._exit() or a crash)"
