@@ -53,6 +53,9 @@ def skeleton_source(source: str, stage: Stage, where: str) -> tuple[str, set[str
                 title = stage.exercise(exercise_id).title
             except KeyError as e:
                 raise GenerateError(f"{where}:{lineno}: {e.args[0]}") from None
+            if not begin["indent"]:
+                raise GenerateError(f"{where}:{lineno}: BEGIN SOLUTION at module level; regions belong inside "
+                                    "function bodies, so that the skeleton still imports")
             open_region = (lineno, exercise_id)
             found.add(exercise_id)
             indent = begin["indent"]
@@ -71,8 +74,7 @@ def skeleton_source(source: str, stage: Stage, where: str) -> tuple[str, set[str
     try:
         compile(text, where, "exec", dont_inherit=True)
     except SyntaxError as e:
-        raise GenerateError(f"{where}: the skeleton would not compile (line {e.lineno}: {e.msg}); "
-                            "regions must sit inside function bodies") from None
+        raise GenerateError(f"{where}: the skeleton would not compile (line {e.lineno}: {e.msg})") from None
     return text, found
 
 
