@@ -1,0 +1,71 @@
+"""The skeleton generator, the registry, and that the committed skeletons are what the solutions generate."""
+
+import pytest
+
+from grading import generate
+from grading.registry import TESTS_DIR, all_stages, exercises_marked_in, load_stage
+
+STAGE1 = load_stage("stage1")
+
+
+def test_committed_skeletons_and_exercise_tables_are_current():
+    problems = generate.check()
+    assert not problems, "run `python -m grading.generate` and commit the result:\n  " + "\n  ".join(problems)
+
+
+def test_a_region_becomes_a_todo_and_a_raise():
+    source = (
+        "def f(x):\n"
+        '    """Double x."""\n'
+        "    # BEGIN SOLUTION 1.3: multiply by two\n"
+        "    y = 2 * x\n"
+        "    return y\n"
+        "    # END SOLUTION\n"
+        "\n"
+        "GIVEN = 1\n"
+    )
+    text, found = generate.skeleton_source(source, STAGE1, "example.py")
+    assert found == {"1.3"}
+    assert text == (
+        "def f(x):\n"
+        '    """Double x."""\n'
+        "    # TODO 1.3: multiply by two\n"
+        '    raise NotImplementedError("Exercise 1.3 (Unary functions) is not done yet")\n'
+        "\n"
+        "GIVEN = 1\n"
+    )
+
+
+@pytest.mark.parametrize(
+    "source, complaint",
+    [
+        ("def f():\n    # BEGIN SOLUTION 1.3\n    return 1\n", "never closed"),
+        ("def f():\n    return 1\n    # END SOLUTION\n", "without a BEGIN"),
+        ("def f():\n    # BEGIN SOLUTION 9.9\n    return 1\n    # END SOLUTION\n", "no exercise '9.9'"),
+        ("# BEGIN SOLUTION 1.3\nX = 1\n# END SOLUTION\n", "module level"),
+        ("def f():\n    # BEGIN SOLUTION 1.3\n    # BEGIN SOLUTION 1.3\n    # END SOLUTION\n", "inside the region"),
+    ],
+)
+def test_malformed_regions_are_refused_with_file_and_line(source, complaint):
+    with pytest.raises(generate.GenerateError, match=complaint) as error:
+        generate.skeleton_source(source, STAGE1, "example.py")
+    assert str(error.value).startswith("example.py:")
+
+
+@pytest.mark.parametrize("stage", all_stages(), ids=lambda s: s.name)
+def test_registry_points_add_up_to_100(stage):
+    assert stage.max_score == 100, f"{stage.name}: points add up to {stage.max_score}"
+
+
+@pytest.mark.parametrize("stage", all_stages(), ids=lambda s: s.name)
+def test_every_exercise_has_tests(stage):
+    marked = {exercise_id for path in (TESTS_DIR / stage.name).glob("test_*.py") for exercise_id in exercises_marked_in(path)}
+    missing = [e.id for e in stage.exercises if e.id not in marked]
+    assert not missing, f"{stage.name}: exercises without tests: {missing}"
+
+
+@pytest.mark.parametrize("stage", all_stages(), ids=lambda s: s.name)
+def test_stage_has_a_lesson_with_the_exercise_table(stage):
+    readme = generate.REPO_ROOT / stage.package / "README.md"
+    assert readme.is_file(), f"{stage.package}/README.md (the lesson) is missing"
+    assert generate.exercise_table(stage) in readme.read_text(encoding="utf-8")

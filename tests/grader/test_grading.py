@@ -1,0 +1,220 @@
+"""The grader end to end: it runs as a student would run it, on the skeletons, on the solutions, and on
+submissions that break in every way we promise to handle."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+from grading.registry import REPO_ROOT, SOLUTIONS_DIR, all_stages, load_stage
+
+STAGES = all_stages()
+
+
+def grade(*args: str, timeout: float = 300) -> tuple[int, str, dict | None]:
+    """Run ``python grader.py ARGS --json ...`` as a student would; returns (exit code, output, JSON)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        json_path = Path(tmp) / "result.json"
+        completed = subprocess.run(
+            [sys.executable, str(REPO_ROOT / "grader.py"), *args, "--json", str(json_path)],
+            capture_output=True, text=True, timeout=timeout, cwd=REPO_ROOT,
+        )
+        data = json.loads(json_path.read_text()) if json_path.exists() else None
+    output = completed.stdout + completed.stderr
+    assert "Traceback" not in output, f"the grader printed a traceback:\n{output}"
+    return completed.returncode, output, data
+
+
+def statuses(data: dict) -> dict[str, str]:
+    return {e["id"]: e["status"] for e in data["exercises"]}
+
+
+def submission(tmp_path: Path, *packages: str, from_solutions: tuple[str, ...] = ()) -> Path:
+    """A copy of the student skeletons of ``packages``, with the files named in ``from_solutions``
+    (``"stage1_autograd/value.py"``) replaced by the reference."""
+    root = tmp_path / "submission"
+    for package in packages:
+        shutil.copytree(REPO_ROOT / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+    for relative in from_solutions:
+        shutil.copy(SOLUTIONS_DIR / relative, root / relative)
+    return root
+
+
+def broken_solution(tmp_path: Path, file: str, old: str, new: str) -> Path:
+    """A copy of the reference stage 1 with one piece of code replaced."""
+    root = tmp_path / "submission"
+    shutil.copytree(SOLUTIONS_DIR / "stage1_autograd", root / "stage1_autograd", ignore=shutil.ignore_patterns("__pycache__"))
+    path = root / "stage1_autograd" / file
+    source = path.read_text()
+    assert old in source, f"{old!r} is not in {file}"
+    path.write_text(source.replace(old, new, 1))
+    return root
+
+
+def snapshot(root: Path) -> dict[str, float]:
+    return {str(p.relative_to(root)): p.stat().st_mtime for p in root.rglob("*")}
+
+
+# --------------------------------------------------------------------------- whole stages
+@pytest.mark.parametrize("stage", STAGES, ids=lambda s: s.name)
+def test_solutions_earn_full_marks(stage):
+    code, output, data = grade(stage.name, "--solutions")
+    assert code == 0, output
+    assert data["score"] == data["max_score"] == 100, output
+    assert data["implementation"] == "solutions"
+    assert set(statuses(data).values()) == {"passed"}
+    assert "Score: 100/100" in output
+
+
+@pytest.mark.parametrize("stage", STAGES, ids=lambda s: s.name)
+def test_skeletons_grade_to_zero_with_every_exercise_not_started(stage, tmp_path):
+    root = submission(tmp_path, *stage.requires, stage.package)
+    before = snapshot(root)
+    code, output, data = grade(stage.name, "--submission", str(root))
+    assert code == 1, output
+    assert data["score"] == 0 and data["max_score"] == 100
+    assert data["implementation"] == "student"
+    assert statuses(data) == {e.id: "not_started" for e in stage.exercises}, output
+    assert "Score: 0/100" in output
+    assert snapshot(root) == before, "the grader wrote into the student's folder"
+
+
+def test_json_report_has_the_documented_shape(tmp_path):
+    code, output, data = grade("stage1", "--solutions", "-x", "1.1")
+    assert code == 0, output
+    assert {"stage", "implementation", "score", "max_score", "exercises"} <= set(data)
+    (exercise,) = data["exercises"]
+    assert {"id", "title", "score", "max_score", "status", "message"} <= set(exercise)
+    assert (data["stage"], exercise["id"], exercise["score"], exercise["max_score"]) == ("stage1", "1.1", 10, 10)
+
+
+def test_replacing_a_skeleton_file_by_the_reference_raises_the_score(tmp_path):
+    root = submission(tmp_path, "stage1_autograd", from_solutions=("stage1_autograd/value.py",))
+    code, output, data = grade("stage1", "--submission", str(root), "-x", "1.1", "-x", "1.2")
+    assert code == 1
+    assert statuses(data) == {"1.1": "passed", "1.2": "not_started"}, output
+    assert data["score"] == 10
+
+
+def test_a_failing_exercise_shows_the_first_failure_and_the_todo(tmp_path):
+    # unbroadcast forgets the leading axes: broadcasting tests fail, equal-shape tests pass.
+    root = broken_solution(tmp_path, "tensor.py", "    if grad.shape == shape:\n        return grad\n",
+                           "    if grad.ndim != len(shape) or grad.shape == shape:\n        return grad\n")
+    code, output, data = grade("stage1", "--submission", str(root), "-x", "1.2")
+    assert code == 1
+    assert statuses(data) == {"1.2": "failed"}
+    message = data["exercises"][0]["message"]
+    assert "gradient of input" in message and "expected" in message, message
+    assert "First to work on: 1.2" in output and "hint:" in output
+
+
+# --------------------------------------------------------------------------- broken submissions
+def test_syntax_error_is_reported_once_with_file_and_line(tmp_path):
+    root = broken_solution(tmp_path, "tensor.py", "    def __mul__(self, other) -> Tensor:", "    def __mul__(self, other) -> Tensor")
+    code, output, data = grade("stage1", "--submission", str(root), "-x", "1.1", "-x", "1.2", "-x", "1.3")
+    assert code == 1
+    # value.py does not import tensor.py: exercise 1.1 is still graded.
+    assert statuses(data) == {"1.1": "passed", "1.2": "error", "1.3": "error"}
+    line = re.search(r"SyntaxError in stage1_autograd/tensor\.py, line (\d+)", output)
+    assert line, output
+    assert output.count("SyntaxError in stage1_autograd/tensor.py") == 2  # the summary line and the first problem
+    source_line = (root / "stage1_autograd/tensor.py").read_text().splitlines()[int(line.group(1)) - 1]
+    assert "def __mul__" in source_line
+
+
+def test_a_hang_costs_its_exercise_not_the_run(tmp_path):
+    root = broken_solution(tmp_path, "tensor.py", "        # BEGIN SOLUTION 1.3: d(e**x)/dx",
+                           "        while True:\n            pass\n        # BEGIN SOLUTION 1.3: d(e**x)/dx")
+    code, output, data = grade("stage1", "--submission", str(root), "-x", "1.2", "-x", "1.3", "--timeout", "1")
+    assert code == 1
+    assert statuses(data) == {"1.2": "passed", "1.3": "timeout"}, output
+    assert "time limit of 1 s" in output and "(in exp)" in output
+
+
+def test_a_hang_that_ignores_the_alarm_is_killed(tmp_path):
+    root = broken_solution(tmp_path, "tensor.py", "        # BEGIN SOLUTION 1.3: d(e**x)/dx",
+                           "        import signal\n        signal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
+                           "        while True:\n            pass\n        # BEGIN SOLUTION 1.3: d(e**x)/dx")
+    code, output, data = grade("stage1", "--submission", str(root), "-x", "1.3", "-x", "1.4", "--timeout", "1")
+    assert code == 1
+    assert statuses(data) == {"1.3": "timeout", "1.4": "passed"}, output
+    assert "had to be stopped" in output
+
+
+def test_sys_exit_in_student_code_fails_its_exercise(tmp_path):
+    root = broken_solution(tmp_path, "tensor.py", "        # BEGIN SOLUTION 1.3: d(e**x)/dx",
+                           "        import sys\n        sys.exit(0)\n        # BEGIN SOLUTION 1.3: d(e**x)/dx")
+    code, output, data = grade("stage1", "--submission", str(root), "-x", "1.2", "-x", "1.3")
+    assert code == 1
+    assert statuses(data) == {"1.2": "passed", "1.3": "error"}, output
+    assert "called sys.exit(0)" in output
+
+
+def test_os_exit_in_student_code_is_a_crash_of_its_exercise_only(tmp_path):
+    root = broken_solution(tmp_path, "tensor.py", "        # BEGIN SOLUTION 1.3: d(e**x)/dx",
+                           "        import os\n        os._exit(0)\n        # BEGIN SOLUTION 1.3: d(e**x)/dx")
+    code, output, data = grade("stage1", "--submission", str(root), "-x", "1.2", "-x", "1.3", "-x", "1.4")
+    assert code == 1
+    assert statuses(data) == {"1.2": "passed", "1.3": "crashed", "1.4": "passed"}, output
+    assert "exited with code 0" in output
+
+
+def test_os_exit_while_importing_student_code(tmp_path):
+    root = broken_solution(tmp_path, "value.py", "import math\n", "import math\nimport os\n\nos._exit(3)\n")
+    code, output, data = grade("stage1", "--submission", str(root), "-x", "1.1", "-x", "1.2")
+    assert code == 1
+    assert statuses(data) == {"1.1": "crashed", "1.2": "passed"}, output
+    assert "importing the code under test ended the process" in output
+
+
+# --------------------------------------------------------------------------- later stages on earlier ones
+def test_later_stage_on_an_unfinished_earlier_stage_says_so(tmp_path):
+    root = submission(tmp_path, "stage1_autograd", "stage2_mlp")
+    shutil.copytree(SOLUTIONS_DIR / "stage2_mlp", root / "stage2_mlp", dirs_exist_ok=True)
+    code, output, data = grade("stage2", "--submission", str(root), "-x", "2.1")
+    assert code == 1
+    assert statuses(data) == {"2.1": "not_started"}
+    assert "Exercise 1." in output and "--reference-earlier" in output, output
+
+    code, output, data = grade("stage2", "--submission", str(root), "-x", "2.1", "-x", "2.5", "--reference-earlier")
+    assert code == 0, output
+    assert statuses(data) == {"2.1": "passed", "2.5": "passed"}
+    assert data["sources"] == {"stage1_autograd": "solutions", "stage2_mlp": "student"}
+    assert "stage1_autograd from solutions/ (reference)" in output
+
+
+def test_reference_earlier_on_the_first_stage_is_a_usage_error():
+    code, output, _ = grade("stage1", "--reference-earlier")
+    assert code == 2 and "builds on no earlier stage" in output
+
+
+# --------------------------------------------------------------------------- usage
+@pytest.mark.parametrize(
+    "args, complaint",
+    [(["stage9"], "there is no stage 'stage9'"), (["stage1", "-x", "7.7"], "has no exercise '7.7'"),
+     (["stage1", "--submission", "/nonexistent-folder"], "no stage1_autograd/ folder")],
+)
+def test_usage_errors_are_one_clear_line(args, complaint):
+    completed = subprocess.run([sys.executable, str(REPO_ROOT / "grader.py"), *args], capture_output=True, text=True,
+                               cwd=REPO_ROOT)
+    assert completed.returncode == 2
+    assert complaint in completed.stderr and "Traceback" not in completed.stderr
+
+
+def test_stage_number_alone_is_accepted():
+    code, output, data = grade("1", "--solutions", "-x", "1.1")
+    assert code == 0 and data["stage"] == "stage1"
+
+
+def test_verbose_adds_pytest_failure_output(tmp_path):
+    root = submission(tmp_path, "stage1_autograd")
+    code, output, _ = grade("stage1", "--submission", str(root), "-x", "1.1", "-v")
+    assert code == 1
+    assert "NotImplementedError" in output and "test_value.py" in output
