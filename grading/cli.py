@@ -92,8 +92,8 @@ def main(argv: list[str] | None = None) -> int:
     selected_ids = {e.id for e in selected}
     import_problems = list(dict.fromkeys(explain(c["error"], stage) for c in run.collect_errors
                                          if selected_ids & set(c["exercises"])))
-    source_lines = [f"{p} from {'solutions/' if src == 'solutions' else display_path(homes[p] / p) + '/'}"
-                    + (" (reference)" if src == "solutions" else "") for p, src in sources.items()]
+    source_lines = [f"{p} from solutions/{p}/ (reference)" if src == "solutions"
+                    else f"{p} from {display_path(homes[p] / p)}/ (your code)" for p, src in sources.items()]
     command = "python grader.py " + name + (" --reference-earlier" if args.reference_earlier else "") + \
         (" --solutions" if args.solutions else "") + (f" --submission {args.submission}" if args.submission else "")
     root = homes[stage.package]

@@ -66,6 +66,9 @@ def child_environment() -> dict[str, str]:
     env["PYTHONDONTWRITEBYTECODE"] = "1"  # no __pycache__ in the student's folders
     env["PYTHONHASHSEED"] = "0"
     env["MPLBACKEND"] = "Agg"
+    # One BLAS thread: the same float rounding on a busy machine as on an idle one (same code, same score),
+    # and no oversubscription of a small machine's cores by NumPy and PyTorch at once.
+    env["OPENBLAS_NUM_THREADS"] = env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = "1"
     env.pop("PYTEST_ADDOPTS", None)
     return env
 

@@ -37,7 +37,7 @@ def assert_close(got, expected, what: str, atol: float = ATOL, rtol: float = RTO
     got64, exp64 = got_arr.astype(np.float64), exp_arr.astype(np.float64)
     bad = ~np.isclose(got64, exp64, atol=atol, rtol=rtol, equal_nan=True)
     if bad.any():
-        diff = np.abs(got64 - exp64)
+        diff = np.array(np.abs(got64 - exp64))  # np.array: for 0-d inputs np.abs returns a scalar, not an array
         diff[~bad] = 0  # locate the worst among the elements that are actually out of tolerance
         where = np.unravel_index(np.nanargmax(np.where(np.isnan(diff), np.inf, diff)), diff.shape)
         at = f" at index {tuple(int(i) for i in where)}" if got_arr.ndim else ""
@@ -116,3 +116,32 @@ def compare_with_torch(fn, *arrays, torch_fn=None, label: str = "", seed: int = 
     for i in grad_inputs:
         assert_close(ours[i].grad, theirs[i].grad, f"{what}: gradient of input {i}")
     return out
+
+
+# ---------------------------------------------------------------------- reference ops for 1.7 and 1.8
+# The tests of the engine (1.7) and of gradient checking (1.8) build their graphs from these few ops,
+# made directly with the given ``Tensor._from_op`` and textbook gradients. Those exercises are then graded
+# on the engine and the checker alone, whatever the state of the student's ops (1.2-1.6).
+
+def ref_add(a, b):
+    """a + b, for tensors of the same shape."""
+    return type(a)._from_op(a.data + b.data, (a, b), lambda g: (g, g))
+
+
+def ref_mul(a, b):
+    """a * b, for tensors of the same shape."""
+    return type(a)._from_op(a.data * b.data, (a, b), lambda g: (g * b.data, g * a.data))
+
+
+def ref_sin(a):
+    return type(a)._from_op(np.sin(a.data), (a,), lambda g: (g * np.cos(a.data),))
+
+
+def ref_sum(a):
+    """The sum of all elements, a 0-d tensor."""
+    return type(a)._from_op(a.data.sum(), (a,), lambda g: (np.broadcast_to(g, a.shape),))
+
+
+def ref_matmul(a, b):
+    """a @ b for 2-D a and b."""
+    return type(a)._from_op(a.data @ b.data, (a, b), lambda g: (g @ b.data.T, a.data.T @ g))

@@ -160,6 +160,8 @@ class Tensor:
             raise TypeError(f"Tensor ** only takes a number exponent, not {type(exponent).__name__}")
 
         def backward(g):
+            if exponent == 0:  # x**0 is the constant 1; p * x**(p-1) would give 0 * inf = nan at x == 0
+                return (np.zeros_like(g),)
             return (g * exponent * self.data ** (exponent - 1),)
 
         return Tensor._from_op(self.data**exponent, (self,), backward)
@@ -357,6 +359,9 @@ class Tensor:
         ``grad`` is dL/d(self); it may be omitted for a single-element tensor (it is then 1).
         Gradients add up across calls until ``zero_grad()``. The graph is freed as it is walked,
         so a second ``backward()`` through it raises an error: compute the forward pass again.
+
+        Raises ``RuntimeError`` if this tensor does not require grad, or if ``grad`` is omitted for a tensor
+        of more than one element (the message names its shape); ``ValueError`` if ``grad`` has another shape.
         """
         # BEGIN SOLUTION 1.7: seed this tensor's grad, then call _backward on every node, outputs first
         if not self.requires_grad:
