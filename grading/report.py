@@ -31,6 +31,7 @@ class ExerciseResult:
     message: str = ""  # one or two lines for the student
     test: str = ""  # the test the message comes from
     detail: str = ""  # pytest's full failure output for that test (-v)
+    waits_for_earlier: bool = False  # the failure is an unfinished exercise of an earlier stage
 
     @property
     def score(self) -> int:
@@ -64,15 +65,22 @@ def score_exercises(stage: Stage, exercises: list[Exercise], run: RunResult) -> 
             continue
         worst = min(bad, key=lambda t: SEVERITY.index(t.outcome))
         status = {"not_implemented": "failed", "not_run": "failed"}.get(worst.outcome, worst.outcome)
-        if worst.outcome == "not_implemented" and passed == 0:
+        waits_for_earlier = is_earlier_stage_todo(worst.error, stage)
+        if worst.outcome == "not_implemented" and passed == 0 and not waits_for_earlier:
             status = "not_started"
         results.append(ExerciseResult(exercise, status, passed, len(tests), explain(worst.error, stage),
-                                      short_test_name(worst), (worst.error or {}).get("detail", "")))
+                                      short_test_name(worst), (worst.error or {}).get("detail", ""), waits_for_earlier))
     return results
 
 
 def short_test_name(test: TestResult) -> str:
     return test.nodeid.split("/")[-1]
+
+
+def is_earlier_stage_todo(error: dict | None, stage: Stage) -> bool:
+    """True for the NotImplementedError of an exercise of an earlier stage (its id is "1.x" in stage 2)."""
+    exercise_id = (error or {}).get("exercise")
+    return bool(exercise_id) and exercise_id.split(".")[0] != stage.name.removeprefix("stage")
 
 
 def explain(error: dict | None, stage: Stage) -> str:
@@ -84,7 +92,7 @@ def explain(error: dict | None, stage: Stage) -> str:
     earlier = location is not None and location["package"] != stage.package
     from_reference = location is not None and Path(location["root"]) == SOLUTIONS_DIR
     if kind == "NotImplementedError":
-        if error.get("exercise") and not error["exercise"].startswith(stage.name.removeprefix("stage") + "."):
+        if is_earlier_stage_todo(error, stage):
             return (f"{message}{where}. This stage's code needs it: finish that exercise, or add "
                     "--reference-earlier to grade this stage on the reference solutions of earlier stages.")
         return f"{message or 'NotImplementedError'}{where}"
@@ -149,7 +157,7 @@ def render(stage: Stage, results: list[ExerciseResult], sources: list[str], root
         if first.test:
             lines.append(f"  test: {first.test}")
         lines += ["  " + line for line in first.message.splitlines()]
-        todo = todo_location(root, stage, first.exercise) if root != SOLUTIONS_DIR else None
+        todo = None if root == SOLUTIONS_DIR or first.waits_for_earlier else todo_location(root, stage, first.exercise)
         if todo:
             lines.append(f"  your TODO: {todo}")
         lines.append(f"  hint: {first.exercise.hint}")

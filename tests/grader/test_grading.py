@@ -104,9 +104,9 @@ def test_replacing_a_skeleton_file_by_the_reference_raises_the_score(tmp_path):
 
 
 def test_a_failing_exercise_shows_the_first_failure_and_the_todo(tmp_path):
-    # unbroadcast forgets the leading axes: broadcasting tests fail, equal-shape tests pass.
-    root = broken_solution(tmp_path, "tensor.py", "    if grad.shape == shape:\n        return grad\n",
-                           "    if grad.ndim != len(shape) or grad.shape == shape:\n        return grad\n")
+    # d(a*b)/da taken as a instead of b: values are right, one gradient is wrong.
+    root = broken_solution(tmp_path, "tensor.py", "unbroadcast(g * other.data, self.shape)",
+                           "unbroadcast(g * self.data, self.shape)")
     code, output, data = grade("stage1", "--submission", str(root), "-x", "1.2")
     assert code == 1
     assert statuses(data) == {"1.2": "failed"}
@@ -178,16 +178,18 @@ def test_os_exit_while_importing_student_code(tmp_path):
 def test_later_stage_on_an_unfinished_earlier_stage_says_so(tmp_path):
     root = submission(tmp_path, "stage1_autograd", "stage2_mlp")
     shutil.copytree(SOLUTIONS_DIR / "stage2_mlp", root / "stage2_mlp", dirs_exist_ok=True)
-    code, output, data = grade("stage2", "--submission", str(root), "-x", "2.1")
+    code, output, data = grade("stage2", "--submission", str(root), "-x", "2.4")
     assert code == 1
-    assert statuses(data) == {"2.1": "not_started"}
-    assert "Exercise 1." in output and "--reference-earlier" in output, output
+    # The student's stage 2 work is done; what is missing is stage 1's, and the message says so.
+    assert statuses(data) == {"2.4": "failed"}, output
+    assert re.search(r"Exercise 1\.\d .* is not done yet \(stage1_autograd/tensor\.py, line \d+\)", output), output
+    assert "--reference-earlier" in output
 
     code, output, data = grade("stage2", "--submission", str(root), "-x", "2.1", "-x", "2.5", "--reference-earlier")
     assert code == 0, output
     assert statuses(data) == {"2.1": "passed", "2.5": "passed"}
     assert data["sources"] == {"stage1_autograd": "solutions", "stage2_mlp": "student"}
-    assert "stage1_autograd from solutions/ (reference)" in output
+    assert "stage1_autograd from solutions/stage1_autograd/ (reference)" in output
 
 
 def test_reference_earlier_on_the_first_stage_is_a_usage_error():
