@@ -66,8 +66,8 @@ def score_exercises(stage: Stage, exercises: list[Exercise], run: RunResult) -> 
         worst = min(bad, key=lambda t: SEVERITY.index(t.outcome))
         status = {"not_implemented": "failed", "not_run": "failed"}.get(worst.outcome, worst.outcome)
         waits_for_earlier = is_earlier_stage_todo(worst.error, stage)
-        if worst.outcome == "not_implemented" and passed == 0 and not waits_for_earlier:
-            status = "not_started"
+        if worst.outcome == "not_implemented" and passed == 0:
+            status = "not_started"  # (or cannot start yet: the message then names the earlier stage's exercise)
         results.append(ExerciseResult(exercise, status, passed, len(tests), explain(worst.error, stage),
                                       short_test_name(worst), (worst.error or {}).get("detail", ""), waits_for_earlier))
     return results

@@ -180,8 +180,8 @@ def test_later_stage_on_an_unfinished_earlier_stage_says_so(tmp_path):
     shutil.copytree(SOLUTIONS_DIR / "stage2_mlp", root / "stage2_mlp", dirs_exist_ok=True)
     code, output, data = grade("stage2", "--submission", str(root), "-x", "2.4")
     assert code == 1
-    # The student's stage 2 work is done; what is missing is stage 1's, and the message says so.
-    assert statuses(data) == {"2.4": "failed"}, output
+    # The student's stage 2 work is done, but it cannot run yet: the message names stage 1's missing exercise.
+    assert statuses(data) == {"2.4": "not_started"}, output
     assert re.search(r"Exercise 1\.\d .* is not done yet \(stage1_autograd/tensor\.py, line \d+\)", output), output
     assert "--reference-earlier" in output
 
