@@ -19,6 +19,7 @@ import pytest
 from grading.registry import REPO_ROOT, SOLUTIONS_DIR, all_stages
 
 STAGE_PACKAGES = ("stage1_autograd", "stage2_mlp", "stage3_transformer", "stage4_gpt")
+HOMES = pytest.StashKey[dict]()  # package name -> the folder it is imported from, for the report header
 
 
 class StagePackageFinder(importlib.abc.MetaPathFinder):
@@ -64,8 +65,6 @@ def pytest_configure(config):
     config.stash[HOMES] = homes = _chosen_homes(config)
     sys.meta_path.insert(0, StagePackageFinder(homes))
 
-
-HOMES = pytest.StashKey[dict]()
 
 
 def _describe(folder: Path) -> str:

@@ -1,9 +1,11 @@
 """The skeleton generator, the registry, and that the committed skeletons are what the solutions generate."""
 
+import ast
+
 import pytest
 
 from grading import generate
-from grading.registry import TESTS_DIR, all_stages, exercises_marked_in, load_stage
+from grading.registry import REPO_ROOT, SOLUTIONS_DIR, TESTS_DIR, all_stages, exercises_marked_in, load_stage
 
 STAGE1 = load_stage("stage1")
 
@@ -69,3 +71,21 @@ def test_stage_has_a_lesson_with_the_exercise_table(stage):
     readme = generate.REPO_ROOT / stage.package / "README.md"
     assert readme.is_file(), f"{stage.package}/README.md (the lesson) is missing"
     assert generate.exercise_table(stage) in readme.read_text(encoding="utf-8")
+
+
+def imported_modules(path):
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            yield node.module
+
+
+@pytest.mark.parametrize("folder", [SOLUTIONS_DIR] + [REPO_ROOT / s.package for s in all_stages()],
+                         ids=lambda p: p.relative_to(REPO_ROOT).as_posix())
+def test_course_code_never_imports_torch(folder):
+    """Torch is the tests' yardstick; the code students write and read is NumPy only."""
+    offenders = [f"{path.relative_to(REPO_ROOT)} imports {name}" for path in sorted(folder.rglob("*.py"))
+                 for name in imported_modules(path) if name.split(".")[0] == "torch"]
+    assert not offenders, offenders
