@@ -75,6 +75,10 @@ def main(argv: list[str] | None = None) -> int:
             if exercise_id not in {e.id for e in stage.exercises}:
                 raise UsageProblem(f"{name} has no exercise {exercise_id!r}; "
                                    f"its exercises are {', '.join(e.id for e in stage.exercises)}")
+        if args.json and not args.json.parent.is_dir():
+            raise UsageProblem(f"--json {args.json}: the folder {args.json.parent} does not exist")
+        if (args.timeout is not None and args.timeout <= 0) or args.run_timeout <= 0:
+            raise UsageProblem("time limits must be positive numbers of seconds")
         if args.reference_earlier and not stage.requires:
             raise UsageProblem(f"{name} builds on no earlier stage, so --reference-earlier has nothing to replace")
         homes = choose_homes(stage, args)
@@ -97,7 +101,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python grader.py " + name + (" --reference-earlier" if args.reference_earlier else "") + \
         (" --solutions" if args.solutions else "") + (f" --submission {args.submission}" if args.submission else "")
     root = homes[stage.package]
-    print(render(stage, results, source_lines, root, args.verbose, import_problems, run, command))
+    earlier_are_students = any(sources[p] == "student" for p in stage.requires)
+    print(render(stage, results, source_lines, root, args.verbose, import_problems, run, command, earlier_are_students))
     if args.json:
         implementation = "solutions" if args.solutions else "student"
         write_json(args.json, stage, implementation, sources, results)

@@ -16,6 +16,7 @@ running (the exercise is lost already, and each would hang again).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import signal
@@ -29,8 +30,36 @@ from grading.registry import exercises_marked_in, load_stage
 STAGE_PACKAGES = re.compile(r"^stage\d+_\w+$")
 
 
+IMPORT_TIMEOUT = 30.0  # seconds to import one test module, and with it the code under test (and torch)
+MIN_IMPORT_TIMEOUT = 10.0  # the least a shorter --timeout may make it
+
+
 class TestTimedOut(BaseException):
     """Raised in the test by the alarm. A BaseException, so student code's ``except Exception`` can't swallow it."""
+
+
+def import_time_limit(test_timeout: float | None) -> float:
+    return IMPORT_TIMEOUT if not test_timeout else max(test_timeout, MIN_IMPORT_TIMEOUT)
+
+
+@contextlib.contextmanager
+def alarm(seconds: float | None, message: str):
+    """Raise ``TestTimedOut(message)`` in the main thread if the body runs longer than ``seconds``
+    (no limit for None). The parent kills the process if the body ignores it."""
+    if seconds is None:
+        yield
+        return
+
+    def on_alarm(signum, frame):
+        raise TestTimedOut(message)
+
+    previous = signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
 
 
 def pytest_addoption(parser):
@@ -66,10 +95,16 @@ class GradingRecorder:
         self.log.flush()
 
     # -------------------------------------------------------------- collection
-    @pytest.hookimpl(tryfirst=True)
-    def pytest_collectstart(self, collector):
-        if isinstance(collector, pytest.Module):
-            self.write(event="collecting", path=str(collector.path))
+    @pytest.hookimpl(hookwrapper=True)
+    def pytest_make_collect_report(self, collector):
+        """Importing a test module imports the code under test, which may hang too: time it like a test."""
+        if not isinstance(collector, pytest.Module):
+            yield
+            return
+        self.write(event="collecting", path=str(collector.path))
+        limit = import_time_limit(self.config.getoption("--grading-timeout"))
+        with alarm(limit, f"importing the code under test took longer than {limit:g} s"):
+            yield
 
     def pytest_exception_interact(self, node, call, report):
         if isinstance(node, pytest.Module) and report.failed:
@@ -105,20 +140,9 @@ class GradingRecorder:
         self.write(event="start", nodeid=item.nodeid)
         exercise = exercise_of(item)
         lost = exercise in self.lost_exercises
-        if not lost:
-            limit = self.time_limit(item)
-
-            def on_alarm(signum, frame):
-                raise TestTimedOut(f"this test took longer than its time limit of {limit:g} s")
-
-            previous = signal.signal(signal.SIGALRM, on_alarm)
-            signal.setitimer(signal.ITIMER_REAL, limit)
-        try:
+        limit = self.time_limit(item)
+        with alarm(None if lost else limit, f"this test took longer than its time limit of {limit:g} s"):
             yield
-        finally:
-            if not lost:
-                signal.setitimer(signal.ITIMER_REAL, 0)
-                signal.signal(signal.SIGALRM, previous)
         outcome, error = self.outcomes.pop(item.nodeid, ("passed", None))
         if lost:
             outcome, error = "not_run", {"type": "NotRun", "message": f"not run: an earlier test of exercise {exercise} timed out"}
@@ -135,10 +159,15 @@ class GradingRecorder:
         report = (yield).get_result()
         if item.nodeid in self.outcomes or report.passed or call.excinfo is None:
             return
-        if report.skipped:
-            self.outcomes[item.nodeid] = ("skipped", None)
-            return
         value = call.excinfo.value
+        error = describe_exception(value, during=call.when, longrepr=str(report.longrepr))
+        if report.skipped:
+            if error["location"] is None:  # skipped by the test itself (say, an optional package is missing)
+                self.outcomes[item.nodeid] = ("skipped", None)
+                return
+            error["message"] = "the code under test skipped this test (pytest.skip); a test passes only by running"
+            self.outcomes[item.nodeid] = ("error", error)
+            return
         if isinstance(value, TestTimedOut):
             outcome = "timeout"
         elif isinstance(value, NotImplementedError):
@@ -147,7 +176,7 @@ class GradingRecorder:
             outcome = "failed"
         else:
             outcome = "error"
-        self.outcomes[item.nodeid] = (outcome, describe_exception(value, during=call.when, longrepr=str(report.longrepr)))
+        self.outcomes[item.nodeid] = (outcome, error)
 
 
 def describe_exception(exc: BaseException, during: str, longrepr: str = "") -> dict:

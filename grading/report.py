@@ -46,7 +46,7 @@ def score_exercises(stage: Stage, exercises: list[Exercise], run: RunResult) -> 
         broken_imports = [c for c in run.collect_errors if exercise.id in c["exercises"]]
         if broken_imports:
             error = broken_imports[0]["error"]
-            status = "crashed" if error["type"] == "crashed" else "error"
+            status = {"crashed": "crashed", "timeout": "timeout", "TestTimedOut": "timeout"}.get(error["type"], "error")
             message = "its tests could not be imported: " + explain(error, stage)
             results.append(ExerciseResult(exercise, status, 0, len(tests), message, Path(broken_imports[0]["path"]).name,
                                           error.get("detail", "")))
@@ -68,7 +68,7 @@ def score_exercises(stage: Stage, exercises: list[Exercise], run: RunResult) -> 
         waits_for_earlier = is_earlier_stage_todo(worst.error, stage)
         if worst.outcome == "not_implemented" and passed == 0:
             status = "not_started"  # (or cannot start yet: the message then names the earlier stage's exercise)
-        results.append(ExerciseResult(exercise, status, passed, len(tests), explain(worst.error, stage),
+        results.append(ExerciseResult(exercise, status, passed, len(tests), explain(worst.error, stage, exercise),
                                       short_test_name(worst), (worst.error or {}).get("detail", ""), waits_for_earlier))
     return results
 
@@ -83,8 +83,8 @@ def is_earlier_stage_todo(error: dict | None, stage: Stage) -> bool:
     return bool(exercise_id) and exercise_id.split(".")[0] != stage.name.removeprefix("stage")
 
 
-def explain(error: dict | None, stage: Stage) -> str:
-    """One or two plain lines: what went wrong and where."""
+def explain(error: dict | None, stage: Stage, exercise: Exercise | None = None) -> str:
+    """One or two plain lines: what went wrong and where (``exercise``: the one whose test failed)."""
     if not error:
         return ""
     kind, message, location = error["type"], error.get("message", ""), error.get("location")
@@ -95,12 +95,14 @@ def explain(error: dict | None, stage: Stage) -> str:
         if is_earlier_stage_todo(error, stage):
             return (f"{message}{where}. This stage's code needs it: finish that exercise, or add "
                     "--reference-earlier to grade this stage on the reference solutions of earlier stages.")
+        if exercise and error.get("exercise") and error["exercise"] != exercise.id:
+            return f"{message}{where}, and this exercise needs it: do {error['exercise']} first"
         return f"{message or 'NotImplementedError'}{where}"
     if kind == "SystemExit":
         return f"the code under test called sys.exit({error.get('exit_code')!r}){where}; a library must not exit"
     if kind == "SyntaxError" or kind == "IndentationError" or kind == "TabError":
         return f"{kind} in {location['file'] if location else 'a file'}, line {location['line'] if location else '?'}: {message}"
-    text = message if kind in ("AssertionError", "TestTimedOut", "timeout", "crashed", "NotRun") else f"{kind}: {message}"
+    text = message if kind in ("AssertionError", "TestTimedOut", "timeout", "crashed", "NotRun", "Skipped") else f"{kind}: {message}"
     if where:
         owner = "the reference" if from_reference else "your"
         verb = "stopped" if kind == "TestTimedOut" else "raised"
@@ -137,7 +139,7 @@ def display_path(path: Path) -> str:
 
 
 def render(stage: Stage, results: list[ExerciseResult], sources: list[str], root: Path, verbose: bool,
-           import_problems: list[str], run: RunResult, command_hint: str) -> str:
+           import_problems: list[str], run: RunResult, command_hint: str, earlier_stages_are_students: bool) -> str:
     lines = [f"Scratch to GPT · {stage.name}: {stage.title}", "  " + "; ".join(sources), ""]
     if import_problems:
         lines += ["These files could not be imported, so the tests that need them could not run:"]
@@ -168,6 +170,10 @@ def render(stage: Stage, results: list[ExerciseResult], sources: list[str], root
             lines += [f"----- {r.exercise.id}: {r.test} -----", r.detail.rstrip(), ""]
         if not shown and run.output.strip():
             lines += ["----- pytest output -----", run.output.rstrip(), ""]
+    if earlier_stages_are_students and any(r.status in ("failed", "error") for r in failing):
+        lines.append("This stage runs on your own earlier stages: a bug there can fail a test here. If an earlier "
+                     "stage does not score full marks, compare with --reference-earlier.")
+        lines.append("")
     lines.append(f"Score: {score}/{max_score}")
     if not failing:
         lines.append("Every exercise passed." + (" On to the next stage!" if len(results) == len(stage.exercises) else ""))

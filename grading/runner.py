@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grading.plugin import import_time_limit
 from grading.registry import REPO_ROOT, Stage, exercises_marked_in
 
 GRACE_SECONDS = 3.0  # after a test's own limit, before the parent kills a child that ignored the alarm
@@ -105,7 +106,10 @@ def run_stage(stage: Stage, homes: dict[str, Path], exercises: list[str], test_t
             with out_path.open("a", encoding="utf-8") as out:
                 process = subprocess.Popen(cmd, cwd=tmpdir, env=child_environment(), stdout=out,
                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-                state = follow(process, log_path, result, limit_of, deadline)
+                try:
+                    state = follow(process, log_path, result, limit_of, import_time_limit(test_timeout), deadline)
+                finally:  # also on Ctrl-C, and to end anything the code under test started in the background
+                    kill_group(process)
             if collected is None:
                 collected = state.collected
             if state.run_timed_out:
@@ -118,13 +122,13 @@ def run_stage(stage: Stage, homes: dict[str, Path], exercises: list[str], test_t
                            if state.killed else crash_message(process.returncode))
                 result.tests[state.current_test] = TestResult(state.current_test, exercise, outcome,
                                                               {"type": outcome, "message": message, "location": None})
-            elif state.collecting is not None:  # it died while importing a test module
-                result.collect_errors.append({
-                    "path": state.collecting,
-                    "exercises": exercises_marked_in(Path(state.collecting)),
-                    "error": {"type": "crashed", "message": "importing the code under test ended the process: "
-                              + crash_message(process.returncode), "location": None},
-                })
+            elif state.collecting is not None:  # it died, or hung, while importing a test module
+                error = ({"type": "timeout", "message": f"importing the code under test took longer than "
+                          f"{import_time_limit(test_timeout):g} s and had to be stopped", "location": None} if state.killed else
+                         {"type": "crashed", "message": "importing the code under test ended the process: "
+                          + crash_message(process.returncode), "location": None})
+                result.collect_errors.append({"path": state.collecting,
+                                              "exercises": exercises_marked_in(Path(state.collecting)), "error": error})
                 ignored.append(state.collecting)
             else:
                 break  # the child finished
@@ -153,10 +157,11 @@ class ChildState:
     run_timed_out: bool = False
 
 
-def follow(process: subprocess.Popen, log_path: Path, result: RunResult, limit_of: dict, deadline: float) -> ChildState:
+def follow(process: subprocess.Popen, log_path: Path, result: RunResult, limit_of: dict, import_limit: float,
+           deadline: float) -> ChildState:
     """Read the child's log as it grows until the child exits; kill it when a limit is passed."""
     state = ChildState()
-    started_at = 0.0
+    started_at = collecting_since = 0.0
     exercise_of: dict[str, str | None] = {}
     with log_path.open(encoding="utf-8") as log:
         pending = ""
@@ -169,7 +174,7 @@ def follow(process: subprocess.Popen, log_path: Path, result: RunResult, limit_o
                 record = json.loads(line)
                 event = record["event"]
                 if event == "collecting":
-                    state.collecting = record["path"]
+                    state.collecting, collecting_since = record["path"], time.monotonic()
                 elif event == "collect_error":
                     result.collect_errors.append(record)
                 elif event == "collected":
@@ -190,11 +195,13 @@ def follow(process: subprocess.Popen, log_path: Path, result: RunResult, limit_o
                 state.run_timed_out = True
                 return state
             if state.current_test is not None:
-                limit = limit_of.get(exercise_of.get(state.current_test), 60.0)
-                if now - started_at > limit + GRACE_SECONDS:
-                    kill_group(process)
-                    state.killed = True
-                    return state
+                overdue = now - started_at > limit_of.get(exercise_of.get(state.current_test), 60.0) + GRACE_SECONDS
+            else:
+                overdue = state.collecting is not None and now - collecting_since > import_limit + GRACE_SECONDS
+            if overdue:
+                kill_group(process)
+                state.killed = True
+                return state
             time.sleep(0.02)
 
 

@@ -18,6 +18,7 @@ The contract every op follows (the tests of exercises 1.2-1.6 rely on it):
 from __future__ import annotations
 
 import contextlib
+import numbers
 from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
@@ -71,14 +72,19 @@ class Tensor:
         return Tensor(other)
 
     def _accumulate(self, grad: np.ndarray) -> None:
-        """Add ``grad`` into ``self.grad`` (allocated on first use)."""
+        """Add ``grad`` into ``self.grad`` (allocated on first use), in this tensor's dtype."""
+        if np.shape(grad) != self.data.shape:
+            raise ValueError(
+                f"a backward function returned a gradient of shape {np.shape(grad)} for a tensor of shape "
+                f"{self.data.shape}: every gradient must have the shape of its tensor (unbroadcast it?)"
+            )
         if self.grad is None:
             # A leaf's .grad is handed to optimizers, which may update it in place, so it must own
             # its memory; an interior gradient may alias another node's (it is never written to).
             is_leaf = self._backward is None
-            self.grad = np.array(grad, dtype=self.data.dtype) if is_leaf else grad
+            self.grad = np.array(grad, dtype=self.data.dtype) if is_leaf else np.asarray(grad, dtype=self.data.dtype)
         else:
-            self.grad = self.grad + grad
+            self.grad = np.add(self.grad, grad, dtype=self.data.dtype)
 
     # ------------------------------------------------------------------ conveniences (given)
     @property

@@ -18,7 +18,7 @@ import pytest
 
 from grading.registry import REPO_ROOT, SOLUTIONS_DIR, all_stages
 
-STAGE_PACKAGES = ("stage1_autograd", "stage2_mlp", "stage3_transformer", "stage4_gpt")
+STAGE_PACKAGES = tuple(stage.package for stage in all_stages())
 HOMES = pytest.StashKey[dict]()  # package name -> the folder it is imported from, for the report header
 
 

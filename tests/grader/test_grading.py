@@ -6,9 +6,11 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -137,20 +139,66 @@ def test_syntax_error_is_reported_once_with_file_and_line(tmp_path):
 def test_a_hang_costs_its_exercise_not_the_run(tmp_path):
     root = broken_solution(tmp_path, "tensor.py", "        # BEGIN SOLUTION 1.3: d(e**x)/dx",
                            "        while True:\n            pass\n        # BEGIN SOLUTION 1.3: d(e**x)/dx")
-    code, output, data = grade("stage1", "--submission", str(root), "-x", "1.2", "-x", "1.3", "--timeout", "1")
+    code, output, data = grade("stage1", "--submission", str(root), "-x", "1.2", "-x", "1.3", "--timeout", "3")
     assert code == 1
     assert statuses(data) == {"1.2": "passed", "1.3": "timeout"}, output
-    assert "time limit of 1 s" in output and "(in exp)" in output
+    assert "time limit of 3 s" in output and "(in exp)" in output
 
 
 def test_a_hang_that_ignores_the_alarm_is_killed(tmp_path):
     root = broken_solution(tmp_path, "tensor.py", "        # BEGIN SOLUTION 1.3: d(e**x)/dx",
                            "        import signal\n        signal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
                            "        while True:\n            pass\n        # BEGIN SOLUTION 1.3: d(e**x)/dx")
-    code, output, data = grade("stage1", "--submission", str(root), "-x", "1.3", "-x", "1.4", "--timeout", "1")
+    code, output, data = grade("stage1", "--submission", str(root), "-x", "1.3", "-x", "1.4", "--timeout", "3")
     assert code == 1
     assert statuses(data) == {"1.3": "timeout", "1.4": "passed"}, output
     assert "had to be stopped" in output
+
+
+def test_a_hang_while_importing_student_code_costs_the_exercises_that_import_it(tmp_path):
+    root = broken_solution(tmp_path, "value.py", "import math\n", "import math\n\nwhile True:\n    pass\n")
+    code, output, data = grade("stage1", "--submission", str(root), "-x", "1.1", "-x", "1.2", "--timeout", "3")
+    assert code == 1
+    assert statuses(data) == {"1.1": "timeout", "1.2": "passed"}, output
+    assert "importing the code under test took longer than" in output and "stage1_autograd/value.py" in output
+
+
+def test_a_test_skipped_by_student_code_does_not_pass(tmp_path):
+    root = broken_solution(tmp_path, "tensor.py", "        # BEGIN SOLUTION 1.3: d(e**x)/dx",
+                           "        import pytest\n        pytest.skip('later')\n        # BEGIN SOLUTION 1.3: d(e**x)/dx")
+    code, output, data = grade("stage1", "--submission", str(root), "-x", "1.3")
+    assert code == 1
+    assert statuses(data) == {"1.3": "error"}, output
+    assert "skipped this test" in output
+
+
+def test_interrupting_the_grader_stops_its_child_process(tmp_path):
+    root = broken_solution(tmp_path, "tensor.py", "        # BEGIN SOLUTION 1.3: d(e**x)/dx",
+                           "        while True:\n            pass\n        # BEGIN SOLUTION 1.3: d(e**x)/dx")
+    grader = subprocess.Popen([sys.executable, str(REPO_ROOT / "grader.py"), "stage1", "--submission", str(root),
+                               "-x", "1.3"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    marker = str(root)
+    deadline = time.monotonic() + 60
+    while not children_mentioning(marker) and time.monotonic() < deadline:  # wait for the pytest child
+        time.sleep(0.2)
+    assert children_mentioning(marker), "the grader never started its child process"
+    grader.send_signal(signal.SIGINT)
+    output, _ = grader.communicate(timeout=30)
+    assert grader.returncode == 130 and "interrupted" in output and "Traceback" not in output
+    assert not children_mentioning(marker), "the pytest child outlived the grader"
+
+
+def children_mentioning(text: str) -> list[int]:
+    """Pids of the grader's pytest children whose command line mentions ``text``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        try:
+            cmdline = (proc / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+        if "-m pytest" in cmdline and "--grading-log" in cmdline and text in cmdline:
+            found.append(int(proc.name))
+    return found
 
 
 def test_sys_exit_in_student_code_fails_its_exercise(tmp_path):
