@@ -230,7 +230,7 @@ class Tensor:
 
     def transpose(self, *axes) -> Tensor:
         """Permute the axes: ``x.transpose(1, 0, 2)``; with no arguments, reverse them all."""
-        # TODO 1.6: undo the permutation on the gradient (np.argsort of axes inverts it)
+        # TODO 1.6: undo the permutation on the gradient (np.argsort of the normalised axes inverts it)
         raise NotImplementedError("Exercise 1.6 (Shape ops: reshape, transpose, indexing, joining) is not done yet")
 
     @property

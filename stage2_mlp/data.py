@@ -35,17 +35,17 @@ class DataLoader:
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False,
                  drop_last: bool = False, seed: int = 0):
-        # TODO 2.7: check len(x) == len(y) and batch_size >= 1; store everything and np.random.default_rng(seed)
+        # TODO 2.7: ValueError for x and y of different lengths or a batch_size below 1; keep the settings and the loader's own generator np.random.default_rng(seed)
         raise NotImplementedError("Exercise 2.7 (Data: batches, splits, standardisation, spirals, digits) is not done yet")
 
     def __len__(self) -> int:
         """The number of batches in one epoch."""
-        # TODO 2.7: floor(N / batch_size) with drop_last, else ceil(N / batch_size)
+        # TODO 2.7: the number of batches one epoch yields, with and without drop_last
         raise NotImplementedError("Exercise 2.7 (Data: batches, splits, standardisation, spirals, digits) is not done yet")
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield the batches of one epoch: ``x_batch`` (B, ...) and ``y_batch`` (B, ...), B <= batch_size."""
-        # TODO 2.7: one order per epoch (self.rng.permutation(N) or arange); yield x[idx], y[idx] for slices of it
+        # TODO 2.7: one order for the whole epoch (one self.rng.permutation(N) draw when shuffling), then batches of consecutive pieces of it, by index arrays
         raise NotImplementedError("Exercise 2.7 (Data: batches, splits, standardisation, spirals, digits) is not done yet")
 
 
@@ -58,7 +58,7 @@ def train_test_split(x: np.ndarray, y: np.ndarray, test_fraction: float = 0.2,
     ``N - n_test`` the train set, both in that order. Each sample lands in exactly one of the two, and
     pairs (x[i], y[i]) stay together. The same seed gives the same split.
     """
-    # TODO 2.7: order = np.random.default_rng(seed).permutation(N); its first ceil(test_fraction * N) indices are the test set
+    # TODO 2.7: validate the arguments; one np.random.default_rng(seed).permutation(N) draw decides the split, as the docstring says
     raise NotImplementedError("Exercise 2.7 (Data: batches, splits, standardisation, spirals, digits) is not done yet")
 
 
@@ -79,12 +79,12 @@ class Standardizer:
 
     def fit(self, x: np.ndarray) -> Standardizer:
         """Learn ``mean`` and ``std`` per feature from ``x`` (N, D); returns ``self``."""
-        # TODO 2.7: mean and std over axis 0, computed in float64; where std < eps use 1
+        # TODO 2.7: per-feature statistics, computed in float64, with a std of 1 for (nearly) constant features
         raise NotImplementedError("Exercise 2.7 (Data: batches, splits, standardisation, spirals, digits) is not done yet")
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         """``(x - mean) / std`` with the fitted statistics; a floating ``x`` keeps its dtype."""
-        # TODO 2.7: (x - self.mean) / self.std, cast back to x's dtype (float32 stays float32)
+        # TODO 2.7: apply the fitted statistics (an error before fit); a floating x keeps its dtype
         raise NotImplementedError("Exercise 2.7 (Data: batches, splits, standardisation, spirals, digits) is not done yet")
 
     def fit_transform(self, x: np.ndarray) -> np.ndarray:
@@ -107,7 +107,7 @@ def make_spirals(n_per_class: int = 100, n_classes: int = 3, noise: float = 0.2,
     ``y`` (K*n,) int64, ordered by class: ``n_per_class`` samples of class 0, then class 1, ...
     The angle noise comes from ``np.random.default_rng(seed)``; with ``noise=0`` the seed does not matter.
     """
-    # TODO 2.7: r = (i + 1) / n and the class index k as (K, n) grids; t = 4 r + 2 pi k / K + noise * rng.standard_normal((K, n))
+    # TODO 2.7: all arms at once as (K, n) grids (no loop over points); the noise is one rng.standard_normal((K, n)) draw; arm after arm in the result
     raise NotImplementedError("Exercise 2.7 (Data: batches, splits, standardisation, spirals, digits) is not done yet")
 
 
@@ -117,5 +117,5 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
     Returns ``x`` (1797, 64) float32, each pixel's ink level 0..16 divided by 16 into [0, 1], and
     ``y`` (1797,) int64 labels.
     """
-    # TODO 2.7: sklearn.datasets.load_digits(return_X_y=True); divide the pixels by 16; cast the dtypes
+    # TODO 2.7: scikit-learn's bundled digits (sklearn.datasets.load_digits), scaled to [0, 1], in the documented dtypes
     raise NotImplementedError("Exercise 2.7 (Data: batches, splits, standardisation, spirals, digits) is not done yet")

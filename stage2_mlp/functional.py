@@ -138,7 +138,7 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True,
     """
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout: p={p} is not a probability between 0 and 1")
-    # TODO 2.3: x unless training; keep = rng.random(x.shape) >= p; x * keep / (1 - p), in x's dtype
+    # TODO 2.3: x itself unless training; keep where one rng.random(x.shape) draw is >= p; scale by a constant mask in x's dtype
     raise NotImplementedError("Exercise 2.3 (Activations and dropout) is not done yet")
 
 
@@ -151,13 +151,13 @@ def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
     which is the same value (m cancels) but cannot overflow: every exponent is <= 0. Treat m as a
     constant: the result does not depend on it, so neither does its gradient.
     """
-    # TODO 2.4: shifted = x - x.data.max(axis, keepdims=True); shifted - log(sum(exp(shifted)))
+    # TODO 2.4: the shifted formula above, with m taken from x.data (a constant, so autograd ignores it)
     raise NotImplementedError("Exercise 2.4 (Losses) is not done yet")
 
 
 def softmax(x: Tensor, axis: int = -1) -> Tensor:
     """e^(x_i) / sum_j e^(x_j) along ``axis``, with the max subtracted first as in ``log_softmax``."""
-    # TODO 2.4: e = exp(x - max) with the max a constant; e / e.sum(axis, keepdims=True)
+    # TODO 2.4: exponentiate after subtracting the max (a constant), then normalise along axis
     raise NotImplementedError("Exercise 2.4 (Losses) is not done yet")
 
 
@@ -170,6 +170,10 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int | None = None,
     evenly over all C classes; the loss of sample n is -sum_c q_n[c] log softmax(logits_n)[c], which is
     -log p[n, targets[n]] when eps = 0. Samples whose target equals ``ignore_index`` count for nothing;
     the result is the mean over the other samples (NaN if there are none), as in PyTorch.
+
+    Any other target outside [0, C) is a ``ValueError`` that names it (NumPy would otherwise read a -1 as
+    the last class). C may be a vocabulary of 50 000 tokens and N = B*T thousands of positions, so pick
+    the target log-probabilities by integer indexing: no dense (N, C) array of targets.
     """
     targets = np.asarray(targets.data if isinstance(targets, Tensor) else targets).astype(np.intp)
     if logits.ndim != 2 or targets.shape != logits.shape[:1]:
@@ -177,7 +181,7 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int | None = None,
             f"cross_entropy: expected logits (N, C) and targets (N,), got logits {logits.shape} and targets "
             f"{targets.shape}; for a sequence, reshape logits to (B*T, C) and targets to (B*T,)"
         )
-    # TODO 2.4: q = (1-eps) one-hot + eps/C, rows of ignored targets 0; -(q * log_softmax).sum() / count
+    # TODO 2.4: reject bad targets; gather the counted samples' target log-probabilities, add the smoothing term, average
     raise NotImplementedError("Exercise 2.4 (Losses) is not done yet")
 
 

@@ -51,9 +51,37 @@ def describe(arrays) -> str:
     return ", ".join(f"input {i} of shape {np.shape(a)}" for i, a in enumerate(arrays))
 
 
+def _read_only(g) -> np.ndarray:
+    """A view of ``g`` that NumPy refuses to write into: ``g *= 2`` or ``g[mask] = 0`` on it raise."""
+    view = np.asarray(g).view()
+    view.flags.writeable = False
+    return view
+
+
+def _call_backward(node, g):
+    """``node._backward(g)`` on a read-only view of ``g``. The same upstream array is often handed to
+    several parents (``a + b`` returns ``(g, g)``) or is another node's gradient, so an op that modified it
+    in place would silently corrupt other gradients: here it fails at once, naming the op."""
+    try:
+        return node._backward(_read_only(g))
+    except ValueError as error:
+        if "read-only" not in str(error):
+            raise
+        backward = getattr(node._backward, "__qualname__", "")
+        op = backward.split(".<locals>")[0] if ".<locals>" in backward else "an op"
+        raise AssertionError(
+            f"the backward function of {op} wrote into the upstream gradient g it was given (in place: "
+            f"g *= ..., g[...] = ..., np.add.at(g, ...)); it must leave g unchanged and return new arrays, "
+            f"because the same g may be handed to several parents. NumPy said: {error}"
+        ) from None
+
+
 def run_backward(out, grad: np.ndarray) -> None:
     """Push ``grad`` (dL/d out) back through the graph by calling each node's ``_backward``, exactly as
-    ``Tensor.backward()`` does, but without using it: exercises 1.2-1.6 are graded before 1.7 is written."""
+    ``Tensor.backward()`` does, but without using it: exercises 1.2-1.6 are graded before 1.7 is written.
+
+    Each ``_backward`` receives a read-only view of its upstream gradient: one that writes into it fails
+    with a message naming the op (the op contract of tensor.py forbids it)."""
     order, seen, stack = [], set(), [(out, False)]
     while stack:
         node, parents_done = stack.pop()
@@ -68,7 +96,7 @@ def run_backward(out, grad: np.ndarray) -> None:
         if node._backward is None:
             node.grad = grads[id(node)]
             continue
-        parent_grads = node._backward(grads[id(node)])
+        parent_grads = _call_backward(node, grads[id(node)])
         assert len(parent_grads) == len(node._parents), (
             f"_backward returned {len(parent_grads)} gradients for an op with {len(node._parents)} inputs"
         )
@@ -115,6 +143,84 @@ def compare_with_torch(fn, *arrays, torch_fn=None, label: str = "", seed: int = 
         run_backward(out, upstream)
     for i in grad_inputs:
         assert_close(ours[i].grad, theirs[i].grad, f"{what}: gradient of input {i}")
+    return out
+
+
+# ---------------------------------------------------------------------- gradients by central differences
+# How close autograd and central differences must agree. For F = sum(w * f(x)) and one input element x_i,
+#   (F(x_i + eps) - F(x_i - eps)) / (2 eps) = dF/dx_i + eps**2 / 6 * d3F/dx_i3 + (rounding error of F) / eps:
+#   * truncation: eps**2 / 6 * |d3F/dx3| = 1.7e-13 * |d3F/dx3| with eps = 1e-6. On the inputs the tests draw
+#     the third derivatives stay below ~1e3 (the steepest are log and 1/x near 0.3-0.5: 2/x**3 and 6/x**4),
+#     so at most ~2e-10;
+#   * rounding: each F carries an error of a few ulps (1.1e-16) of the sum of |terms| of F, <= ~1e2 for these
+#     small arrays of values of order 1, and the quotient divides it by 2 eps: ~1e-8 at most.
+# An element passes if |autograd - numerical| <= CD_ATOL + CD_RTOL * |numerical|, 1e-6 both: about 100 times
+# the worst expected error, while a wrong formula is off by the size of a gradient (>= 1e-2 on these inputs).
+# (ATOL and RTOL above are for comparisons with PyTorch, which are exact up to rounding: too tight here.)
+CD_ATOL = 1e-6
+CD_RTOL = 1e-6
+
+
+def assert_matches_central_differences(fn, *arrays, eps: float = 1e-6, seed: int = 0, label: str = "",
+                                       use_engine: bool = False):
+    """Check the gradients of ``fn`` (a function of Tensors) at ``arrays`` against central differences.
+
+    With a fixed random upstream weighting ``w`` (the output's shape, drawn with ``seed``), the gradient of
+    the number F = sum(w * fn(*inputs)) with respect to each input is measured numerically and compared
+    with what ``run_backward(out, w)`` (or ``out.backward(w)`` with ``use_engine``) puts into ``.grad``.
+    A random ``w`` rather than ones catches a backward that sends the right amounts to the wrong places.
+    Every input is float64 and requires grad. The numerical evaluations use constant Tensors, which record
+    no graph, so they need no ``no_grad()`` (exercise 1.7). Returns our output tensor.
+    """
+    from stage1_autograd.tensor import Tensor
+
+    arrays = [np.array(a, dtype=np.float64) for a in arrays]
+    what = label or getattr(fn, "__name__", "the operation")
+    what = f"{what} with {describe(arrays)}"
+    ours = [Tensor(a, requires_grad=True) for a in arrays]
+    out = fn(*ours)
+    assert isinstance(out, Tensor), f"{what}: expected a Tensor as the result, got {type(out).__name__}"
+    assert out.dtype == np.float64, f"{what}: float64 inputs must give a float64 result, got {out.dtype}"
+    w = np.random.default_rng(seed).standard_normal(out.shape)
+    if use_engine:
+        out.backward(w)
+    else:
+        run_backward(out, w)
+
+    def weighted_sum(values) -> float:
+        return float(np.sum(w * fn(*(Tensor(v) for v in values)).data))
+
+    for i, x in enumerate(arrays):
+        # A loop over elements: each element needs two evaluations of fn of its own, and fn (a reduction over
+        # an axis, a concatenation, a matmul) cannot in general be evaluated on a whole batch of perturbed
+        # copies of its inputs at once. The arrays of these tests have at most a few dozen elements.
+        numerical = np.zeros_like(x)
+        moved = list(arrays)
+        for index in np.ndindex(x.shape):
+            moved[i] = x.copy()
+            moved[i][index] = x[index] + eps
+            plus = weighted_sum(moved)
+            moved[i][index] = x[index] - eps
+            minus = weighted_sum(moved)
+            numerical[index] = (plus - minus) / (2 * eps)
+        got = ours[i].grad
+        assert got is not None, f"{what}: input {i} received no gradient (its .grad is None after backward)"
+        got = np.asarray(got, dtype=np.float64)
+        assert got.shape == x.shape, (
+            f"{what}: the gradient of input {i} has shape {got.shape}, but the input has shape {x.shape}"
+        )
+        difference = np.abs(got - numerical)
+        bad = ~(difference <= CD_ATOL + CD_RTOL * np.abs(numerical))  # also flags nan
+        if bad.any():
+            ranked = np.where(bad, np.nan_to_num(difference, nan=np.inf), -1.0)
+            worst = np.unravel_index(np.argmax(ranked), x.shape)
+            at = f" at element {tuple(int(k) for k in worst)}" if x.ndim else ""
+            raise AssertionError(
+                f"{what}: the gradient of input {i} disagrees with central differences in {int(bad.sum())} of "
+                f"{bad.size} elements; the worst is{at}: backward gives {got[worst]:.8g}, (F(x + eps) - F(x - eps)) "
+                f"/ (2 eps) gives {numerical[worst]:.8g} (F = sum(w * output) for a fixed random w, eps={eps:g}, "
+                f"tolerance {CD_ATOL:g} + {CD_RTOL:g} * |numerical|)"
+            )
     return out
 
 

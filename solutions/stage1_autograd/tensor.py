@@ -326,7 +326,7 @@ class Tensor:
 
     def transpose(self, *axes) -> Tensor:
         """Permute the axes: ``x.transpose(1, 0, 2)``; with no arguments, reverse them all."""
-        # BEGIN SOLUTION 1.6: undo the permutation on the gradient (np.argsort of axes inverts it)
+        # BEGIN SOLUTION 1.6: undo the permutation on the gradient (np.argsort of the normalised axes inverts it)
         if len(axes) == 1 and isinstance(axes[0], (tuple, list)):
             axes = tuple(axes[0])
         axes = tuple(range(self.ndim))[::-1] if not axes else normalize_axis_tuple(axes, self.ndim)

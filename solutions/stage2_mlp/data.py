@@ -35,7 +35,7 @@ class DataLoader:
 
     def __init__(self, x: np.ndarray, y: np.ndarray, batch_size: int, shuffle: bool = False,
                  drop_last: bool = False, seed: int = 0):
-        # BEGIN SOLUTION 2.7: check len(x) == len(y) and batch_size >= 1; store everything and np.random.default_rng(seed)
+        # BEGIN SOLUTION 2.7: ValueError for x and y of different lengths or a batch_size below 1; keep the settings and the loader's own generator np.random.default_rng(seed)
         x, y = np.asarray(x), np.asarray(y)
         if len(x) != len(y):
             raise ValueError(f"x and y must hold the same number of samples, got {len(x)} and {len(y)}")
@@ -51,14 +51,14 @@ class DataLoader:
 
     def __len__(self) -> int:
         """The number of batches in one epoch."""
-        # BEGIN SOLUTION 2.7: floor(N / batch_size) with drop_last, else ceil(N / batch_size)
+        # BEGIN SOLUTION 2.7: the number of batches one epoch yields, with and without drop_last
         n = len(self.x)
         return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
         # END SOLUTION
 
     def __iter__(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
         """Yield the batches of one epoch: ``x_batch`` (B, ...) and ``y_batch`` (B, ...), B <= batch_size."""
-        # BEGIN SOLUTION 2.7: one order per epoch (self.rng.permutation(N) or arange); yield x[idx], y[idx] for slices of it
+        # BEGIN SOLUTION 2.7: one order for the whole epoch (one self.rng.permutation(N) draw when shuffling), then batches of consecutive pieces of it, by index arrays
         n = len(self.x)
         order = self.rng.permutation(n) if self.shuffle else np.arange(n)
         for start in range(0, len(self) * self.batch_size, self.batch_size):
@@ -76,7 +76,7 @@ def train_test_split(x: np.ndarray, y: np.ndarray, test_fraction: float = 0.2,
     ``N - n_test`` the train set, both in that order. Each sample lands in exactly one of the two, and
     pairs (x[i], y[i]) stay together. The same seed gives the same split.
     """
-    # BEGIN SOLUTION 2.7: order = np.random.default_rng(seed).permutation(N); its first ceil(test_fraction * N) indices are the test set
+    # BEGIN SOLUTION 2.7: validate the arguments; one np.random.default_rng(seed).permutation(N) draw decides the split, as the docstring says
     x, y = np.asarray(x), np.asarray(y)
     if len(x) != len(y):
         raise ValueError(f"x and y must hold the same number of samples, got {len(x)} and {len(y)}")
@@ -106,7 +106,7 @@ class Standardizer:
 
     def fit(self, x: np.ndarray) -> Standardizer:
         """Learn ``mean`` and ``std`` per feature from ``x`` (N, D); returns ``self``."""
-        # BEGIN SOLUTION 2.7: mean and std over axis 0, computed in float64; where std < eps use 1
+        # BEGIN SOLUTION 2.7: per-feature statistics, computed in float64, with a std of 1 for (nearly) constant features
         x = np.asarray(x, dtype=np.float64)  # float32 sums of thousands of values lose digits
         self.mean = x.mean(axis=0)
         std = x.std(axis=0)
@@ -116,7 +116,7 @@ class Standardizer:
 
     def transform(self, x: np.ndarray) -> np.ndarray:
         """``(x - mean) / std`` with the fitted statistics; a floating ``x`` keeps its dtype."""
-        # BEGIN SOLUTION 2.7: (x - self.mean) / self.std, cast back to x's dtype (float32 stays float32)
+        # BEGIN SOLUTION 2.7: apply the fitted statistics (an error before fit); a floating x keeps its dtype
         if self.mean is None:
             raise ValueError("Standardizer.transform() called before fit(): fit it on the training set first")
         x = np.asarray(x)
@@ -144,7 +144,7 @@ def make_spirals(n_per_class: int = 100, n_classes: int = 3, noise: float = 0.2,
     ``y`` (K*n,) int64, ordered by class: ``n_per_class`` samples of class 0, then class 1, ...
     The angle noise comes from ``np.random.default_rng(seed)``; with ``noise=0`` the seed does not matter.
     """
-    # BEGIN SOLUTION 2.7: r = (i + 1) / n and the class index k as (K, n) grids; t = 4 r + 2 pi k / K + noise * rng.standard_normal((K, n))
+    # BEGIN SOLUTION 2.7: all arms at once as (K, n) grids (no loop over points); the noise is one rng.standard_normal((K, n)) draw; arm after arm in the result
     rng = np.random.default_rng(seed)
     r = np.broadcast_to(np.arange(1, n_per_class + 1) / n_per_class, (n_classes, n_per_class))  # (K, n)
     k = np.arange(n_classes)[:, None]  # (K, 1)
@@ -161,7 +161,7 @@ def load_digits() -> tuple[np.ndarray, np.ndarray]:
     Returns ``x`` (1797, 64) float32, each pixel's ink level 0..16 divided by 16 into [0, 1], and
     ``y`` (1797,) int64 labels.
     """
-    # BEGIN SOLUTION 2.7: sklearn.datasets.load_digits(return_X_y=True); divide the pixels by 16; cast the dtypes
+    # BEGIN SOLUTION 2.7: scikit-learn's bundled digits (sklearn.datasets.load_digits), scaled to [0, 1], in the documented dtypes
     # Imported here, not at the top: scikit-learn takes a second to import and only this function needs it.
     from sklearn.datasets import load_digits as sklearn_load_digits
 

@@ -146,7 +146,7 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True,
     """
     if not 0.0 <= p <= 1.0:
         raise ValueError(f"dropout: p={p} is not a probability between 0 and 1")
-    # BEGIN SOLUTION 2.3: x unless training; keep = rng.random(x.shape) >= p; x * keep / (1 - p), in x's dtype
+    # BEGIN SOLUTION 2.3: x itself unless training; keep where one rng.random(x.shape) draw is >= p; scale by a constant mask in x's dtype
     if not training or p == 0.0:
         return x
     if p == 1.0:
@@ -165,7 +165,7 @@ def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
     which is the same value (m cancels) but cannot overflow: every exponent is <= 0. Treat m as a
     constant: the result does not depend on it, so neither does its gradient.
     """
-    # BEGIN SOLUTION 2.4: shifted = x - x.data.max(axis, keepdims=True); shifted - log(sum(exp(shifted)))
+    # BEGIN SOLUTION 2.4: the shifted formula above, with m taken from x.data (a constant, so autograd ignores it)
     shifted = x - x.data.max(axis=axis, keepdims=True)  # an ndarray: a constant for autograd
     return shifted - shifted.exp().sum(axis=axis, keepdims=True).log()
     # END SOLUTION
@@ -173,7 +173,7 @@ def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
 
 def softmax(x: Tensor, axis: int = -1) -> Tensor:
     """e^(x_i) / sum_j e^(x_j) along ``axis``, with the max subtracted first as in ``log_softmax``."""
-    # BEGIN SOLUTION 2.4: e = exp(x - max) with the max a constant; e / e.sum(axis, keepdims=True)
+    # BEGIN SOLUTION 2.4: exponentiate after subtracting the max (a constant), then normalise along axis
     e = (x - x.data.max(axis=axis, keepdims=True)).exp()
     return e / e.sum(axis=axis, keepdims=True)
     # END SOLUTION
@@ -188,6 +188,10 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int | None = None,
     evenly over all C classes; the loss of sample n is -sum_c q_n[c] log softmax(logits_n)[c], which is
     -log p[n, targets[n]] when eps = 0. Samples whose target equals ``ignore_index`` count for nothing;
     the result is the mean over the other samples (NaN if there are none), as in PyTorch.
+
+    Any other target outside [0, C) is a ``ValueError`` that names it (NumPy would otherwise read a -1 as
+    the last class). C may be a vocabulary of 50 000 tokens and N = B*T thousands of positions, so pick
+    the target log-probabilities by integer indexing: no dense (N, C) array of targets.
     """
     targets = np.asarray(targets.data if isinstance(targets, Tensor) else targets).astype(np.intp)
     if logits.ndim != 2 or targets.shape != logits.shape[:1]:
@@ -195,13 +199,22 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int | None = None,
             f"cross_entropy: expected logits (N, C) and targets (N,), got logits {logits.shape} and targets "
             f"{targets.shape}; for a sequence, reshape logits to (B*T, C) and targets to (B*T,)"
         )
-    # BEGIN SOLUTION 2.4: q = (1-eps) one-hot + eps/C, rows of ignored targets 0; -(q * log_softmax).sum() / count
+    # BEGIN SOLUTION 2.4: reject bad targets; gather the counted samples' target log-probabilities, add the smoothing term, average
     n_classes = logits.shape[1]
     counted = np.flatnonzero(targets != ignore_index) if ignore_index is not None else np.arange(len(targets))
-    q = np.zeros(logits.shape, dtype=logits.dtype)  # (N, C) target distributions
-    q[counted, targets[counted]] = 1.0 - label_smoothing
-    q[counted] += label_smoothing / n_classes
-    return -(q * log_softmax(logits, axis=1)).sum() / len(counted)
+    outside = counted[(targets[counted] < 0) | (targets[counted] >= n_classes)]
+    if len(outside):
+        n = outside[0]
+        raise ValueError(
+            f"cross_entropy: target {targets[n]} of sample {n} is not a class: targets must lie in [0, {n_classes}) "
+            f"for logits with {n_classes} classes" + (f", or equal ignore_index={ignore_index}" if ignore_index is not None else "")
+        )
+    log_probs = log_softmax(logits, axis=1)  # (N, C)
+    loss = -log_probs[counted, targets[counted]].sum()  # a gather: one entry per counted sample
+    if label_smoothing:
+        # The uniform part of q_n: eps/C on every class, i.e. eps/C times the sum of the row.
+        loss = (1.0 - label_smoothing) * loss - (label_smoothing / n_classes) * log_probs.sum(axis=1)[counted].sum()
+    return loss / len(counted)
     # END SOLUTION
 
 

@@ -17,23 +17,17 @@ import numpy as np
 
 
 class ManualLinear:
-    """``y = x W^T + b``: x (N, D_in) -> y (N, D_out).
+    """``y = x W^T + b``: x (N, D_in) -> y (N, D_out), that is y[n, o] = sum_i x[n, i] W[o, i] + b[o].
 
-    Its gradients, with g = dL/dy (N, D_out). Written out element by element,
-    y[n, o] = sum_i x[n, i] W[o, i] + b[o], so
-
-        dL/dW[o, i] = sum_n g[n, o] x[n, i]      ->  dL/dW = g^T x        (D_out, N) @ (N, D_in)
-        dL/db[o]    = sum_n g[n, o]              ->  dL/db = g.sum(0)     every sample adds its own b
-        dL/dx[n, i] = sum_o g[n, o] W[o, i]      ->  dL/dx = g W          (N, D_out) @ (D_out, D_in)
-
-    A shape check guards each: dL/dW must be (D_out, D_in), and the only product of g (N, D_out) and
-    x (N, D_in) with that shape is g^T x. ``backward`` needs x, so ``forward`` keeps it.
+    ``backward(g)``, with g = dL/dy (N, D_out), stores ``grad_weight`` = dL/dW (D_out, D_in) and
+    ``grad_bias`` = dL/db (D_out,) and returns dL/dx (N, D_in). Deriving the three is the exercise:
+    stage2_mlp/README.md, section 8, walks you through it. ``forward`` keeps whatever ``backward`` needs.
     """
 
     def __init__(self, in_features: int, out_features: int, rng: np.random.Generator | None = None):
         """``weight`` (out_features, in_features) and ``bias`` (out_features,), both uniform in
         ``+-1/sqrt(in_features)`` as PyTorch's ``nn.Linear`` starts, drawn from ``rng`` (weight first)."""
-        # BEGIN SOLUTION 2.8: bound = 1/sqrt(in_features); weight then bias from rng.uniform(-bound, bound, shape)
+        # BEGIN SOLUTION 2.8: weight then bias (float64), one rng.uniform(-1/sqrt(in_features), 1/sqrt(in_features), shape) draw each; grad_weight and grad_bias start as None
         rng = np.random.default_rng() if rng is None else rng
         bound = 1.0 / np.sqrt(in_features)
         self.weight = rng.uniform(-bound, bound, size=(out_features, in_features))  # (D_out, D_in) float64
@@ -44,16 +38,17 @@ class ManualLinear:
         # END SOLUTION
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """x (N, D_in) -> x W^T + b (N, D_out); remembers x for ``backward``."""
-        # BEGIN SOLUTION 2.8: keep x (backward needs it for dL/dW); return x @ W.T + b
+        """x (N, D_in) -> x W^T + b (N, D_out); remembers what ``backward`` will need."""
+        # BEGIN SOLUTION 2.8: remember what backward needs, then compute y
         self._x = x
         return x @ self.weight.T + self.bias
         # END SOLUTION
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        """grad_out = dL/dy (N, D_out) -> dL/dx (N, D_in). Stores ``grad_weight`` = g^T x and
-        ``grad_bias`` = g summed over the batch (replacing earlier values, unlike PyTorch's ``+=``)."""
-        # BEGIN SOLUTION 2.8: dW = g.T @ x (with the x of the last forward), db = g.sum(axis=0), return g @ W
+        """grad_out = dL/dy (N, D_out) -> dL/dx (N, D_in), for the input of the last ``forward``. Stores
+        ``grad_weight`` (D_out, D_in) and ``grad_bias`` (D_out,), replacing earlier values (unlike
+        PyTorch, which adds to them)."""
+        # BEGIN SOLUTION 2.8: your three results of README section 8, each one array expression (check the shapes)
         if self._x is None:
             raise ValueError("ManualLinear.backward() called before forward(): there is no input to differentiate at")
         self.grad_weight = grad_out.T @ self._x  # (D_out, N) @ (N, D_in)
@@ -63,23 +58,22 @@ class ManualLinear:
 
 
 class ManualReLU:
-    """``y = max(x, 0)`` elementwise. dy/dx is 1 where x > 0 and 0 elsewhere (0 also at x == 0, as in
-    PyTorch), so dL/dx = g * (x > 0): the gradient passes through the units that were on. ``forward``
-    keeps that mask."""
+    """``y = max(x, 0)`` elementwise. At x == 0, where ReLU has no slope, take its derivative as 0, as
+    PyTorch does. ``forward`` keeps what ``backward`` needs."""
 
     def __init__(self):
         self._positive: np.ndarray | None = None
 
     def forward(self, x: np.ndarray) -> np.ndarray:
-        """x (any shape) -> max(x, 0), same shape; remembers where x > 0."""
-        # BEGIN SOLUTION 2.8: keep the mask x > 0; return x where it holds and 0 elsewhere
+        """x (any shape) -> max(x, 0), same shape."""
+        # BEGIN SOLUTION 2.8: remember what backward needs, then compute y
         self._positive = x > 0
         return np.where(self._positive, x, 0.0)
         # END SOLUTION
 
     def backward(self, grad_out: np.ndarray) -> np.ndarray:
-        """dL/dy -> dL/dx = dL/dy where the input was positive, 0 elsewhere."""
-        # BEGIN SOLUTION 2.8: g where the mask from forward is true, 0 elsewhere
+        """dL/dy -> dL/dx, same shape, for the input of the last ``forward``."""
+        # BEGIN SOLUTION 2.8: the chain rule with ReLU's derivative at the input of the last forward
         if self._positive is None:
             raise ValueError("ManualReLU.backward() called before forward()")
         return np.where(self._positive, grad_out, 0.0)
@@ -91,13 +85,9 @@ class ManualCrossEntropy:
 
         p = softmax(z) row by row,   L = -(1/N) sum_n log p[n, t_n]
 
-    Its gradient is the famous "prediction minus truth": with log p[n, c] = z[n, c] - log sum_j e^z[n, j],
-
-        dL/dz[n, c] = -(1/N) (1[c == t_n] - p[n, c]) = (p - onehot(t))[n, c] / N
-
-    (the derivative of log sum_j e^z[n, j] with respect to z[n, c] is e^z[n, c] / sum_j e^z[n, j] = p[n, c]).
-    The forward subtracts each row's max before exponentiating so that e^z cannot overflow; this changes
-    no p, since the max cancels between numerator and denominator.
+    ``backward()`` returns dL/dz (N, C), which you derive in README section 8. Subtract each row's max
+    from z before exponentiating, so that e^z cannot overflow (it changes no p: the max cancels between
+    numerator and denominator).
     """
 
     def __init__(self):
@@ -106,7 +96,7 @@ class ManualCrossEntropy:
 
     def forward(self, logits: np.ndarray, targets: np.ndarray) -> float:
         """logits (N, C), targets (N,) integers in [0, C) -> the mean loss, a Python float."""
-        # BEGIN SOLUTION 2.8: shift rows by their max; log p = shifted - log(sum(exp(shifted))); keep p and targets
+        # BEGIN SOLUTION 2.8: a stable log-softmax of each row, then the mean of -log p at the targets; keep what backward needs
         shifted = logits - logits.max(axis=1, keepdims=True)  # (N, C), every row's max is 0
         log_probs = shifted - np.log(np.exp(shifted).sum(axis=1, keepdims=True))  # (N, C)
         self._probs, self._targets = np.exp(log_probs), targets
@@ -114,8 +104,8 @@ class ManualCrossEntropy:
         # END SOLUTION
 
     def backward(self) -> np.ndarray:
-        """dL/d(logits) (N, C) = (softmax(logits) - onehot(targets)) / N, for the last forward."""
-        # BEGIN SOLUTION 2.8: copy p, subtract 1 at each row's target column, divide by N
+        """dL/d(logits) (N, C), for the logits and targets of the last ``forward``."""
+        # BEGIN SOLUTION 2.8: your result of README section 8, from what forward kept, without a loop over samples
         if self._probs is None:
             raise ValueError("ManualCrossEntropy.backward() called before forward()")
         n = len(self._targets)
@@ -135,7 +125,7 @@ class ManualMLP:
     def __init__(self, in_features: int, hidden_features: int, out_features: int,
                  rng: np.random.Generator | None = None):
         """``fc1`` (in -> hidden) then ``fc2`` (hidden -> out), both initialised from ``rng`` in that order."""
-        # BEGIN SOLUTION 2.8: self.fc1 = ManualLinear(in, hidden, rng), self.relu = ManualReLU(), self.fc2 = ManualLinear(hidden, out, rng)
+        # BEGIN SOLUTION 2.8: attributes fc1 (ManualLinear, in -> hidden), relu (ManualReLU), fc2 (hidden -> out), both layers drawing from rng
         rng = np.random.default_rng() if rng is None else rng
         self.fc1 = ManualLinear(in_features, hidden_features, rng)
         self.relu = ManualReLU()
@@ -150,7 +140,7 @@ class ManualMLP:
 
     def backward(self, grad_logits: np.ndarray) -> np.ndarray:
         """dL/d(logits) (N, D_out) -> dL/dx (N, D_in); fills every layer's ``grad_weight`` and ``grad_bias``."""
-        # BEGIN SOLUTION 2.8: the forward in reverse: fc2.backward, relu.backward, fc1.backward
+        # BEGIN SOLUTION 2.8: each layer's backward, each feeding the next, in the reverse order of forward
         return self.fc1.backward(self.relu.backward(self.fc2.backward(grad_logits)))
         # END SOLUTION
 

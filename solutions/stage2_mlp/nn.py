@@ -119,19 +119,31 @@ class Module:
         return modules
         # END SOLUTION
 
+    def _all_parameters_by_name(self) -> dict[str, Parameter]:
+        """Dotted name -> parameter, for every module's own parameters: module by module as
+        ``named_modules`` lists them, each module's own in the order they were assigned. A parameter
+        shared by two modules (tied weights) appears under each of its names. The one walk over the tree
+        that ``named_parameters``, ``state_dict`` and ``load_state_dict`` all build on."""
+        # BEGIN SOLUTION 2.1: every (prefix, module) of named_modules(), each entry of its _parameters under its dotted name
+        return {
+            _join(prefix, name): p
+            for prefix, module in self.named_modules()
+            for name, p in module._parameters.items()
+        }
+        # END SOLUTION
+
     def named_parameters(self) -> list[tuple[str, Parameter]]:
         """``(dotted name, parameter)`` for every parameter in the tree, in the order (and with the names)
-        PyTorch's ``named_parameters()`` gives: module by module as ``named_modules`` lists them, each
-        module's own parameters in the order they were assigned. A parameter shared by two modules
-        (tied weights) is listed once, under its first name, so an optimizer updates it once."""
-        # BEGIN SOLUTION 2.1: each module's own _parameters, named prefix.name; skip a parameter seen before
+        PyTorch's ``named_parameters()`` gives: that of ``_all_parameters_by_name``, except that a parameter
+        shared by two modules (tied weights) is listed once, under its first name, so an optimizer updates
+        it once."""
+        # BEGIN SOLUTION 2.1: walk _all_parameters_by_name(), keeping a parameter only the first time it is met (by identity)
         seen: set[int] = set()
         named = []
-        for prefix, module in self.named_modules():
-            for name, p in module._parameters.items():
-                if id(p) not in seen:
-                    seen.add(id(p))
-                    named.append((_join(prefix, name), p))
+        for name, p in self._all_parameters_by_name().items():
+            if id(p) not in seen:
+                seen.add(id(p))
+                named.append((name, p))
         return named
         # END SOLUTION
 
@@ -165,12 +177,8 @@ class Module:
         Ready for ``np.savez(path, **model.state_dict())``. Unlike ``named_parameters``, a tied
         parameter appears under each of its names, as in PyTorch's state dict.
         """
-        # BEGIN SOLUTION 2.1: {dotted name: p.data.copy()} over every module's own _parameters
-        return {
-            _join(prefix, name): p.data.copy()
-            for prefix, module in self.named_modules()
-            for name, p in module._parameters.items()
-        }
+        # BEGIN SOLUTION 2.1: every name of _all_parameters_by_name(), with a copy of its parameter's values
+        return {name: p.data.copy() for name, p in self._all_parameters_by_name().items()}
         # END SOLUTION
 
     def load_state_dict(self, state: Mapping[str, np.ndarray], strict: bool = True) -> IncompatibleKeys:
@@ -181,15 +189,12 @@ class Module:
         Values are copied into each parameter's existing array, so it keeps its dtype. An array whose
         shape differs from its parameter's is always an error; with ``strict=True`` (the default) so is
         a parameter missing from ``state`` or an entry of ``state`` that is no parameter. The error
-        names every such key, and is raised before anything is copied. Returns the missing and
-        unexpected keys (both empty after a strict load).
+        names every such key, and is raised before anything is copied. Returns
+        ``IncompatibleKeys(missing_keys, unexpected_keys)``, two lists of names (both empty after a
+        strict load).
         """
-        # BEGIN SOLUTION 2.1: find missing, unexpected, mis-shaped keys; raise naming them all, else np.copyto each
-        own = {
-            _join(prefix, name): p
-            for prefix, module in self.named_modules()
-            for name, p in module._parameters.items()
-        }
+        # BEGIN SOLUTION 2.1: collect every missing, unexpected and mis-shaped key first; raise naming them all, or copy in place
+        own = self._all_parameters_by_name()
         missing = [key for key in own if key not in state]
         unexpected = [key for key in state if key not in own]
         mis_shaped = [
@@ -252,8 +257,11 @@ class Linear(Module):
     the inputs', however wide the layer: the signal neither explodes nor vanishes with the width.
 
     ``rng`` makes the initialisation reproducible: a ``np.random.Generator`` (pass one generator to all
-    the layers of a model: each draws the next numbers from it, weight first, then bias), an int seed,
-    or None for fresh randomness from the operating system. ``dtype`` is float32 unless given.
+    the layers of a model: each draws the next numbers from it), an int seed, or None for fresh randomness
+    from the operating system. With ``bound = 1/sqrt(in_features)`` the draws are, in this order,
+    ``rng.uniform(-bound, bound, size=(out_features, in_features))`` for the weight, then
+    ``rng.uniform(-bound, bound, size=out_features)`` for the bias (none without a bias), each cast to
+    ``dtype`` (float32 unless given): one seed then fixes every number of a model, as in the reference.
     With ``bias=False`` there is no bias: ``self.bias`` is None and is not a parameter.
     """
 
@@ -263,7 +271,7 @@ class Linear(Module):
         self.in_features = in_features
         self.out_features = out_features
         rng = np.random.default_rng(rng)  # a Generator is returned as it is; an int or None seeds a new one
-        # BEGIN SOLUTION 2.2: bound = 1/sqrt(in_features); Parameters weight (out, in), bias (out,) from rng.uniform
+        # BEGIN SOLUTION 2.2: Parameters weight (out, in) then bias (out,), one rng.uniform draw each in that order, cast to dtype; with bias=False, self.bias is None
         bound = 1.0 / np.sqrt(in_features)
         self.weight = Parameter(rng.uniform(-bound, bound, size=(out_features, in_features)).astype(dtype))
         self.bias = Parameter(rng.uniform(-bound, bound, size=out_features).astype(dtype)) if bias else None

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from stage1_autograd.tensor import Tensor, unbroadcast
-from tests.helpers import assert_close, compare_with_torch
+from tests.helpers import assert_close, assert_matches_central_differences, compare_with_torch
 
 pytestmark = pytest.mark.exercise("1.2")
 
@@ -40,6 +40,23 @@ def random_inputs(*shapes, seed=0):
 @pytest.mark.parametrize("op", BINARY_OPS)
 def test_binary_op_matches_torch(op, shapes):
     compare_with_torch(BINARY_OPS[op], *random_inputs(*shapes), label=op)
+
+
+# Broadcasting along a new leading axis, along size-1 axes of both operands, and from a 0-d operand.
+CENTRAL_DIFFERENCE_SHAPES = [((2, 3), (3,)), ((3, 1), (1, 2)), ((), (2, 2))]
+
+
+@pytest.mark.parametrize("shapes", CENTRAL_DIFFERENCE_SHAPES, ids=str)
+@pytest.mark.parametrize("op", BINARY_OPS)
+def test_binary_op_matches_central_differences(op, shapes):
+    # The gradients checked against the slope of the op itself, measured numerically, rather than against PyTorch.
+    assert_matches_central_differences(BINARY_OPS[op], *random_inputs(*shapes, seed=7), label=op)
+
+
+@pytest.mark.parametrize("exponent", [3, -1.5, 0.5])
+def test_power_matches_central_differences(exponent):
+    (x,) = random_inputs((2, 3), seed=8)
+    assert_matches_central_differences(lambda a: a**exponent, np.abs(x), label=f"a ** {exponent} (a > 0)")
 
 
 @pytest.mark.parametrize("op", ["a + 2.5", "a - 2.5", "a * 2.5", "a / 2.5", "2.5 + a", "2.5 - a", "2.5 * a", "2.5 / a"])

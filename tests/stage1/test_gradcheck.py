@@ -170,6 +170,41 @@ def test_gradcheck_names_the_wrong_input_and_element():
     )
 
 
+# Wrong gradients of a * b + c, (2, 3) * (2, 3) + (3,): (input, element) -> how far off autograd is. Each
+# case puts the worst error in another input, with smaller errors before and after it (in an earlier input,
+# a later input, and at an earlier element of the same input): a message that names the first or the last
+# wrong input, or the first wrong element of the worst input, names the wrong place.
+SEVERAL_WRONG = {
+    "worst in input 0": {(1, (0, 0)): 0.3, (0, (0, 2)): 0.2, (0, (1, 1)): 0.8, (2, (2,)): 0.5},
+    "worst in input 1": {(0, (0, 1)): 0.3, (1, (0, 0)): 0.2, (1, (1, 2)): 0.9, (2, (1,)): 0.5},
+    "worst in input 2": {(0, (1, 0)): 0.4, (1, (0, 2)): 0.6, (2, (0,)): 0.1, (2, (2,)): 0.7},
+}
+
+
+@pytest.mark.parametrize("case", SEVERAL_WRONG)
+def test_gradcheck_names_the_worst_of_several_wrong_elements(case):
+    errors = SEVERAL_WRONG[case]
+
+    def mul_add_with_wrong_elements(a, b, c):
+        def backward(g):
+            grads = [g * b.data, g * a.data, g.sum(axis=0)]
+            for (position, index), amount in errors.items():
+                grads[position][index] += amount
+            return tuple(grads)
+
+        return Tensor._from_op(a.data * b.data + c.data, (a, b, c), backward)
+
+    (position, index), amount = max(errors.items(), key=lambda item: item[1])
+    with pytest.raises(GradcheckError) as info:
+        gradcheck(mul_add_with_wrong_elements, tensor(2, 3), tensor(2, 3, seed=1), tensor(3, seed=2))
+    message = str(info.value)
+    wrong = ", ".join(f"input {p} at {i} by {x}" for (p, i), x in errors.items())
+    assert f"input {position}" in message and str(index) in message, (
+        f"the gradients are wrong in several places ({wrong}); gradcheck's message should name the worst, "
+        f"input {position} at element {index}, off by {amount}; got: {message}"
+    )
+
+
 def test_gradcheck_fails_on_a_wrong_sign():
     a = tensor(4, 2)
     with pytest.raises(GradcheckError) as info:

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from stage1_autograd.tensor import Tensor
-from tests.helpers import compare_with_torch, run_backward
+from tests.helpers import assert_matches_central_differences, compare_with_torch, run_backward
 
 pytestmark = pytest.mark.exercise("1.5")
 
@@ -30,6 +30,21 @@ def test_matmul_matches_torch(shapes):
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal(s) for s in shapes)
     compare_with_torch(lambda x, y: x @ y, a, b, label="a @ b")
+
+
+@pytest.mark.parametrize("shapes", [
+    ((3,), (3,)),  # 1-D @ 1-D -> 0-d
+    ((3,), (3, 2)),  # 1-D on the left
+    ((2, 3), (3,)),  # 1-D on the right
+    ((2, 3), (3, 2)),
+    ((2, 1, 2, 3), (3, 3, 2)),  # batch axes broadcast: (2, 1) with (3,)
+    ((3,), (2, 3, 2)),  # 1-D @ a batch
+    ((2, 2, 3), (3,)),  # a batch @ 1-D
+], ids=str)
+def test_matmul_matches_central_differences(shapes):
+    rng = np.random.default_rng(3)
+    a, b = (rng.standard_normal(s) for s in shapes)
+    assert_matches_central_differences(lambda x, y: x @ y, a, b, label="a @ b")
 
 
 @pytest.mark.parametrize("shapes", [((2, 4), (4, 3)), ((4,), (4, 3)), ((5, 2, 4), (4,))], ids=str)

@@ -5,7 +5,7 @@ import pytest
 import torch
 
 from stage1_autograd.tensor import Tensor, concatenate, stack
-from tests.helpers import compare_with_torch
+from tests.helpers import assert_matches_central_differences, compare_with_torch
 
 pytestmark = pytest.mark.exercise("1.6")
 
@@ -52,6 +52,22 @@ def test_transpose(label):
 
 def test_transpose_of_a_matrix():
     compare_with_torch(lambda x: x.T, randn(3, 5), torch_fn=lambda t: t.T, label="x.T of a matrix")
+
+
+# Negative axes count from the end, as everywhere in NumPy: on 3 axes, -1 is 2. The same permutation in torch.
+NEGATIVE_AXES = {
+    "x.transpose(-1, 0) of a (2, 3) x": ((2, 3), (-1, 0), (1, 0)),
+    "x.transpose(0, -1, 1) of a (2, 3, 4) x": ((2, 3, 4), (0, -1, 1), (0, 2, 1)),
+    "x.transpose(-1, -3, -2) of a (2, 3, 4) x": ((2, 3, 4), (-1, -3, -2), (2, 0, 1)),
+    "x.transpose((-2, 0, -1)) of a (2, 3, 4) x": ((2, 3, 4), ((-2, 0, -1),), (1, 0, 2)),
+}
+
+
+@pytest.mark.parametrize("label", NEGATIVE_AXES)
+def test_transpose_with_negative_axes(label):
+    shape, axes, permutation = NEGATIVE_AXES[label]
+    compare_with_torch(lambda x: x.transpose(*axes), randn(*shape), torch_fn=lambda t: t.permute(*permutation),
+                       label=label)
 
 
 # ---------------------------------------------------------------------- indexing
@@ -147,6 +163,27 @@ def test_concatenate_a_tensor_with_itself():
     # The same input appears twice: its gradient is the sum of its two pieces.
     compare_with_torch(lambda x: concatenate([x, x], axis=1), randn(2, 3),
                        torch_fn=lambda t: torch.cat([t, t], dim=1), label="concatenate([x, x], axis=1)")
+
+
+# ---------------------------------------------------------------------- central differences
+# The backward of each kind of shape op checked against the slope measured numerically (not against PyTorch).
+CENTRAL_DIFFERENCE_CASES = {
+    "x.reshape(3, -1) of a (2, 3, 2) x": (lambda x: x.reshape(3, -1), [(2, 3, 2)]),
+    "x.transpose(-1, 0) of a (2, 3) x": (lambda x: x.transpose(-1, 0), [(2, 3)]),
+    "x.transpose(0, -1, 1) of a (2, 3, 4) x": (lambda x: x.transpose(0, -1, 1), [(2, 3, 4)]),
+    "x[[1, 1, 0, 1]] (repeated rows)": (lambda x: x[[1, 1, 0, 1]], [(3, 2)]),
+    "x[[0, 0, 2], [1, 1, 0]] (a repeated element)": (lambda x: x[[0, 0, 2], [1, 1, 0]], [(3, 2)]),
+    "x[1:, ::-1]": (lambda x: x[1:, ::-1], [(3, 2)]),
+    "concatenate([a, b], axis=-1)": (lambda a, b: concatenate([a, b], axis=-1), [(2, 1), (2, 3)]),
+    "stack([a, b, c], axis=1)": (lambda a, b, c: stack([a, b, c], axis=1), [(2, 2), (2, 2), (2, 2)]),
+}
+
+
+@pytest.mark.parametrize("label", CENTRAL_DIFFERENCE_CASES)
+def test_shape_op_matches_central_differences(label):
+    fn, shapes = CENTRAL_DIFFERENCE_CASES[label]
+    arrays = [randn(*shape, seed=i) for i, shape in enumerate(shapes)]
+    assert_matches_central_differences(fn, *arrays, label=label)
 
 
 def test_chain_of_shape_ops():

@@ -7,7 +7,7 @@ import torch
 from stage1_autograd.tensor import Tensor
 from stage2_mlp import functional as F
 from stage2_mlp import nn
-from tests.helpers import assert_close, compare_with_torch
+from tests.helpers import assert_close, assert_matches_central_differences, compare_with_torch
 
 pytestmark = pytest.mark.exercise("2.3")
 
@@ -53,6 +53,15 @@ def test_activation_matches_torch(name, inputs):
          "random": np.random.default_rng(0).standard_normal((3, 4, 5)) * 3}[inputs]
     out = compare_with_torch(ours, x, torch_fn=theirs, label=f"{name}(x) on {inputs} inputs", use_engine=True)
     assert np.all(np.isfinite(out.data)), f"{name}(x) on {inputs} inputs: the output has nan or inf"
+
+
+@pytest.mark.parametrize("name", ACTIVATIONS)
+def test_activation_matches_central_differences(name):
+    ours, _ = ACTIVATIONS[name]
+    # Magnitudes 0.1 to 3, so no input sits within eps of ReLU's kink at 0.
+    rng = np.random.default_rng(7)
+    x = rng.uniform(0.1, 3.0, (2, 3)) * rng.choice([-1.0, 1.0], (2, 3))
+    assert_matches_central_differences(ours, x, label=f"{name}(x)", use_engine=True)
 
 
 @pytest.mark.parametrize("name", LAYERS)

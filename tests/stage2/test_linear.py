@@ -99,6 +99,33 @@ def test_linear_initialisation_is_seeded_by_rng():
     assert not np.allclose(Linear(4, 3, rng=8).weight.data, a.weight.data), "different seeds should give different weights"
 
 
+def assert_draws(layer, rng, what):
+    """``layer``'s weight, then its bias (if any), must be the next rng.uniform(-b, b, size) draws of ``rng``."""
+    bound = 1 / np.sqrt(layer.in_features)
+    dtype = layer.weight.dtype
+    # rtol 1e-6 (8 float32 ulps) forgives only another spelling of the bound (in_features ** -0.5); numbers from
+    # another draw, or drawn in another order, differ by about the bound itself.
+    expected = rng.uniform(-bound, bound, size=(layer.out_features, layer.in_features)).astype(dtype)
+    assert_close(layer.weight, expected, f"{what}.weight: the next rng.uniform(-1/sqrt(in_features), "
+                 f"1/sqrt(in_features), size=(out_features, in_features)) draw, cast to {dtype}", atol=0, rtol=1e-6)
+    if layer.bias is not None:
+        expected = rng.uniform(-bound, bound, size=layer.out_features).astype(dtype)
+        assert_close(layer.bias, expected, f"{what}.bias: the next rng.uniform(-1/sqrt(in_features), "
+                     f"1/sqrt(in_features), size=out_features) draw after the weight's, cast to {dtype}", atol=0, rtol=1e-6)
+
+
+def test_linear_draws_the_weight_then_the_bias_from_rng():
+    # Pinned so that a model built from one generator (build_mlp in 2.9) starts from exactly the reference's
+    # numbers: one uniform draw for the weight (out, in), then one for the bias (out,), from the same rng.
+    layer = Linear(5, 3, rng=np.random.default_rng(11))
+    assert_draws(layer, np.random.default_rng(11), "Linear(5, 3, rng=default_rng(11))")
+    shared, replay = np.random.default_rng(12), np.random.default_rng(12)
+    layers = [Linear(4, 6, rng=shared, dtype=np.float64), Linear(6, 2, bias=False, rng=shared), Linear(2, 3, rng=shared)]
+    for i, layer in enumerate(layers):
+        assert_draws(layer, replay, f"layer {i} of Linear(4, 6), Linear(6, 2, bias=False), Linear(2, 3) built in "
+                                    f"this order from one generator")
+
+
 @pytest.mark.parametrize("x_shape", [(5, 4), (2, 5, 4), (4,)], ids=str)
 def test_linear_matches_torch(x_shape):
     ours = Linear(4, 3, rng=0, dtype=np.float64)

@@ -97,6 +97,21 @@ def test_cross_entropy_label_smoothing_with_ignore_index():
     check_cross_entropy(logits, targets, ignore_index=-1, label_smoothing=0.2)
 
 
+@pytest.mark.parametrize("bad, ignore_index", [(9, None), (5, None), (-3, None), (-1, -100), (5, 4)], ids=str)
+def test_cross_entropy_rejects_a_target_that_is_not_a_class(bad, ignore_index):
+    # 5 classes: 5 is one too many, and a negative target would silently index from the end of the row.
+    logits, targets = logits_and_targets(n=6, c=5, seed=5)
+    targets[3] = bad
+    if ignore_index is not None:
+        targets[1] = ignore_index  # ignored samples are fine, whatever their target
+    what = f"cross_entropy(logits of shape (6, 5), targets={list(targets)}, ignore_index={ignore_index})"
+    with pytest.raises(ValueError) as info:
+        F.cross_entropy(Tensor(logits), targets, ignore_index=ignore_index)
+    assert str(bad) in str(info.value), (
+        f"{what} raised a ValueError, as it should, but its message does not name the bad target {bad}: {info.value}"
+    )
+
+
 @pytest.mark.parametrize("label_smoothing", [0.0, 0.1])
 def test_cross_entropy_is_stable_for_huge_logits(label_smoothing):
     targets = np.array([2, 0, 3, 1])  # the first row's target has the lowest logit: a loss of 2e4

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from stage1_autograd.tensor import Tensor
-from stage2_mlp.nn import Module, Parameter
+from stage2_mlp.nn import IncompatibleKeys, Module, Parameter
 from tests.helpers import assert_close
 
 pytestmark = pytest.mark.exercise("2.1")
@@ -352,3 +352,52 @@ def test_non_strict_load_loads_what_fits():
     assert_close(target.embed.weight, source.embed.weight, "embed.weight after a non-strict load")
     assert_close(target.blocks[1].offsets[0], source.blocks[1].offsets[0], "blocks.1.offsets.0 after a non-strict load")
     assert_close(target.head.bias, kept, "head.bias, missing from the state, should be left as it was")
+
+
+# The bad key sits at the end of the model's order (or of the state's), so a load that copies key by key
+# and stops at the first problem has already copied everything else.
+BAD_STATES = {
+    "strict, 'head.bias' missing": (True, lambda state: state.pop("head.bias")),
+    "strict, an unexpected 'head.extra'": (True, lambda state: state.update({"head.extra": np.ones(2)})),
+    "strict, 'head.weight' mis-shaped": (True, lambda state: state.update({"head.weight": np.ones((3, 1))})),
+    "not strict, 'head.weight' mis-shaped": (False, lambda state: state.update({"head.weight": np.ones((3, 1))})),
+}
+
+
+@pytest.mark.parametrize("case", BAD_STATES)
+def test_a_failed_load_copies_nothing(case):
+    strict, spoil = BAD_STATES[case]
+    source, target = Net(seed=0), Net(seed=1)
+    state = source.state_dict()
+    spoil(state)
+    before = {name: p.data.copy() for name, p in target.named_parameters()}
+    load_error(target, state, strict=strict)
+    changed = [name for name, p in target.named_parameters() if not np.array_equal(p.data, before[name])]
+    assert not changed, (
+        f"load_state_dict ({case}) raised an error, as it should, but had already copied these parameters: "
+        f"{changed}. Check the whole state first, then copy: a failed load must leave the model as it was"
+    )
+
+
+def test_load_state_dict_reports_missing_and_unexpected_keys():
+    source, target = Net(seed=0), Net(seed=1)
+    state = source.state_dict()
+    del state["head.bias"], state["blocks.0.gain"]
+    state["head.extra"] = np.ones(2)
+    result = target.load_state_dict(state, strict=False)
+    assert isinstance(result, IncompatibleKeys), (
+        f"load_state_dict should return IncompatibleKeys(missing_keys, unexpected_keys), got {result!r}"
+    )
+    missing, unexpected = result
+    assert sorted(missing) == ["blocks.0.gain", "head.bias"], (
+        f"load_state_dict(strict=False) of a state without 'blocks.0.gain' and 'head.bias': expected them as "
+        f"missing_keys, got {missing!r}"
+    )
+    assert list(unexpected) == ["head.extra"], (
+        f"load_state_dict(strict=False) of a state with the extra key 'head.extra': expected unexpected_keys "
+        f"['head.extra'], got {unexpected!r}"
+    )
+    result = target.load_state_dict(source.state_dict())
+    assert isinstance(result, IncompatibleKeys) and list(result.missing_keys) == [] and list(result.unexpected_keys) == [], (
+        f"a load of a complete state should return IncompatibleKeys(missing_keys=[], unexpected_keys=[]), got {result!r}"
+    )
