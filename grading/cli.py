@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import shlex
+import signal
 import sys
 from pathlib import Path
 
@@ -98,19 +100,30 @@ def main(argv: list[str] | None = None) -> int:
                                          if selected_ids & set(c["exercises"])))
     source_lines = [f"{p} from solutions/{p}/ (reference)" if src == "solutions"
                     else f"{p} from {display_path(homes[p] / p)}/ (your code)" for p, src in sources.items()]
-    command = "python grader.py " + name + (" --reference-earlier" if args.reference_earlier else "") + \
-        (" --solutions" if args.solutions else "") + (f" --submission {args.submission}" if args.submission else "")
+    command = shlex.join(["python", "grader.py", name] + (["--reference-earlier"] if args.reference_earlier else [])
+                         + (["--solutions"] if args.solutions else [])
+                         + (["--submission", str(args.submission)] if args.submission else []))
     root = homes[stage.package]
     earlier_are_students = any(sources[p] == "student" for p in stage.requires)
     print(render(stage, results, source_lines, root, args.verbose, import_problems, run, command, earlier_are_students))
     if args.json:
         implementation = "solutions" if args.solutions else "student"
-        write_json(args.json, stage, implementation, sources, results)
+        try:
+            write_json(args.json, stage, implementation, sources, results)
+        except OSError as error:
+            print(f"grader.py: error: could not write --json {args.json}: {error.strerror}", file=sys.stderr)
+            return 2
     return 0 if all(r.status == "passed" for r in results) else 1
+
+
+def stop_on_signal(signum, frame):
+    raise KeyboardInterrupt  # unwinds like Ctrl-C, so the child process is killed on the way out
 
 
 def run(argv: list[str] | None = None) -> int:
     """``main`` with the promise that a student never sees a traceback from the grader itself."""
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, stop_on_signal)
     try:
         return main(argv)
     except KeyboardInterrupt:

@@ -17,6 +17,7 @@ running (the exercise is lost already, and each would hang again).
 from __future__ import annotations
 
 import contextlib
+import importlib
 import json
 import re
 import signal
@@ -74,6 +75,10 @@ def pytest_configure(config):
     path = config.getoption("--grading-log")
     if path:
         config.pluginmanager.register(GradingRecorder(config, Path(path)), "grading-recorder")
+        # The tests' own heavy imports, done before the clock starts on importing the code under test.
+        for module in ("numpy", "torch"):
+            with contextlib.suppress(ImportError):
+                importlib.import_module(module)
 
 
 def exercise_of(item) -> str | None:
@@ -93,6 +98,10 @@ class GradingRecorder:
     def write(self, **record) -> None:
         self.log.write(json.dumps(record) + "\n")
         self.log.flush()
+
+    def pytest_sessionfinish(self, session):
+        # Every result is written; the parent stops a process that lingers (say, in a thread left running).
+        self.write(event="finished")
 
     # -------------------------------------------------------------- collection
     @pytest.hookimpl(hookwrapper=True)
@@ -142,8 +151,15 @@ class GradingRecorder:
         lost = exercise in self.lost_exercises
         limit = self.time_limit(item)
         with alarm(None if lost else limit, f"this test took longer than its time limit of {limit:g} s"):
-            yield
-        outcome, error = self.outcomes.pop(item.nodeid, ("passed", None))
+            protocol = yield
+        # A test passes only on a recorded pass of its call phase; anything else that ends it is not a pass.
+        outcome, error = self.outcomes.pop(item.nodeid, ("error", {
+            "type": "NoResult", "message": "the test ended without a result", "location": None}))
+        if protocol.excinfo is not None:  # KeyboardInterrupt, pytest.exit(): the code under test stopped the run
+            error = describe_exception(protocol.excinfo[1], during="call")
+            reason = error["type"] + (f": {error['message']}" if error["message"] else "")
+            error.update(type="crashed", message=f"the code under test stopped the whole test run ({reason})")
+            outcome = "crashed"  # like a crash, it ends the process: the exercise's other tests are not run
         if lost:
             outcome, error = "not_run", {"type": "NotRun", "message": f"not run: an earlier test of exercise {exercise} timed out"}
         elif outcome == "timeout":
@@ -157,8 +173,12 @@ class GradingRecorder:
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_makereport(self, item, call):
         report = (yield).get_result()
-        if item.nodeid in self.outcomes or report.passed or call.excinfo is None:
+        if report.passed:
+            if call.when == "call":
+                self.outcomes[item.nodeid] = ("passed", None)
             return
+        if (item.nodeid in self.outcomes and self.outcomes[item.nodeid][0] != "passed") or call.excinfo is None:
+            return  # keep the first problem (a teardown error after a failure adds nothing)
         value = call.excinfo.value
         error = describe_exception(value, during=call.when, longrepr=str(report.longrepr))
         if report.skipped:

@@ -32,6 +32,7 @@ class ExerciseResult:
     test: str = ""  # the test the message comes from
     detail: str = ""  # pytest's full failure output for that test (-v)
     waits_for_earlier: bool = False  # the failure is an unfinished exercise of an earlier stage
+    import_failed: bool = False  # its tests could not even import the code under test
 
     @property
     def score(self) -> int:
@@ -49,7 +50,7 @@ def score_exercises(stage: Stage, exercises: list[Exercise], run: RunResult) -> 
             status = {"crashed": "crashed", "timeout": "timeout", "TestTimedOut": "timeout"}.get(error["type"], "error")
             message = "its tests could not be imported: " + explain(error, stage)
             results.append(ExerciseResult(exercise, status, 0, len(tests), message, Path(broken_imports[0]["path"]).name,
-                                          error.get("detail", "")))
+                                          error.get("detail", ""), import_failed=True))
             continue
         if not tests:
             why = "the grader's time limit for the whole run was reached" if run.run_timed_out else \
@@ -93,7 +94,7 @@ def explain(error: dict | None, stage: Stage, exercise: Exercise | None = None) 
     from_reference = location is not None and Path(location["root"]) == SOLUTIONS_DIR
     if kind == "NotImplementedError":
         if is_earlier_stage_todo(error, stage):
-            return (f"{message}{where}. This stage's code needs it: finish that exercise, or add "
+            return (f"{message}{where}. Grading this exercise needs it: finish that exercise, or add "
                     "--reference-earlier to grade this stage on the reference solutions of earlier stages.")
         if exercise and error.get("exercise") and error["exercise"] != exercise.id:
             return f"{message}{where}, and this exercise needs it: do {error['exercise']} first"
@@ -155,14 +156,19 @@ def render(stage: Stage, results: list[ExerciseResult], sources: list[str], root
     failing = [r for r in results if r.status != "passed"]
     if failing:
         first = failing[0]
-        lines.append(f"First to work on: {first.exercise.id} {first.exercise.title} — {STATUS_TEXT[first.status]}")
+        if first.import_failed:  # the file is the problem, not this exercise's work: no hint or TODO
+            lines.append(f"First to fix: the file that cannot be imported (it stops {first.exercise.id} "
+                         f"{first.exercise.title} from being graded)")
+        else:
+            lines.append(f"First to work on: {first.exercise.id} {first.exercise.title} — {STATUS_TEXT[first.status]}")
         if first.test:
             lines.append(f"  test: {first.test}")
         lines += ["  " + line for line in first.message.splitlines()]
-        todo = None if root == SOLUTIONS_DIR or first.waits_for_earlier else todo_location(root, stage, first.exercise)
-        if todo:
-            lines.append(f"  your TODO: {todo}")
-        lines.append(f"  hint: {first.exercise.hint}")
+        if not first.import_failed:
+            todo = None if root == SOLUTIONS_DIR or first.waits_for_earlier else todo_location(root, stage, first.exercise)
+            if todo:
+                lines.append(f"  your TODO: {todo}")
+            lines.append(f"  hint: {first.exercise.hint}")
         lines.append("")
     if verbose:
         shown = [r for r in failing if r.detail]
@@ -177,6 +183,9 @@ def render(stage: Stage, results: list[ExerciseResult], sources: list[str], root
     lines.append(f"Score: {score}/{max_score}")
     if not failing:
         lines.append("Every exercise passed." + (" On to the next stage!" if len(results) == len(stage.exercises) else ""))
+    elif failing[0].waits_for_earlier:
+        lines.append(f"Next: finish the earlier stage's exercise named above, or run `{command_hint} "
+                     "--reference-earlier` to grade this stage on the reference earlier stages.")
     else:
         lines.append(f"Next: work on {failing[0].exercise.id}, then run `{command_hint} -x {failing[0].exercise.id}`"
                      + ("" if verbose else " (add -v for pytest's full failure output)") + ".")

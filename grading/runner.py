@@ -9,6 +9,7 @@ the tests that have no outcome yet, so one hang or crash costs one exercise, not
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -24,6 +25,8 @@ from grading.registry import REPO_ROOT, Stage, exercises_marked_in
 
 GRACE_SECONDS = 3.0  # after a test's own limit, before the parent kills a child that ignored the alarm
 MAX_RESTARTS = 25  # a submission that kills every child it gets is not retried forever
+LINGER_SECONDS = 2.0  # how long a child may outlive the end of its test session
+MAX_OUTPUT_CHARS = 2_000_000  # of pytest's output kept for -v
 
 
 @dataclass
@@ -71,6 +74,7 @@ def child_environment() -> dict[str, str]:
     # and no oversubscription of a small machine's cores by NumPy and PyTorch at once.
     env["OPENBLAS_NUM_THREADS"] = env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = "1"
     env.pop("PYTEST_ADDOPTS", None)
+    env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # only our plugin: no installed plugin may reorder or change tests
     return env
 
 
@@ -91,8 +95,11 @@ def run_stage(stage: Stage, homes: dict[str, Path], exercises: list[str], test_t
     with tempfile.TemporaryDirectory(prefix="grader-") as tmp:
         tmpdir = Path(tmp)
         log_path, out_path, only_path = tmpdir / "log.jsonl", tmpdir / "pytest-output.txt", tmpdir / "only.txt"
+        workdir = tmpdir / "work"  # the child's current folder, apart from the files the parent reads
+        workdir.mkdir()
         ignored: list[str] = []
         collected: dict[str, str | None] | None = None  # nodeid -> exercise, once the first child collected
+        tests_before = 0
         for _attempt in range(MAX_RESTARTS + 1):
             log_path.write_text("")
             only = None
@@ -104,7 +111,7 @@ def run_stage(stage: Stage, homes: dict[str, Path], exercises: list[str], test_t
                 only = only_path
             cmd = child_command(stage, homes, log_path, exercises, test_timeout, only, ignored)
             with out_path.open("a", encoding="utf-8") as out:
-                process = subprocess.Popen(cmd, cwd=tmpdir, env=child_environment(), stdout=out,
+                process = subprocess.Popen(cmd, cwd=workdir, env=child_environment(), stdout=out,
                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
                 try:
                     state = follow(process, log_path, result, limit_of, import_time_limit(test_timeout), deadline)
@@ -114,30 +121,37 @@ def run_stage(stage: Stage, homes: dict[str, Path], exercises: list[str], test_t
                 collected = state.collected
             if state.run_timed_out:
                 result.run_timed_out = True
+                if state.current_test is not None:
+                    result.tests[state.current_test] = TestResult(
+                        state.current_test, (collected or {}).get(state.current_test), "timeout",
+                        problem("timeout", f"the whole run's time limit of {run_timeout:g} s was reached during this test"))
                 break
             if state.current_test is not None:  # the child died or was killed inside a test
                 exercise = (collected or {}).get(state.current_test)
-                outcome = "timeout" if state.killed else "crashed"
-                message = (f"this test ran past its time limit of {limit_of.get(exercise, 0):g} s and had to be stopped"
-                           if state.killed else crash_message(process.returncode))
-                result.tests[state.current_test] = TestResult(state.current_test, exercise, outcome,
-                                                              {"type": outcome, "message": message, "location": None})
-            elif state.collecting is not None:  # it died, or hung, while importing a test module
-                error = ({"type": "timeout", "message": f"importing the code under test took longer than "
-                          f"{import_time_limit(test_timeout):g} s and had to be stopped", "location": None} if state.killed else
-                         {"type": "crashed", "message": "importing the code under test ended the process: "
-                          + crash_message(process.returncode), "location": None})
+                error = (problem("timeout", f"this test ran past its time limit of {limit_of.get(exercise, 0):g} s "
+                                 "and had to be stopped") if state.killed
+                         else problem("crashed", crash_message(process.returncode, "in the middle of this test")))
+                result.tests[state.current_test] = TestResult(state.current_test, exercise, error["type"], error)
+            elif state.collecting is not None and not state.finished:  # it died, or hung, while importing tests
+                module = Path(state.collecting).name
+                error = (problem("timeout", f"importing {module}, and the code under test it imports, took longer than "
+                                 f"{import_time_limit(test_timeout):g} s and had to be stopped") if state.killed
+                         else problem("crashed", crash_message(process.returncode, f"while importing {module} and "
+                                                               "the code under test it imports")))
                 result.collect_errors.append({"path": state.collecting,
                                               "exercises": exercises_marked_in(Path(state.collecting)), "error": error})
                 ignored.append(state.collecting)
-            else:
-                break  # the child finished
-        result.output = out_path.read_text(encoding="utf-8", errors="replace")
+            elif collected is None or len(result.tests) == tests_before:
+                break  # the child finished (or made no progress: a restart would not either)
+            tests_before = len(result.tests)
+        with contextlib.suppress(OSError):
+            result.output = out_path.read_text(encoding="utf-8", errors="replace")[-MAX_OUTPUT_CHARS:]
         if collected is not None:
-            ordered = {n: result.tests.get(n) or TestResult(n, ex, "not_run", {
-                "type": "NotRun", "message": "this test has no recorded outcome (the run was stopped before it)",
-                "location": None}) for n, ex in collected.items()}
-            result.tests = ordered
+            missing = (problem("timeout", f"not run: the whole run's time limit of {run_timeout:g} s was reached")
+                       if result.run_timed_out else problem("NotRun", "this test has no recorded outcome"))
+            result.tests = {n: result.tests.get(n) or TestResult(n, ex, "timeout" if result.run_timed_out else "not_run",
+                                                                 missing)
+                            for n, ex in collected.items()}
     return result
 
 
@@ -155,13 +169,14 @@ class ChildState:
     collecting: str | None = None
     killed: bool = False
     run_timed_out: bool = False
+    finished: bool = False  # the child reported the end of its session
 
 
 def follow(process: subprocess.Popen, log_path: Path, result: RunResult, limit_of: dict, import_limit: float,
            deadline: float) -> ChildState:
     """Read the child's log as it grows until the child exits; kill it when a limit is passed."""
     state = ChildState()
-    started_at = collecting_since = 0.0
+    started_at = collecting_since = finished_at = 0.0
     exercise_of: dict[str, str | None] = {}
     with log_path.open(encoding="utf-8") as log:
         pending = ""
@@ -171,8 +186,13 @@ def follow(process: subprocess.Popen, log_path: Path, result: RunResult, limit_o
             pending += chunk
             *lines, pending = pending.split("\n")
             for line in lines:
-                record = json.loads(line)
-                event = record["event"]
+                try:
+                    record = json.loads(line)
+                    event = record["event"]
+                except (ValueError, KeyError, TypeError):
+                    continue  # not ours: a line the code under test managed to write into the log
+                if event == "finished":
+                    state.finished, finished_at = True, time.monotonic()
                 if event == "collecting":
                     state.collecting, collecting_since = record["path"], time.monotonic()
                 elif event == "collect_error":
@@ -190,6 +210,8 @@ def follow(process: subprocess.Popen, log_path: Path, result: RunResult, limit_o
             if finished:
                 return state
             now = time.monotonic()
+            if state.finished and now - finished_at > LINGER_SECONDS:
+                return state  # the results are in; whatever keeps the process alive is killed by the caller
             if now > deadline:
                 kill_group(process)
                 state.run_timed_out = True
@@ -205,11 +227,16 @@ def follow(process: subprocess.Popen, log_path: Path, result: RunResult, limit_o
             time.sleep(0.02)
 
 
-def crash_message(returncode: int | None) -> str:
+def problem(kind: str, message: str) -> dict:
+    """An outcome's error record for what the parent saw itself (the child could not report it)."""
+    return {"type": kind, "message": message, "location": None}
+
+
+def crash_message(returncode: int | None, when: str) -> str:
     if returncode is not None and returncode < 0:
         try:
             name = signal.Signals(-returncode).name
         except ValueError:
             name = f"signal {-returncode}"
-        return f"the Python process was killed by {name} (a crash in native code, or out of memory)"
-    return f"the Python process exited with code {returncode} in the middle of this test (os._exit() or a crash)"
+        return f"the Python process was killed by {name} {when} (a crash in native code, or out of memory)"
+    return f"the Python process exited with code {returncode} {when} (os._exit() or a crash)"

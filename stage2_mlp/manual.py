@@ -26,7 +26,8 @@ class ManualLinear:
 
     def __init__(self, in_features: int, out_features: int, rng: np.random.Generator | None = None):
         """``weight`` (out_features, in_features) and ``bias`` (out_features,), both uniform in
-        ``+-1/sqrt(in_features)`` as PyTorch's ``nn.Linear`` starts, drawn from ``rng`` (weight first)."""
+        ``+-1/sqrt(in_features)`` as PyTorch's ``nn.Linear`` starts, drawn from ``rng`` (weight first;
+        ``rng=None``: a fresh ``np.random.default_rng()``)."""
         # TODO 2.8: weight then bias (float64), one rng.uniform(-1/sqrt(in_features), 1/sqrt(in_features), shape) draw each; grad_weight and grad_bias start as None
         raise NotImplementedError("Exercise 2.8 (Backprop by hand) is not done yet")
 
@@ -95,7 +96,8 @@ class ManualMLP:
 
     def __init__(self, in_features: int, hidden_features: int, out_features: int,
                  rng: np.random.Generator | None = None):
-        """``fc1`` (in -> hidden) then ``fc2`` (hidden -> out), both initialised from ``rng`` in that order."""
+        """``fc1`` (in -> hidden) then ``fc2`` (hidden -> out), both initialised from ``rng`` in that order
+        (``rng=None``: a fresh ``np.random.default_rng()``)."""
         # TODO 2.8: attributes fc1 (ManualLinear, in -> hidden), relu (ManualReLU), fc2 (hidden -> out), both layers drawing from rng
         raise NotImplementedError("Exercise 2.8 (Backprop by hand) is not done yet")
 

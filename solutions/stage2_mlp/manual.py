@@ -26,7 +26,8 @@ class ManualLinear:
 
     def __init__(self, in_features: int, out_features: int, rng: np.random.Generator | None = None):
         """``weight`` (out_features, in_features) and ``bias`` (out_features,), both uniform in
-        ``+-1/sqrt(in_features)`` as PyTorch's ``nn.Linear`` starts, drawn from ``rng`` (weight first)."""
+        ``+-1/sqrt(in_features)`` as PyTorch's ``nn.Linear`` starts, drawn from ``rng`` (weight first;
+        ``rng=None``: a fresh ``np.random.default_rng()``)."""
         # BEGIN SOLUTION 2.8: weight then bias (float64), one rng.uniform(-1/sqrt(in_features), 1/sqrt(in_features), shape) draw each; grad_weight and grad_bias start as None
         rng = np.random.default_rng() if rng is None else rng
         bound = 1.0 / np.sqrt(in_features)
@@ -124,7 +125,8 @@ class ManualMLP:
 
     def __init__(self, in_features: int, hidden_features: int, out_features: int,
                  rng: np.random.Generator | None = None):
-        """``fc1`` (in -> hidden) then ``fc2`` (hidden -> out), both initialised from ``rng`` in that order."""
+        """``fc1`` (in -> hidden) then ``fc2`` (hidden -> out), both initialised from ``rng`` in that order
+        (``rng=None``: a fresh ``np.random.default_rng()``)."""
         # BEGIN SOLUTION 2.8: attributes fc1 (ManualLinear, in -> hidden), relu (ManualReLU), fc2 (hidden -> out), both layers drawing from rng
         rng = np.random.default_rng() if rng is None else rng
         self.fc1 = ManualLinear(in_features, hidden_features, rng)

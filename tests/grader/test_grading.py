@@ -201,6 +201,41 @@ def children_mentioning(text: str) -> list[int]:
     return found
 
 
+def test_keyboard_interrupt_in_student_code_costs_its_exercise_only(tmp_path):
+    root = broken_solution(tmp_path, "tensor.py", "        # BEGIN SOLUTION 1.3: d(e**x)/dx",
+                           "        raise KeyboardInterrupt\n        # BEGIN SOLUTION 1.3: d(e**x)/dx")
+    code, output, data = grade("stage1", "--submission", str(root), "-x", "1.3", "-x", "1.4")
+    assert code == 1
+    assert statuses(data) == {"1.3": "crashed", "1.4": "passed"}, output
+    assert "stopped the whole test run (KeyboardInterrupt)" in output
+
+
+def test_a_thread_left_running_does_not_hold_up_the_grader(tmp_path):
+    root = broken_solution(tmp_path, "value.py", "import math\n",
+                           "import math\nimport threading\nimport time\n\n"
+                           "threading.Thread(target=time.sleep, args=(600,)).start()\n")
+    started = time.monotonic()
+    code, output, data = grade("stage1", "--submission", str(root), "-x", "1.1", "--run-timeout", "120")
+    assert code == 0 and statuses(data) == {"1.1": "passed"}, output
+    assert time.monotonic() - started < 60, "the grader waited for the student's thread"
+
+
+def test_student_code_cannot_import_the_reference(tmp_path):
+    root = submission(tmp_path, "stage1_autograd")
+    (root / "stage1_autograd" / "value.py").write_text("from solutions.stage1_autograd.value import *  # noqa\n")
+    code, output, data = grade("stage1", "--submission", str(root), "-x", "1.1")
+    assert code == 1 and statuses(data) == {"1.1": "error"}, output
+    assert "solutions/ folder cannot be imported" in output
+
+
+def test_the_whole_run_time_limit_is_reported_as_such(tmp_path):
+    root = broken_solution(tmp_path, "tensor.py", "        # BEGIN SOLUTION 1.3: d(e**x)/dx",
+                           "        while True:\n            pass\n        # BEGIN SOLUTION 1.3: d(e**x)/dx")
+    code, output, data = grade("stage1", "--submission", str(root), "-x", "1.3", "--run-timeout", "8")
+    assert code == 1 and statuses(data) == {"1.3": "timeout"}, output
+    assert "whole run's time limit of 8 s" in output
+
+
 def test_sys_exit_in_student_code_fails_its_exercise(tmp_path):
     root = broken_solution(tmp_path, "tensor.py", "        # BEGIN SOLUTION 1.3: d(e**x)/dx",
                            "        import sys\n        sys.exit(0)\n        # BEGIN SOLUTION 1.3: d(e**x)/dx")
@@ -224,7 +259,7 @@ def test_os_exit_while_importing_student_code(tmp_path):
     code, output, data = grade("stage1", "--submission", str(root), "-x", "1.1", "-x", "1.2")
     assert code == 1
     assert statuses(data) == {"1.1": "crashed", "1.2": "passed"}, output
-    assert "importing the code under test ended the process" in output
+    assert "exited with code 3 while importing test_value.py" in output
 
 
 # --------------------------------------------------------------------------- later stages on earlier ones
