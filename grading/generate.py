@@ -161,13 +161,13 @@ def main(argv: list[str] | None = None) -> int:
             print("\n".join(problems) if problems else "skeletons and exercise tables are up to date")
             return 1 if problems else 0
         changed = write(stages)
+        stale = [p for stage in stages for p in stale_files(stage, expected_files(stage))]
     except (GenerateError, FileNotFoundError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     for path in changed:
         print(f"wrote {path.relative_to(REPO_ROOT)}")
     print(f"{len(changed)} file(s) regenerated" if changed else "nothing to regenerate")
-    stale = [p for stage in stages for p in stale_files(stage, expected_files(stage))]
     for path in stale:
         print(f"note: {path.relative_to(REPO_ROOT)} has no solution file; delete it if it is no longer used")
     return 0

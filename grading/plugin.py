@@ -137,19 +137,12 @@ class GradingRecorder:
         self.write(event="collected", tests=[{"nodeid": i.nodeid, "exercise": exercise_of(i)} for i in items])
 
     # -------------------------------------------------------------- running
-    def time_limit(self, item) -> float:
-        override = self.config.getoption("--grading-timeout")
-        if override:
-            return override
-        exercise = exercise_of(item)
-        return self.stage.exercise(exercise).timeout if self.stage and exercise else 60.0
-
     @pytest.hookimpl(hookwrapper=True)
     def pytest_runtest_protocol(self, item, nextitem):
         self.write(event="start", nodeid=item.nodeid)
         exercise = exercise_of(item)
         lost = exercise in self.lost_exercises
-        limit = self.time_limit(item)
+        limit = self.stage.time_limit(exercise, self.config.getoption("--grading-timeout"))
         with alarm(None if lost else limit, f"this test took longer than its time limit of {limit:g} s"):
             protocol = yield
         # A test passes only on a recorded pass of its call phase; anything else that ends it is not a pass.

@@ -41,6 +41,14 @@ class Stage:
     def tests_dir(self) -> Path:
         return TESTS_DIR / self.name
 
+    def time_limit(self, exercise_id: str | None, override: float | None = None) -> float:
+        """Seconds one test of the exercise may take: ``override`` (the grader's --timeout) if given, else
+        what the registry says. The child's alarm and the parent's hard deadline both use this."""
+        if override:
+            return override
+        known = {e.id: e.timeout for e in self.exercises}
+        return known.get(exercise_id, DEFAULT_TEST_TIMEOUT)
+
     def exercise(self, exercise_id: str) -> Exercise:
         for e in self.exercises:
             if e.id == exercise_id:

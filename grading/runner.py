@@ -90,7 +90,6 @@ def run_stage(stage: Stage, homes: dict[str, Path], exercises: list[str], test_t
               run_timeout: float) -> RunResult:
     """Run ``stage``'s tests with each stage package imported from the folder ``homes`` gives."""
     result = RunResult()
-    limit_of = {e.id: (test_timeout or e.timeout) for e in stage.exercises}
     deadline = time.monotonic() + run_timeout
     with tempfile.TemporaryDirectory(prefix="grader-") as tmp:
         tmpdir = Path(tmp)
@@ -114,7 +113,7 @@ def run_stage(stage: Stage, homes: dict[str, Path], exercises: list[str], test_t
                 process = subprocess.Popen(cmd, cwd=workdir, env=child_environment(), stdout=out,
                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
                 try:
-                    state = follow(process, log_path, result, limit_of, import_time_limit(test_timeout), deadline)
+                    state = follow(process, log_path, result, stage, test_timeout, deadline)
                 finally:  # also on Ctrl-C, and to end anything the code under test started in the background
                     kill_group(process)
             if collected is None:
@@ -128,7 +127,7 @@ def run_stage(stage: Stage, homes: dict[str, Path], exercises: list[str], test_t
                 break
             if state.current_test is not None:  # the child died or was killed inside a test
                 exercise = (collected or {}).get(state.current_test)
-                error = (problem("timeout", f"this test ran past its time limit of {limit_of.get(exercise, 0):g} s "
+                error = (problem("timeout", f"this test ran past its time limit of {stage.time_limit(exercise, test_timeout):g} s "
                                  "and had to be stopped") if state.killed
                          else problem("crashed", crash_message(process.returncode, "in the middle of this test")))
                 result.tests[state.current_test] = TestResult(state.current_test, exercise, error["type"], error)
@@ -172,7 +171,7 @@ class ChildState:
     finished: bool = False  # the child reported the end of its session
 
 
-def follow(process: subprocess.Popen, log_path: Path, result: RunResult, limit_of: dict, import_limit: float,
+def follow(process: subprocess.Popen, log_path: Path, result: RunResult, stage: Stage, test_timeout: float | None,
            deadline: float) -> ChildState:
     """Read the child's log as it grows until the child exits; kill it when a limit is passed."""
     state = ChildState()
@@ -217,9 +216,11 @@ def follow(process: subprocess.Popen, log_path: Path, result: RunResult, limit_o
                 state.run_timed_out = True
                 return state
             if state.current_test is not None:
-                overdue = now - started_at > limit_of.get(exercise_of.get(state.current_test), 60.0) + GRACE_SECONDS
+                limit = stage.time_limit(exercise_of.get(state.current_test), test_timeout)
+                overdue = now - started_at > limit + GRACE_SECONDS
             else:
-                overdue = state.collecting is not None and now - collecting_since > import_limit + GRACE_SECONDS
+                overdue = (state.collecting is not None
+                           and now - collecting_since > import_time_limit(test_timeout) + GRACE_SECONDS)
             if overdue:
                 kill_group(process)
                 state.killed = True
