@@ -18,6 +18,8 @@ STATUS_TEXT = {
     "timeout": "timed out",
     "crashed": "crashed",
 }
+# Problems whose message reads well alone; any other exception is shown as "TypeError: ...".
+PLAIN_KINDS = {"AssertionError", "TestTimedOut", "timeout", "crashed", "NotRun", "NoResult", "Skipped"}
 # When an exercise's tests went wrong in several ways, the worst names its status.
 SEVERITY = ["crashed", "timeout", "error", "failed", "not_implemented", "not_run"]
 
@@ -101,9 +103,9 @@ def explain(error: dict | None, stage: Stage, exercise: Exercise | None = None) 
         return f"{message or 'NotImplementedError'}{where}"
     if kind == "SystemExit":
         return f"the code under test called sys.exit({error.get('exit_code')!r}){where}; a library must not exit"
-    if kind == "SyntaxError" or kind == "IndentationError" or kind == "TabError":
+    if kind in ("SyntaxError", "IndentationError", "TabError"):
         return f"{kind} in {location['file'] if location else 'a file'}, line {location['line'] if location else '?'}: {message}"
-    text = message if kind in ("AssertionError", "TestTimedOut", "timeout", "crashed", "NotRun", "Skipped") else f"{kind}: {message}"
+    text = message if kind in PLAIN_KINDS else f"{kind}: {message}"
     if where:
         owner = "the reference" if from_reference else "your"
         verb = "stopped" if kind == "TestTimedOut" else "raised"

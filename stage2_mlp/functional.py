@@ -185,14 +185,19 @@ def cross_entropy(logits: Tensor, targets, ignore_index: int | None = None,
     raise NotImplementedError("Exercise 2.4 (Losses) is not done yet")
 
 
+def _matching_target(prediction: Tensor, target, loss: str):
+    """``target`` as a Tensor or as an array of ``prediction``'s dtype, after checking that the shapes are
+    equal: a silently broadcast (N, 1) against (N,) is a classic bug, so it is an error here."""
+    target_shape = target.shape if isinstance(target, Tensor) else np.shape(target)
+    if prediction.shape != target_shape:
+        raise ValueError(f"{loss}: the prediction has shape {prediction.shape} but the target has shape {target_shape}")
+    return target if isinstance(target, Tensor) else np.asarray(target, dtype=prediction.dtype)
+
+
 def mse_loss(pred: Tensor, target) -> Tensor:
     """The mean squared error, mean((pred - target)^2), over all elements. Shapes must match (a
     silently broadcast (N, 1) against (N,) is a classic bug, so it is an error here)."""
-    target_shape = target.shape if isinstance(target, Tensor) else np.shape(target)
-    if pred.shape != target_shape:
-        raise ValueError(f"mse_loss: pred has shape {pred.shape} but target has shape {target_shape}")
-    if not isinstance(target, Tensor):
-        target = np.asarray(target, dtype=pred.dtype)
+    target = _matching_target(pred, target, "mse_loss")
     # TODO 2.4: the mean of the squared differences
     raise NotImplementedError("Exercise 2.4 (Losses) is not done yet")
 
@@ -206,10 +211,6 @@ def binary_cross_entropy_with_logits(logits: Tensor, targets) -> Tensor:
     for any logit, where log(sigmoid(x)) would give log(0) = -inf for x = -1000. logits and targets
     have the same shape.
     """
-    targets_shape = targets.shape if isinstance(targets, Tensor) else np.shape(targets)
-    if logits.shape != targets_shape:
-        raise ValueError(f"binary_cross_entropy_with_logits: logits {logits.shape} but targets {targets_shape}")
-    if not isinstance(targets, Tensor):
-        targets = np.asarray(targets, dtype=logits.dtype)
+    targets = _matching_target(logits, targets, "binary_cross_entropy_with_logits")
     # TODO 2.4: mean of softplus(x) - x * y (use softplus above)
     raise NotImplementedError("Exercise 2.4 (Losses) is not done yet")

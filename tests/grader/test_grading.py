@@ -60,6 +60,13 @@ def broken_solution(tmp_path: Path, file: str, old: str, new: str) -> Path:
     return root
 
 
+def broken_exp(tmp_path: Path, code: str) -> Path:
+    """A copy of the reference stage 1 whose ``Tensor.exp`` (exercise 1.3) first runs ``code``."""
+    first_line = "        # BEGIN SOLUTION 1.3: d(e**x)/dx"
+    indented = "".join(f"        {line}\n" for line in code.splitlines())
+    return broken_solution(tmp_path, "tensor.py", first_line, indented + first_line)
+
+
 def snapshot(root: Path) -> dict[str, float]:
     return {str(p.relative_to(root)): p.stat().st_mtime for p in root.rglob("*")}
 
@@ -137,8 +144,7 @@ def test_syntax_error_is_reported_once_with_file_and_line(tmp_path):
 
 
 def test_a_hang_costs_its_exercise_not_the_run(tmp_path):
-    root = broken_solution(tmp_path, "tensor.py", "        # BEGIN SOLUTION 1.3: d(e**x)/dx",
-                           "        while True:\n            pass\n        # BEGIN SOLUTION 1.3: d(e**x)/dx")
+    root = broken_exp(tmp_path, "while True:\n    pass")
     code, output, data = grade("stage1", "--submission", str(root), "-x", "1.2", "-x", "1.3", "--timeout", "3")
     assert code == 1
     assert statuses(data) == {"1.2": "passed", "1.3": "timeout"}, output
@@ -146,9 +152,7 @@ def test_a_hang_costs_its_exercise_not_the_run(tmp_path):
 
 
 def test_a_hang_that_ignores_the_alarm_is_killed(tmp_path):
-    root = broken_solution(tmp_path, "tensor.py", "        # BEGIN SOLUTION 1.3: d(e**x)/dx",
-                           "        import signal\n        signal.signal(signal.SIGALRM, signal.SIG_IGN)\n"
-                           "        while True:\n            pass\n        # BEGIN SOLUTION 1.3: d(e**x)/dx")
+    root = broken_exp(tmp_path, "import signal\nsignal.signal(signal.SIGALRM, signal.SIG_IGN)\nwhile True:\n    pass")
     code, output, data = grade("stage1", "--submission", str(root), "-x", "1.3", "-x", "1.4", "--timeout", "3")
     assert code == 1
     assert statuses(data) == {"1.3": "timeout", "1.4": "passed"}, output
@@ -164,8 +168,7 @@ def test_a_hang_while_importing_student_code_costs_the_exercises_that_import_it(
 
 
 def test_a_test_skipped_by_student_code_does_not_pass(tmp_path):
-    root = broken_solution(tmp_path, "tensor.py", "        # BEGIN SOLUTION 1.3: d(e**x)/dx",
-                           "        import pytest\n        pytest.skip('later')\n        # BEGIN SOLUTION 1.3: d(e**x)/dx")
+    root = broken_exp(tmp_path, "import pytest\npytest.skip('later')")
     code, output, data = grade("stage1", "--submission", str(root), "-x", "1.3")
     assert code == 1
     assert statuses(data) == {"1.3": "error"}, output
@@ -173,8 +176,7 @@ def test_a_test_skipped_by_student_code_does_not_pass(tmp_path):
 
 
 def test_interrupting_the_grader_stops_its_child_process(tmp_path):
-    root = broken_solution(tmp_path, "tensor.py", "        # BEGIN SOLUTION 1.3: d(e**x)/dx",
-                           "        while True:\n            pass\n        # BEGIN SOLUTION 1.3: d(e**x)/dx")
+    root = broken_exp(tmp_path, "while True:\n    pass")
     grader = subprocess.Popen([sys.executable, str(REPO_ROOT / "grader.py"), "stage1", "--submission", str(root),
                                "-x", "1.3"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     marker = str(root)
@@ -202,8 +204,7 @@ def children_mentioning(text: str) -> list[int]:
 
 
 def test_keyboard_interrupt_in_student_code_costs_its_exercise_only(tmp_path):
-    root = broken_solution(tmp_path, "tensor.py", "        # BEGIN SOLUTION 1.3: d(e**x)/dx",
-                           "        raise KeyboardInterrupt\n        # BEGIN SOLUTION 1.3: d(e**x)/dx")
+    root = broken_exp(tmp_path, "raise KeyboardInterrupt")
     code, output, data = grade("stage1", "--submission", str(root), "-x", "1.3", "-x", "1.4")
     assert code == 1
     assert statuses(data) == {"1.3": "crashed", "1.4": "passed"}, output
@@ -229,16 +230,14 @@ def test_student_code_cannot_import_the_reference(tmp_path):
 
 
 def test_the_whole_run_time_limit_is_reported_as_such(tmp_path):
-    root = broken_solution(tmp_path, "tensor.py", "        # BEGIN SOLUTION 1.3: d(e**x)/dx",
-                           "        while True:\n            pass\n        # BEGIN SOLUTION 1.3: d(e**x)/dx")
+    root = broken_exp(tmp_path, "while True:\n    pass")
     code, output, data = grade("stage1", "--submission", str(root), "-x", "1.3", "--run-timeout", "8")
     assert code == 1 and statuses(data) == {"1.3": "timeout"}, output
     assert "whole run's time limit of 8 s" in output
 
 
 def test_sys_exit_in_student_code_fails_its_exercise(tmp_path):
-    root = broken_solution(tmp_path, "tensor.py", "        # BEGIN SOLUTION 1.3: d(e**x)/dx",
-                           "        import sys\n        sys.exit(0)\n        # BEGIN SOLUTION 1.3: d(e**x)/dx")
+    root = broken_exp(tmp_path, "import sys\nsys.exit(0)")
     code, output, data = grade("stage1", "--submission", str(root), "-x", "1.2", "-x", "1.3")
     assert code == 1
     assert statuses(data) == {"1.2": "passed", "1.3": "error"}, output
@@ -246,8 +245,7 @@ def test_sys_exit_in_student_code_fails_its_exercise(tmp_path):
 
 
 def test_os_exit_in_student_code_is_a_crash_of_its_exercise_only(tmp_path):
-    root = broken_solution(tmp_path, "tensor.py", "        # BEGIN SOLUTION 1.3: d(e**x)/dx",
-                           "        import os\n        os._exit(0)\n        # BEGIN SOLUTION 1.3: d(e**x)/dx")
+    root = broken_exp(tmp_path, "import os\nos._exit(0)")
     code, output, data = grade("stage1", "--submission", str(root), "-x", "1.2", "-x", "1.3", "-x", "1.4")
     assert code == 1
     assert statuses(data) == {"1.2": "passed", "1.3": "crashed", "1.4": "passed"}, output
