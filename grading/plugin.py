@@ -176,7 +176,10 @@ class GradingRecorder:
         error = describe_exception(value, during=call.when, longrepr=str(report.longrepr))
         if report.skipped:
             if error["location"] is None:  # skipped by the test itself (say, an optional package is missing)
-                self.outcomes[item.nodeid] = ("skipped", None)
+                reason = getattr(value, "msg", "") or error["message"]
+                error.update(type="Skipped", message=f"this test was skipped ({reason}); a skipped test never "
+                             "counts as passed")
+                self.outcomes[item.nodeid] = ("skipped", error)
                 return
             error["message"] = "the code under test skipped this test (pytest.skip); a test passes only by running"
             self.outcomes[item.nodeid] = ("error", error)

@@ -1,5 +1,5 @@
 """The exercise registry: one ``tests/<stage>/exercises.toml`` per stage is the single home of each
-exercise's id, title, points, hint and file. The grader, the stage README's exercise table, the skeleton
+exercise's id, title, points, hints and file. The grader, the stage README's exercise table, the skeleton
 generator and the test markers are all read from or checked against it."""
 
 from __future__ import annotations
@@ -21,8 +21,13 @@ class Exercise:
     title: str
     points: int
     file: str  # where the TODOs are, relative to the stage package
-    hint: str
+    hints: tuple[str, ...]  # from "what to think about" to "almost the answer"
     timeout: float = DEFAULT_TEST_TIMEOUT
+
+    @property
+    def hint(self) -> str:
+        """The first hint: the one the score table shows."""
+        return self.hints[0]
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,10 @@ def load_stage(name: str) -> Stage:
     if not path.is_file():
         raise FileNotFoundError(f"no stage {name!r}: {path.relative_to(REPO_ROOT)} does not exist")
     raw = tomllib.loads(path.read_text(encoding="utf-8"))
-    exercises = tuple(Exercise(**entry) for entry in raw["exercise"])
+    exercises = tuple(Exercise(**{**entry, "hints": tuple(entry.get("hints", ()))}) for entry in raw["exercise"])
+    empty = [e.id for e in exercises if not e.hints]
+    if empty:
+        raise ValueError(f"{path}: every exercise needs a non-empty list of hints; {empty} have none")
     ids = [e.id for e in exercises]
     if len(set(ids)) != len(ids):
         raise ValueError(f"{path}: an exercise id is used twice: {ids}")

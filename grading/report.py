@@ -21,7 +21,8 @@ STATUS_TEXT = {
 # Problems whose message reads well alone; any other exception is shown as "TypeError: ...".
 PLAIN_KINDS = {"AssertionError", "TestTimedOut", "timeout", "crashed", "NotRun", "NoResult", "Skipped"}
 # When an exercise's tests went wrong in several ways, the worst names its status.
-SEVERITY = ["crashed", "timeout", "error", "failed", "not_implemented", "not_run"]
+# A skip is never a pass; it ranks below an unstarted TODO, so an untouched skeleton still reads "not started".
+SEVERITY = ["crashed", "timeout", "error", "failed", "not_implemented", "skipped", "not_run"]
 
 
 @dataclass
@@ -45,7 +46,7 @@ def score_exercises(stage: Stage, exercises: list[Exercise], run: RunResult) -> 
     results = []
     for exercise in exercises:
         tests = [t for t in run.tests.values() if t.exercise == exercise.id]
-        passed = sum(t.outcome in ("passed", "skipped") for t in tests)
+        passed = sum(t.outcome == "passed" for t in tests)
         broken_imports = [c for c in run.collect_errors if exercise.id in c["exercises"]]
         if broken_imports:
             error = broken_imports[0]["error"]
@@ -59,15 +60,12 @@ def score_exercises(stage: Stage, exercises: list[Exercise], run: RunResult) -> 
                 "no test of this exercise ran (see the pytest output with -v)"
             results.append(ExerciseResult(exercise, "timeout" if run.run_timed_out else "error", 0, 0, why))
             continue
-        bad = [t for t in tests if t.outcome not in ("passed", "skipped")]
+        bad = [t for t in tests if t.outcome != "passed"]
         if not bad:
-            if passed and all(t.outcome == "skipped" for t in tests):
-                results.append(ExerciseResult(exercise, "failed", 0, len(tests), "every test of this exercise was skipped"))
-            else:
-                results.append(ExerciseResult(exercise, "passed", passed, len(tests)))
+            results.append(ExerciseResult(exercise, "passed", passed, len(tests)))
             continue
         worst = min(bad, key=lambda t: SEVERITY.index(t.outcome))
-        status = {"not_implemented": "failed", "not_run": "failed"}.get(worst.outcome, worst.outcome)
+        status = {"not_implemented": "failed", "not_run": "failed", "skipped": "failed"}.get(worst.outcome, worst.outcome)
         waits_for_earlier = is_earlier_stage_todo(worst.error, stage)
         if worst.outcome == "not_implemented" and passed == 0:
             status = "not_started"  # (or cannot start yet: the message then names the earlier stage's exercise)

@@ -47,6 +47,62 @@ def assert_close(got, expected, what: str, atol: float = ATOL, rtol: float = RTO
         )
 
 
+def assert_equal(got, expected, what: str) -> None:
+    """Assert ``got == expected`` exactly: numbers, strings, tuples and lists, or arrays (same shape, same
+    values; NaN equals NaN). For anything computed in floating point, use ``assert_close``."""
+    if isinstance(expected, np.ndarray) or isinstance(got, np.ndarray) or hasattr(got, "data"):
+        got_arr, exp_arr = as_array(got), np.asarray(expected)
+        if got_arr is None or got_arr.shape != exp_arr.shape:
+            shape = None if got_arr is None else got_arr.shape
+            raise AssertionError(f"{what}: expected an array of shape {exp_arr.shape}, got {shape}")
+        if not np.array_equal(got_arr, exp_arr, equal_nan=exp_arr.dtype.kind in "fc"):
+            where = tuple(int(i) for i in np.argwhere(got_arr != exp_arr)[0]) if got_arr.ndim else ()
+            raise AssertionError(f"{what}: {int(np.sum(got_arr != exp_arr))} of {exp_arr.size} elements differ; "
+                                 f"first at index {where}: expected {exp_arr[where].item()!r}, got {got_arr[where].item()!r}")
+        return
+    if type(got) is not type(expected) and not (isinstance(got, (int, float, np.number)) and
+                                                isinstance(expected, (int, float, np.number))):
+        raise AssertionError(f"{what}: expected {expected!r} ({type(expected).__name__}), "
+                             f"got {got!r} ({type(got).__name__})")
+    if not got == expected:
+        raise AssertionError(f"{what}: expected {expected!r}, got {got!r}")
+
+
+def assert_in_range(value, low: float | None, high: float | None, what: str) -> None:
+    """Assert ``low <= value <= high`` for a number (``None``: no bound on that side); for statistics,
+    accuracies and loss thresholds, where the test states the range and why."""
+    number = float(as_array(value))
+    if not ((low is None or number >= low) and (high is None or number <= high)):
+        bounds = f"at least {low:g}" if high is None else f"at most {high:g}" if low is None else f"in [{low:g}, {high:g}]"
+        raise AssertionError(f"{what}: expected a value {bounds}, got {number:.6g}")
+
+
+def assert_raises(exceptions, fn, what: str, match: str | None = None) -> BaseException:
+    """Call ``fn()`` and assert it raises one of ``exceptions`` (a type or a tuple), whose message contains
+    ``match`` (case-insensitive) if given. Returns the exception."""
+    names = " or ".join(e.__name__ for e in (exceptions if isinstance(exceptions, tuple) else (exceptions,)))
+    try:
+        fn()
+    except exceptions as error:
+        if match is not None and match.lower() not in str(error).lower():
+            raise AssertionError(f"{what}: the {type(error).__name__} should mention {match!r}; its message was "
+                                 f"{str(error)!r}") from None
+        return error
+    raise AssertionError(f"{what}: expected a {names}, but nothing was raised")
+
+
+def assert_tensor(out, what: str, shape: tuple[int, ...] | None = None, dtype=None) -> None:
+    """Assert ``out`` is one of our Tensors, with ``shape`` and ``dtype`` when they are given."""
+    from stage1_autograd.tensor import Tensor
+
+    if not isinstance(out, Tensor):
+        raise AssertionError(f"{what}: expected a Tensor, got {type(out).__name__}")
+    if shape is not None and tuple(out.shape) != tuple(shape):
+        raise AssertionError(f"{what}: expected shape {tuple(shape)}, got shape {tuple(out.shape)}")
+    if dtype is not None and out.dtype != np.dtype(dtype):
+        raise AssertionError(f"{what}: expected dtype {np.dtype(dtype)}, got {out.dtype}")
+
+
 def describe(arrays) -> str:
     return ", ".join(f"input {i} of shape {np.shape(a)}" for i, a in enumerate(arrays))
 
