@@ -124,6 +124,8 @@ def run(argv: list[str] | None = None) -> int:
     """``main`` with the promise that a student never sees a traceback from the grader itself."""
     for signum in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(signum, stop_on_signal)
+    # Ctrl-C stops grading even when the grader was started with SIGINT ignored (a shell's background job).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         return main(argv)
     except KeyboardInterrupt:
