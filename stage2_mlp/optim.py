@@ -15,6 +15,7 @@ whose ``grad`` is None (it took no part in the loss).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import numpy as np

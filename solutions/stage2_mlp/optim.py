@@ -15,6 +15,7 @@ whose ``grad`` is None (it took no part in the loss).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 import numpy as np
@@ -131,11 +132,21 @@ class Adam(Optimizer):
                 g = g + self.weight_decay * p.data  # a new array: p.grad itself stays untouched
             self.steps[i] += 1
             t = self.steps[i]
-            self.m[i] = self.beta1 * self.m[i] + (1 - self.beta1) * g
-            self.v[i] = self.beta2 * self.v[i] + (1 - self.beta2) * g * g
-            m_hat = self.m[i] / (1 - self.beta1**t)
-            v_hat = self.v[i] / (1 - self.beta2**t)
-            p.data -= self.lr * m_hat / (np.sqrt(v_hat) + self.eps)  # in place
+            # The moments are updated in place (m *= beta1; m += ...): a GPT has millions of them, and
+            # new arrays at every step would cost time and memory for nothing.
+            m, v = self.m[i], self.v[i]
+            m *= self.beta1
+            m += (1 - self.beta1) * g
+            v *= self.beta2
+            v += (1 - self.beta2) * (g * g)
+            # lr * m_hat / (sqrt(v_hat) + eps), with the bias corrections moved onto scalars:
+            # m_hat = m / (1 - beta1^t), sqrt(v_hat) = sqrt(v) / sqrt(1 - beta2^t).
+            update = np.sqrt(v)
+            update /= math.sqrt(1 - self.beta2**t)
+            update += self.eps
+            np.divide(m, update, out=update)
+            update *= self.lr / (1 - self.beta1**t)
+            p.data -= update  # in place
         # END SOLUTION
 
 
