@@ -109,10 +109,14 @@ class BPETokenizer(Tokenizer):
         raise NotImplementedError("Exercise 4.2 (Byte-level BPE) is not done yet")
 
     @classmethod
-    def from_gpt2_files(cls, vocab_json, merges_txt, special_tokens: Sequence[str] = ("<|endoftext|>",)) -> BPETokenizer:
+    def from_gpt2_files(cls, vocab_json, merges_txt,
+                        special_tokens: Sequence[str] = ("<|endoftext|>",)) -> BPETokenizer:
         """Read GPT-2's ``vocab.json`` (token string -> id) and ``merges.txt`` (a ``#version`` line, then one
         merge per line: two token strings separated by a space). Token strings are written with
-        ``bytes_to_unicode``'s characters: map each character back to its byte to get the token's bytes."""
+        ``bytes_to_unicode``'s characters: map each character back to its byte to get the token's bytes.
+
+        GPT-2's ``<|endoftext|>`` is in its vocab.json (id 50256) and keeps that id; a special token that the
+        file lacks gets the next id, as in the constructor."""
         # TODO 4.2: invert bytes_to_unicode; vocab.json to id -> bytes; each merges.txt line (skip #version and blank lines) to a pair of bytes
         raise NotImplementedError("Exercise 4.2 (Byte-level BPE) is not done yet")
 

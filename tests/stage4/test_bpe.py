@@ -108,7 +108,8 @@ def gpt2_byte_table():
 def corpus(num_words=700, seed=0):
     """A seeded text with repeated words, contractions, numbers, code, accents, CJK, emoji and odd spacing."""
     words = ["the", "cat", "sat", "on", "mat", "The", "then", "there", "they're", "don't", "I'll", "we've",
-             "héllo", "naïve", "café", "日本語", "中文", "テキスト", "🙂", "🚀🚀", "42", "3.14", "1000",
+             "héllo", "naïve", "café", "日本語", "中文", "テキスト", "🙂", "🚀🚀",
+             "42", "3.14", "1000",
              "def", "f(x):", "return", "x**2", "==", "!=", "->", "lower_case", "CamelCase", "a", "aa", "aaa"]
     separators = [" "] * 12 + ["  ", "\n", "\n\n", "\t", ", ", ". ", "\n    "]
     rng = random.Random(seed)

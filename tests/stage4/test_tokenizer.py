@@ -11,8 +11,8 @@ from tests.helpers import assert_equal, assert_raises
 pytestmark = pytest.mark.exercise("4.1")
 
 TEXT = "hello world\nthe cat sat on the mat: café, 日本語 🙂!\n"
-UNICODE_STRINGS = ["", "plain ascii", "héllo wörld", "日本語のテキスト", "🙂🚀👩\u200d👩\u200d👧", "mixed 日本 cat 🙂 42\t\n",
-                   "\x00\x7f\u200b\ufeff", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢"]
+UNICODE_STRINGS = ["", "plain ascii", "héllo wörld", "日本語のテキスト", "🙂🚀👩\u200d👩\u200d👧",
+                   "mixed 日本 cat 🙂 42\t\n", "\x00\x7f\u200b\ufeff", "𝔘𝔫𝔦𝔠𝔬𝔡𝔢"]
 
 
 # ---------------------------------------------------------------------- CharTokenizer
@@ -120,7 +120,8 @@ def test_save_load_and_from_json(kind, tmp_path):
     saved = json.loads(path.read_text(encoding="utf-8"))
     assert_equal(saved["type"], kind, f"the 'type' field of a saved {cls.__name__}")
     text = BOS + TEXT + EOS + ENDOFTEXT
-    for how, loaded in ((f"{cls.__name__}.load", cls.load(path)), ("tokenizer_from_json", tokenizer_from_json(tok.to_json()))):
+    rebuilt = ((f"{cls.__name__}.load", cls.load(path)), ("tokenizer_from_json", tokenizer_from_json(tok.to_json())))
+    for how, loaded in rebuilt:
         assert_equal(type(loaded).__name__, cls.__name__, f"{how}: the type of the rebuilt tokenizer")
         assert_equal(loaded.vocab_size, tok.vocab_size, f"{how}: vocab_size")
         assert_equal(tuple(loaded.special_tokens), specials, f"{how}: special_tokens")
