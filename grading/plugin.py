@@ -11,14 +11,19 @@ knows what happened even if the child is killed or dies mid-test:
 
 A test that runs longer than its exercise's time limit is interrupted (SIGALRM) and recorded as
 ``timeout``; once an exercise has timed out, its remaining tests are recorded as ``not_run`` without
-running (the exercise is lost already, and each would hang again).
+running (the exercise is lost already, and each would hang again). Likewise a module of the code under
+test whose import timed out is not imported again: every later test module that imports it fails at
+once with ``ImportBlocked`` instead of costing another import limit.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import importlib
+import importlib.abc
 import json
+import sys
 import re
 import signal
 import traceback
@@ -37,6 +42,23 @@ MIN_IMPORT_TIMEOUT = 10.0  # the least a shorter --timeout may make it
 
 class TestTimedOut(BaseException):
     """Raised in the test by the alarm. A BaseException, so student code's ``except Exception`` can't swallow it."""
+
+
+class ImportBlocked(ImportError):
+    """Importing this module of the code under test timed out earlier in the run; it is not tried again."""
+
+
+class HungImports(importlib.abc.MetaPathFinder):
+    """Ahead of every other finder: refuses the stage modules whose import timed out. Python forgets a
+    module whose import raised, so without this each test module importing it would hang again."""
+
+    def __init__(self):
+        self.refusals: dict[str, str] = {}  # module name -> why
+
+    def find_spec(self, name, path=None, target=None):
+        if name in self.refusals:
+            raise ImportBlocked(self.refusals[name], name=name)
+        return None
 
 
 def import_time_limit(test_timeout: float | None) -> float:
@@ -94,6 +116,7 @@ class GradingRecorder:
         self.stage = load_stage(Path(config.args[0]).name)
         self.lost_exercises: set[str] = set()
         self.outcomes: dict[str, tuple[str, dict | None]] = {}
+        self.hung_imports = HungImports()
 
     def write(self, **record) -> None:
         self.log.write(json.dumps(record) + "\n")
@@ -118,7 +141,23 @@ class GradingRecorder:
     def pytest_exception_interact(self, node, call, report):
         if isinstance(node, pytest.Module) and report.failed:
             error = describe_exception(call.excinfo.value, during="importing the tests")
+            if isinstance(call.excinfo.value, TestTimedOut):
+                self.refuse_hung_import(call.excinfo.value)
             self.write(event="collect_error", path=str(node.path), exercises=exercises_marked_in(node.path), error=error)
+
+    def refuse_hung_import(self, exc: BaseException) -> None:
+        """Block the stage module whose top-level code was running when the import limit struck."""
+        for frame, lineno in reversed(list(traceback.walk_tb(exc.__traceback__))):
+            location = stage_location(frame.f_code.co_filename, lineno)
+            if location and frame.f_code.co_name == "<module>":
+                module = location["file"].removesuffix(".py").removesuffix("/__init__").replace("/", ".")
+                limit = import_time_limit(self.config.getoption("--grading-timeout"))
+                self.hung_imports.refusals[module] = (
+                    f"blocked: importing {location['file']} took longer than {limit:g} s earlier in this run (it "
+                    f"was at line {lineno}), so it is not tried again; make it import quickly")
+                if self.hung_imports not in sys.meta_path:
+                    sys.meta_path.insert(0, self.hung_imports)
+                return
 
     def pytest_collection_modifyitems(self, config, items):
         wanted = config.getoption("--grading-exercises")
@@ -201,14 +240,14 @@ def describe_exception(exc: BaseException, during: str, longrepr: str = "") -> d
     original = exc.__cause__ if exc.__cause__ is not None and type(exc).__name__ == "CollectError" else exc
     message = str(original).strip().splitlines()[0] if str(original).strip() else ""
     location = None
+    frames = stage_frames(original)
     if isinstance(original, SyntaxError) and original.filename:
         location = stage_location(original.filename, original.lineno or 0)
         message = f"{original.msg}"
+        frames = [location] if location else []
     else:
-        for frame in reversed(traceback.extract_tb(original.__traceback__)):
-            location = stage_location(frame.filename, frame.lineno or 0, frame.name)
-            if location:
-                break
+        own = stage_frames(original, follow_context=False)
+        location = own[0] if own else None
     exercise = re.search(r"Exercise (\d+\.\d+)", message) if isinstance(original, NotImplementedError) else None
     return {
         "type": type(original).__name__,
@@ -218,19 +257,46 @@ def describe_exception(exc: BaseException, during: str, longrepr: str = "") -> d
         "during": during,
         "exit_code": original.code if isinstance(original, SystemExit) else None,
         "detail": longrepr,
+        "frames": frames,
     }
+
+
+def stage_frames(exc: BaseException, follow_context: bool = True, limit: int = 20) -> list[dict]:
+    """The frames of ``exc``'s traceback that lie in a stage package, innermost first (each place once);
+    with ``follow_context``, then those of the exception it was raised from or while handling: an
+    AssertionError raised on catching a RecursionError leads back to the function that recursed."""
+    frames: list[dict] = []
+    seen: set[tuple] = set()
+    for _ in range(5):  # a chain of causes is short; a cycle would not end
+        if exc is None:
+            break
+        for frame, lineno in reversed(list(traceback.walk_tb(exc.__traceback__))):
+            location = stage_location(frame.f_code.co_filename, lineno, frame.f_code.co_name)
+            if location and (key := (location["root"], location["file"], lineno)) not in seen:
+                seen.add(key)
+                frames.append(location)
+                if len(frames) >= limit:
+                    return frames
+        if not follow_context:
+            break
+        exc = exc.__cause__ if exc.__cause__ is not None else exc.__context__
+    return frames
 
 
 def stage_location(filename: str, lineno: int, function: str | None = None) -> dict | None:
     """``{"package", "root", "file", "line", "function"}`` when ``filename`` lies in a stage package."""
+    place = package_of(filename)
+    if place is None:
+        return None
+    package, root, file = place
+    return {"package": package, "root": root, "file": file, "line": lineno, "function": function}
+
+
+@functools.lru_cache(maxsize=256)
+def package_of(filename: str) -> tuple[str, str, str] | None:
+    """(package, root, file within the root) for a file in a stage package (a deep recursion asks often)."""
     path = Path(filename).resolve()
     for index, part in enumerate(path.parts[:-1]):
         if STAGE_PACKAGES.match(part):
-            return {
-                "package": part,
-                "root": str(Path(*path.parts[:index])),
-                "file": Path(*path.parts[index:]).as_posix(),
-                "line": lineno,
-                "function": function,
-            }
+            return part, str(Path(*path.parts[:index])), Path(*path.parts[index:]).as_posix()
     return None

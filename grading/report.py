@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from grading.generate import todo_marker
 from grading.registry import REPO_ROOT, SOLUTIONS_DIR, Exercise, Stage
 from grading.runner import RunResult, TestResult
+from grading.source import SourceFiles, Todo, first_todo, under_test, where_it_arose
 
 STATUS_TEXT = {
     "passed": "passed",
@@ -19,10 +19,22 @@ STATUS_TEXT = {
     "crashed": "crashed",
 }
 # Problems whose message reads well alone; any other exception is shown as "TypeError: ...".
-PLAIN_KINDS = {"AssertionError", "TestTimedOut", "timeout", "crashed", "NotRun", "NoResult", "Skipped"}
+PLAIN_KINDS = {"AssertionError", "TestTimedOut", "timeout", "crashed", "NotRun", "NoResult", "Skipped", "ImportBlocked"}
 # When an exercise's tests went wrong in several ways, the worst names its status.
 # A skip is never a pass; it ranks below an unstarted TODO, so an untouched skeleton still reads "not started".
 SEVERITY = ["crashed", "timeout", "error", "failed", "not_implemented", "skipped", "not_run"]
+
+
+@dataclass
+class Failure:
+    """One test of an exercise that did not pass."""
+    test: str  # "test_unary.py::test_unary_function_matches_torch[relu-(5,)]"
+    message: str  # one line
+    location: dict | None  # {"file", "line", "function"} in the code under test, when it raised there
+    outcome: str
+
+    def as_json(self) -> dict:
+        return {"test": self.test, "message": self.message, "location": self.location}
 
 
 @dataclass
@@ -36,6 +48,9 @@ class ExerciseResult:
     detail: str = ""  # pytest's full failure output for that test (-v)
     waits_for_earlier: bool = False  # the failure is an unfinished exercise of an earlier stage
     import_failed: bool = False  # its tests could not even import the code under test
+    failures: list[Failure] = field(default_factory=list)  # every test that did not pass, in run order
+    error: dict | None = None  # the error record behind ``message``
+    todo: Todo | None = None  # the TODO to work on, found by ``find_todos``
 
     @property
     def score(self) -> int:
@@ -50,10 +65,13 @@ def score_exercises(stage: Stage, exercises: list[Exercise], run: RunResult) -> 
         broken_imports = [c for c in run.collect_errors if exercise.id in c["exercises"]]
         if broken_imports:
             error = broken_imports[0]["error"]
-            status = {"crashed": "crashed", "timeout": "timeout", "TestTimedOut": "timeout"}.get(error["type"], "error")
+            status = {"crashed": "crashed", "timeout": "timeout", "TestTimedOut": "timeout",
+                      "ImportBlocked": "timeout"}.get(error["type"], "error")
             message = "its tests could not be imported: " + explain(error, stage)
+            failures = [Failure(Path(c["path"]).name, first_line(explain(c["error"], stage)),
+                                brief_location(c["error"]), "error") for c in broken_imports]
             results.append(ExerciseResult(exercise, status, 0, len(tests), message, Path(broken_imports[0]["path"]).name,
-                                          error.get("detail", ""), import_failed=True))
+                                          error.get("detail", ""), import_failed=True, failures=failures, error=error))
             continue
         if not tests:
             why = "the grader's time limit for the whole run was reached" if run.run_timed_out else \
@@ -69,19 +87,41 @@ def score_exercises(stage: Stage, exercises: list[Exercise], run: RunResult) -> 
         waits_for_earlier = is_earlier_stage_todo(worst.error, stage)
         if worst.outcome == "not_implemented" and passed == 0:
             status = "not_started"  # (or cannot start yet: the message then names the earlier stage's exercise)
+        failures = [Failure(short_test_name(t), first_line(explain(t.error, stage, exercise)), brief_location(t.error),
+                            t.outcome) for t in bad]
         results.append(ExerciseResult(exercise, status, passed, len(tests), explain(worst.error, stage, exercise),
-                                      short_test_name(worst), (worst.error or {}).get("detail", ""), waits_for_earlier))
+                                      short_test_name(worst), (worst.error or {}).get("detail", ""), waits_for_earlier,
+                                      failures=failures, error=worst.error))
     return results
 
 
+def first_line(text: str) -> str:
+    return text.splitlines()[0] if text else ""
+
+
+def brief_location(error: dict | None) -> dict | None:
+    location = (error or {}).get("location")
+    if not location:
+        return None
+    return {"file": location["file"], "line": location["line"], "function": location.get("function")}
+
+
 def short_test_name(test: TestResult) -> str:
-    return test.nodeid.split("/")[-1]
+    """``test_unary.py::test_relu[a / b]``: the test's file name and the rest of its id, whole (a parameter
+    may hold a ``/``)."""
+    path, sep, rest = test.nodeid.partition("::")
+    return Path(path).name + sep + rest
 
 
 def is_earlier_stage_todo(error: dict | None, stage: Stage) -> bool:
     """True for the NotImplementedError of an exercise of an earlier stage (its id is "1.x" in stage 2)."""
     exercise_id = (error or {}).get("exercise")
     return bool(exercise_id) and exercise_id.split(".")[0] != stage.name.removeprefix("stage")
+
+
+def reference_available(stage: Stage) -> bool:
+    """Whether this copy has the reference of every earlier stage, which --reference-earlier needs."""
+    return bool(stage.requires) and all((SOLUTIONS_DIR / p).is_dir() for p in stage.requires)
 
 
 def explain(error: dict | None, stage: Stage, exercise: Exercise | None = None) -> str:
@@ -94,8 +134,9 @@ def explain(error: dict | None, stage: Stage, exercise: Exercise | None = None) 
     from_reference = location is not None and Path(location["root"]) == SOLUTIONS_DIR
     if kind == "NotImplementedError":
         if is_earlier_stage_todo(error, stage):
-            return (f"{message}{where}. Grading this exercise needs it: finish that exercise, or add "
-                    "--reference-earlier to grade this stage on the reference solutions of earlier stages.")
+            return (f"{message}{where}. Grading this exercise needs it: finish that exercise first"
+                    + (", or add --reference-earlier to grade this stage on the reference solutions of earlier "
+                       "stages." if reference_available(stage) else "."))
         if exercise and error.get("exercise") and error["exercise"] != exercise.id:
             return f"{message}{where}, and this exercise needs it: do {error['exercise']} first"
         return f"{message or 'NotImplementedError'}{where}"
@@ -115,18 +156,22 @@ def explain(error: dict | None, stage: Stage, exercise: Exercise | None = None) 
     return text
 
 
-def todo_location(root: Path, stage: Stage, exercise: Exercise) -> str | None:
-    """``stage1_autograd/tensor.py:57``: where the exercise's first TODO is in the student's file."""
-    path = root / stage.package / exercise.file
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except OSError:
-        return None
-    marker = todo_marker(exercise.id)
-    for number, line in enumerate(lines, start=1):
-        if line.strip().startswith(marker):
-            return f"{display_path(path)}:{number}"
-    return f"{display_path(path)}"
+def find_todos(stage: Stage, results: list[ExerciseResult], homes: dict[str, Path]) -> None:
+    """Point each failing exercise at the TODO of the function its failure arose in, else of the function
+    under test, else at the exercise's first TODO (see grading.source). Never into the reference."""
+    if homes[stage.package] == SOLUTIONS_DIR:
+        return
+    student_roots = {root for root in homes.values() if root != SOLUTIONS_DIR}
+    files = SourceFiles()
+    for r in results:
+        if r.status == "passed" or r.import_failed or r.waits_for_earlier:
+            continue
+        error = r.error or {}
+        frames = error.get("frames") or ([error["location"]] if error.get("location") else [])
+        path = homes[stage.package] / stage.package / r.exercise.file
+        r.todo = (where_it_arose(frames, student_roots, files)
+                  or under_test(path, r.exercise.id, r.test, error.get("message", ""), files)
+                  or first_todo(path, r.exercise.id, files))
 
 
 def display_path(path: Path) -> str:
@@ -139,57 +184,165 @@ def display_path(path: Path) -> str:
             return str(path)
 
 
-def render(stage: Stage, results: list[ExerciseResult], sources: list[str], root: Path, verbose: bool,
-           import_problems: list[str], run: RunResult, command_hint: str, earlier_stages_are_students: bool) -> str:
-    lines = [f"Scratch to GPT · {stage.name}: {stage.title}", "  " + "; ".join(sources), ""]
-    if import_problems:
+@dataclass
+class EarlierStage:
+    """What this run learnt about an earlier stage the student's code of this stage runs on."""
+    stage: Stage
+    folder: str  # "stage1_autograd/"
+    needed: list[str]  # its exercises this run's tests ran into unfinished, in order
+    score: str | None  # "40/100 when last graded (2 h ago)"; None: never graded here; "": not this copy's folders
+    command: str  # grading it: "python grader.py stage1"
+
+
+@dataclass
+class View:
+    """Everything around the results that the report shows."""
+    sources: list[str]
+    command: str  # this stage's grading command, without -x
+    hint_command: str  # "python grader.py stage1 --hint"
+    verbose: bool = False
+    import_problems: list[str] = field(default_factory=list)
+    partial: bool = False  # only some exercises were graded (-x)
+    next_exercise: Exercise | None = None  # after a partial run that passed: the one to do next
+    rest_known_passed: bool = False  # ... or: every other exercise passed when last graded
+    next_stage: Stage | None = None
+    next_stage_command: str = ""
+    earlier: list[EarlierStage] = field(default_factory=list)
+    earlier_are_students: bool = False
+    reference_earlier: bool = False  # --reference-earlier would work here
+    hints_shown: dict[str, int] = field(default_factory=dict)  # exercise id -> hints seen (>= 1)
+
+
+def render(stage: Stage, results: list[ExerciseResult], run: RunResult, view: View) -> str:
+    lines = [f"Scratch to GPT · {stage.name}: {stage.title}", "  " + "; ".join(view.sources), ""]
+    if view.import_problems:
         lines += ["These files could not be imported, so the tests that need them could not run:"]
-        lines += [f"  {p}" for p in import_problems] + [""]
+        lines += [f"  {p}" for p in view.import_problems] + [""]
+    lines += table(results) + [""]
+    failing = [r for r in results if r.status != "passed"]
+    if failing:
+        lines += first_to_fix(failing[0], view) + [""]
+    if view.verbose:
+        lines += every_failure(failing, run)
+    lines += earlier_stage_lines(results, view)
+    score, max_score = sum(r.score for r in results), sum(r.exercise.points for r in results)
+    lines.append(f"Score: {score}/{max_score}")
+    lines += next_step(stage, results, view)
+    return "\n".join(lines)
+
+
+def table(results: list[ExerciseResult]) -> list[str]:
     width = max(len(r.exercise.title) for r in results)
-    lines.append(f"  {'id':<5} {'exercise':<{width}}  {'points':>7}   status")
+    lines = [f"  {'id':<5} {'exercise':<{width}}  {'points':>7}   status"]
     for r in results:
         tests = f"  ({r.tests_passed}/{r.tests_total} tests)" if r.status not in ("passed", "not_started") and r.tests_total else ""
         points = f"{r.score}/{r.exercise.points}"
         lines.append(f"  {r.exercise.id:<5} {r.exercise.title:<{width}}  {points:>7}   {STATUS_TEXT[r.status]}{tests}")
-    score, max_score = sum(r.score for r in results), sum(r.exercise.points for r in results)
-    lines.append("")
+    return lines
+
+
+def first_to_fix(first: ExerciseResult, view: View) -> list[str]:
+    if first.import_failed:  # the file is the problem, not this exercise's work: no hint or TODO
+        lines = [f"First to fix: the file that cannot be imported (it stops {first.exercise.id} "
+                 f"{first.exercise.title} from being graded)"]
+    else:
+        lines = [f"First to work on: {first.exercise.id} {first.exercise.title} — {STATUS_TEXT[first.status]}"]
+    if first.test:
+        lines.append(f"  test: {first.test}")
+    lines += ["  " + line for line in first.message.splitlines()]
+    if first.import_failed:
+        return lines
+    if first.todo is not None:
+        lines.append(f"  your TODO: {first.todo.describe(display_path(first.todo.path), first.exercise.id)}")
+    lines.append(f"  hint: {first.exercise.hint}")
+    total = len(first.exercise.hints)
+    shown = min(view.hints_shown.get(first.exercise.id, 1), total)
+    if shown < total:
+        lines.append(f"  more hints ({total - shown} more, one at a time): `{view.hint_command} {first.exercise.id}`")
+    return lines
+
+
+def every_failure(failing: list[ExerciseResult], run: RunResult) -> list[str]:
+    """-v: each failing exercise's failing tests, one line each, then pytest's full output for the first."""
+    lines = []
+    for r in failing:
+        not_started = r.status == "not_started" and all(f.outcome == "not_implemented" for f in r.failures)
+        if not_started:
+            lines.append(f"----- {r.exercise.id} {r.exercise.title}: not started (all {len(r.failures)} tests "
+                         "stop at a TODO) -----")
+        elif r.failures:
+            lines.append(f"----- {r.exercise.id} {r.exercise.title}: {len(r.failures)} of "
+                         f"{max(r.tests_total, len(r.failures))} tests failing -----")
+            for f in r.failures:
+                where = ""
+                if f.location:
+                    where = f"  ({f.location['file']}:{f.location['line']}" + \
+                            (f", in {f.location['function']})" if f.location.get("function") else ")")
+                lines += [f"  {f.test}", f"      {f.message}{where}"]
+        if r.detail:
+            lines += [f"----- {r.exercise.id}: pytest's output for {r.test} -----", r.detail.rstrip()]
+        lines.append("")
+    if not any(r.detail for r in failing) and run.output.strip():
+        lines += ["----- pytest output -----", run.output.rstrip(), ""]
+    return lines
+
+
+def earlier_stage_lines(results: list[ExerciseResult], view: View) -> list[str]:
+    failing = [r for r in results if r.status != "passed"]
+    if not failing or not view.earlier_are_students:
+        return []
+    lines = []
+    for earlier in view.earlier:
+        # score: what it scored when last graded; None: never graded here; "": unknown (not this copy's folders)
+        score = (f", which scored {earlier.score}" if earlier.score else
+                 ", which has not been graded yet" if earlier.score is None else "")
+        runs_on = f"This stage runs on your {earlier.stage.name} ({earlier.folder}){score}"
+        if earlier.needed:
+            ids = ", ".join(earlier.needed)
+            many = len(earlier.needed) > 1
+            it = "them" if many else "it"
+            lines.append(f"{runs_on}. Its exercise{'s' if many else ''} {ids} {'are' if many else 'is'} not done yet, "
+                         f"and this stage's tests need {it}: finish {it} first, starting with "
+                         f"`{earlier.command} -x {earlier.needed[0]}`.")
+        elif any(r.status in ("failed", "error") for r in failing):
+            lines.append(f"{runs_on}: a bug there can fail a test here (`{earlier.command}` shows it).")
+    if lines and view.reference_earlier:
+        lines.append(f"To grade this stage on the reference of the earlier stages instead: "
+                     f"`{view.command} --reference-earlier`.")
+    return lines + ([""] if lines else [])
+
+
+def next_step(stage: Stage, results: list[ExerciseResult], view: View) -> list[str]:
     failing = [r for r in results if r.status != "passed"]
     if failing:
         first = failing[0]
-        if first.import_failed:  # the file is the problem, not this exercise's work: no hint or TODO
-            lines.append(f"First to fix: the file that cannot be imported (it stops {first.exercise.id} "
-                         f"{first.exercise.title} from being graded)")
-        else:
-            lines.append(f"First to work on: {first.exercise.id} {first.exercise.title} — {STATUS_TEXT[first.status]}")
-        if first.test:
-            lines.append(f"  test: {first.test}")
-        lines += ["  " + line for line in first.message.splitlines()]
-        if not first.import_failed:
-            todo = None if root == SOLUTIONS_DIR or first.waits_for_earlier else todo_location(root, stage, first.exercise)
-            if todo:
-                lines.append(f"  your TODO: {todo}")
-            lines.append(f"  hint: {first.exercise.hint}")
-        lines.append("")
-    if verbose:
-        shown = [r for r in failing if r.detail]
-        for r in shown:
-            lines += [f"----- {r.exercise.id}: {r.test} -----", r.detail.rstrip(), ""]
-        if not shown and run.output.strip():
-            lines += ["----- pytest output -----", run.output.rstrip(), ""]
-    if earlier_stages_are_students and any(r.status in ("failed", "error") for r in failing):
-        lines.append("This stage runs on your own earlier stages: a bug there can fail a test here. If an earlier "
-                     "stage does not score full marks, compare with --reference-earlier.")
-        lines.append("")
-    lines.append(f"Score: {score}/{max_score}")
-    if not failing:
-        lines.append("Every exercise passed." + (" On to the next stage!" if len(results) == len(stage.exercises) else ""))
-    elif failing[0].waits_for_earlier:
-        lines.append(f"Next: finish the earlier stage's exercise named above, or run `{command_hint} "
-                     "--reference-earlier` to grade this stage on the reference earlier stages.")
+        if first.waits_for_earlier:
+            text = "Next: finish the earlier stage's exercise named above"
+            if view.reference_earlier:
+                text += (f", or run `{view.command} --reference-earlier` to grade this stage on the reference "
+                         "earlier stages")
+            return [text + "."]
+        if first.import_failed:
+            return [f"Next: make the file named above import, then run `{view.command}`."]
+        return [f"Next: work on {first.exercise.id}, then run `{view.command} -x {first.exercise.id}`"
+                + ("" if view.verbose else " (add -v to see every failing test and pytest's full output)") + "."]
+    if view.partial:
+        done = ", ".join(r.exercise.id for r in results)
+        if view.next_exercise is not None:
+            e = view.next_exercise
+            return [f"{done} passed; next: {e.id} {e.title}, `{view.command} -x {e.id}`"]
+        if view.rest_known_passed:
+            return [f"{done} passed, and every other exercise of {stage.name} passed when last graded: run "
+                    f"`{view.command}` to confirm the whole stage."]
+        return [f"{done} passed; grade the whole stage: `{view.command}`"]
+    lines = [f"Every exercise passed: {stage.name} is complete."]
+    if view.next_stage is not None:
+        lesson = display_path(REPO_ROOT / view.next_stage.package / "README.md")
+        lines.append(f"Next: {view.next_stage.name}, {view.next_stage.title}. Read its lesson, {lesson}, then run "
+                     f"`{view.next_stage_command}`.")
     else:
-        lines.append(f"Next: work on {failing[0].exercise.id}, then run `{command_hint} -x {failing[0].exercise.id}`"
-                     + ("" if verbose else " (add -v for pytest's full failure output)") + ".")
-    return "\n".join(lines)
+        lines.append("That was the last stage: you have built a GPT from scratch.")
+    return lines
 
 
 def write_json(path: Path, stage: Stage, implementation: str, sources: dict[str, str], results: list[ExerciseResult]) -> None:
@@ -209,6 +362,8 @@ def write_json(path: Path, stage: Stage, implementation: str, sources: dict[str,
                 "message": r.message,
                 "tests_passed": r.tests_passed,
                 "tests_total": r.tests_total,
+                "failures": [f.as_json() for f in r.failures],
+                "todo": r.todo.as_json() if r.todo else None,
             }
             for r in results
         ],

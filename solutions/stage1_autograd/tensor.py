@@ -121,8 +121,9 @@ class Tensor:
         # BEGIN SOLUTION 1.2: d(a+b)/da = 1 and d(a+b)/db = 1; sum each gradient back to its operand's shape
         other = self._lift(other)
 
-        def backward(g):
-            return unbroadcast(g, self.shape), unbroadcast(g, other.shape)
+        def backward(g):  # a constant operand (a mask, a number) needs no gradient: skip its reduction
+            return (unbroadcast(g, self.shape) if self.requires_grad else None,
+                    unbroadcast(g, other.shape) if other.requires_grad else None)
 
         return Tensor._from_op(self.data + other.data, (self, other), backward)
         # END SOLUTION
@@ -131,8 +132,9 @@ class Tensor:
         # BEGIN SOLUTION 1.2: d(a*b)/da = b and d(a*b)/db = a
         other = self._lift(other)
 
-        def backward(g):
-            return unbroadcast(g * other.data, self.shape), unbroadcast(g * self.data, other.shape)
+        def backward(g):  # a constant operand (a dropout mask, a number) needs no gradient: skip its product
+            return (unbroadcast(g * other.data, self.shape) if self.requires_grad else None,
+                    unbroadcast(g * self.data, other.shape) if other.requires_grad else None)
 
         return Tensor._from_op(self.data * other.data, (self, other), backward)
         # END SOLUTION
@@ -142,7 +144,8 @@ class Tensor:
         other = self._lift(other)
 
         def backward(g):
-            return unbroadcast(g, self.shape), unbroadcast(-g, other.shape)
+            return (unbroadcast(g, self.shape) if self.requires_grad else None,
+                    unbroadcast(-g, other.shape) if other.requires_grad else None)
 
         return Tensor._from_op(self.data - other.data, (self, other), backward)
         # END SOLUTION
@@ -152,8 +155,8 @@ class Tensor:
         other = self._lift(other)
 
         def backward(g):
-            grad_self = unbroadcast(g / other.data, self.shape)
-            grad_other = unbroadcast(-g * self.data / other.data**2, other.shape)
+            grad_self = unbroadcast(g / other.data, self.shape) if self.requires_grad else None
+            grad_other = unbroadcast(-g * self.data / other.data**2, other.shape) if other.requires_grad else None
             return grad_self, grad_other
 
         return Tensor._from_op(self.data / other.data, (self, other), backward)
@@ -293,11 +296,22 @@ class Tensor:
         other = self._lift(other)
         a = self.data[None, :] if self.ndim == 1 else self.data  # (..., m, k)
         b = other.data[:, None] if other.ndim == 1 else other.data  # (..., k, n)
-        out_2d = a @ b  # (..., m, n)
+        # (..., m, k) @ (k, n), a batch of inputs times one weight matrix, is one 2-D product of all the rows:
+        # one BLAS call instead of one per batch item, and B's gradient one product instead of a batch of
+        # them summed. Same values; only faster.
+        rows = a.reshape(-1, a.shape[-1]) if a.ndim > 2 and b.ndim == 2 else None
+        out_2d = a @ b if rows is None else (rows @ b).reshape(*a.shape[:-1], b.shape[-1])  # (..., m, n)
 
         def backward(g):
             g = g.reshape(out_2d.shape)
             grad_a = grad_b = None
+            if rows is not None:
+                g_rows = g.reshape(-1, g.shape[-1])
+                if self.requires_grad:
+                    grad_a = (g_rows @ b.T).reshape(self.shape)
+                if other.requires_grad:
+                    grad_b = (rows.T @ g_rows).reshape(other.shape)
+                return grad_a, grad_b
             if self.requires_grad:
                 grad_a = unbroadcast(g @ b.swapaxes(-1, -2), a.shape).reshape(self.shape)
             if other.requires_grad:

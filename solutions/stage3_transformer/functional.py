@@ -16,12 +16,23 @@ Shapes: ``B`` batch, ``T`` (or ``L``) query positions, ``S`` key positions, ``C`
 from __future__ import annotations
 
 import math
+import string
 
 import numpy as np
-from numpy.lib.array_utils import normalize_axis_index
 
 from stage1_autograd.tensor import Tensor
 from stage2_mlp import functional as F2
+
+
+# ---------------------------------------------------------------------- a given helper
+def sum_of_products(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+    """sum(a * b, axis, keepdims=True) for arrays of the same shape, without the temporary array a * b:
+    ``np.einsum`` multiplies and adds in one pass over the memory. Used by the backward passes below,
+    where the arrays are large and the sums along one axis short."""
+    letters = string.ascii_letters[: a.ndim]
+    axis = axis % a.ndim
+    kept = letters[:axis] + letters[axis + 1:]
+    return np.expand_dims(np.einsum(f"{letters},{letters}->{kept}", a, b), axis)
 
 
 # ---------------------------------------------------------------------- 3.1 softmax and log-softmax
@@ -41,8 +52,8 @@ def softmax(x: Tensor, axis: int = -1) -> Tensor:
     y /= y.sum(axis=axis, keepdims=True)
 
     def backward(g):
-        gx = g * y
-        gx -= y * gx.sum(axis=axis, keepdims=True)  # y * g - y * sum(g * y)
+        gx = g - sum_of_products(g, y, axis)  # g - sum(g * y), then times y, in place
+        gx *= y
         return (gx,)
 
     return Tensor._from_op(y, (x,), backward)
@@ -147,10 +158,9 @@ def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None, bias: 
     size = _normalized_size(x, normalized_shape, "layer_norm")
     # BEGIN SOLUTION 3.2: statistics over the last D elements of each row; backward rstd * (gy - mean(gy) - xhat * mean(gy * xhat))
     x2 = x.data.reshape(-1, size)  # (N, D): one row per normalised group
-    centred = x2 - x2.mean(axis=1, keepdims=True)
-    rstd = 1.0 / np.sqrt(np.mean(centred * centred, axis=1, keepdims=True) + eps)  # (N, 1)
-    xhat = centred
-    xhat *= rstd  # in place: (N, D)
+    xhat = x2 - x2.mean(axis=1, keepdims=True)  # centred for now
+    rstd = 1.0 / np.sqrt(sum_of_products(xhat, xhat, 1) / size + eps)  # (N, 1)
+    xhat *= rstd  # in place: now (x - mean) * rstd
     if weight is not None:
         y = xhat * weight.data.reshape(-1)
         if bias is not None:
@@ -162,13 +172,13 @@ def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None, bias: 
     def backward(g):
         g2 = g.reshape(-1, size)
         gy = g2 * weight.data.reshape(-1) if weight is not None else g2
-        mean_gy_xhat = np.mean(gy * xhat, axis=1, keepdims=True)
-        dx = gy - gy.mean(axis=1, keepdims=True)
-        dx -= xhat * mean_gy_xhat
+        dx = xhat * (sum_of_products(gy, xhat, 1) / -size)  # -xhat * mean(gy * xhat)
+        dx += gy
+        dx -= gy.mean(axis=1, keepdims=True)
         dx *= rstd
         grads = [dx.reshape(x.shape)]
         if weight is not None:
-            grads.append(np.einsum("nd,nd->d", g2, xhat).reshape(weight.shape))  # no (N, D) temporary
+            grads.append(sum_of_products(g2, xhat, 0).reshape(weight.shape))  # sum over the rows of g * xhat
         if bias is not None:
             grads.append(g2.sum(axis=0).reshape(bias.shape))
         return tuple(grads)
@@ -195,7 +205,7 @@ def rms_norm(x: Tensor, normalized_shape, weight: Tensor | None = None, eps: flo
         eps = float(np.finfo(x.dtype).eps)
     # BEGIN SOLUTION 3.2: rstd from the mean square of each row; backward rstd * (gy - xhat * mean(gy * xhat))
     x2 = x.data.reshape(-1, size)  # (N, D)
-    rstd = 1.0 / np.sqrt(np.mean(x2 * x2, axis=1, keepdims=True) + eps)  # (N, 1)
+    rstd = 1.0 / np.sqrt(sum_of_products(x2, x2, 1) / size + eps)  # (N, 1)
     xhat = x2 * rstd
     y = xhat * weight.data.reshape(-1) if weight is not None else xhat
     parents = (x,) if weight is None else (x, weight)
@@ -203,12 +213,12 @@ def rms_norm(x: Tensor, normalized_shape, weight: Tensor | None = None, eps: flo
     def backward(g):
         g2 = g.reshape(-1, size)
         gy = g2 * weight.data.reshape(-1) if weight is not None else g2
-        dx = xhat * np.mean(gy * xhat, axis=1, keepdims=True)
-        np.subtract(gy, dx, out=dx)
+        dx = xhat * (sum_of_products(gy, xhat, 1) / -size)  # -xhat * mean(gy * xhat)
+        dx += gy
         dx *= rstd
         grads = [dx.reshape(x.shape)]
         if weight is not None:
-            grads.append(np.einsum("nd,nd->d", g2, xhat).reshape(weight.shape))
+            grads.append(sum_of_products(g2, xhat, 0).reshape(weight.shape))
         return tuple(grads)
 
     return Tensor._from_op(y.reshape(x.shape), parents, backward)
