@@ -19,6 +19,7 @@ from stage2_mlp import functional as F
 from stage2_mlp.nn import Linear, Module, Parameter
 from stage4_gpt.optim import clip_grad_norm_, configure_optimizer, get_lr
 from tests.helpers import assert_close, assert_equal, assert_in_range
+from tests.stage4.torch_training import torch_adamw, torch_schedule
 
 pytestmark = pytest.mark.exercise("4.5")
 
@@ -70,19 +71,6 @@ def micro_batch(step: int, index: int):
     rng = np.random.default_rng(1000 + 10 * step + index)
     tokens = rng.integers(0, VOCAB, size=(3, 6))
     return tokens[:, :-1], tokens[:, 1:]
-
-
-def torch_schedule(optimizer, max_lr, min_lr, warmup, total):
-    """Linear warmup to max_lr over `warmup` steps (reaching it at step warmup - 1), then a cosine to min_lr at
-    `total`, built from torch's own schedulers."""
-    for group in optimizer.param_groups:
-        group["lr"] = max_lr
-    cosine = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=total - warmup, eta_min=min_lr)
-    if warmup == 0:
-        return cosine
-    linear = torch.optim.lr_scheduler.LinearLR(optimizer, start_factor=1 / warmup, end_factor=1.0,
-                                               total_iters=warmup - 1)
-    return torch.optim.lr_scheduler.SequentialLR(optimizer, [linear, cosine], milestones=[warmup])
 
 
 # ---------------------------------------------------------------------- the schedule
@@ -195,10 +183,7 @@ def run_side_by_side(steps: int, micro_batches: int, max_norm: float, seed: int 
     ours = TinyLM(seed)
     theirs = TorchTinyLM(ours)
     optimizer = configure_optimizer(ours, lr=max_lr, weight_decay=weight_decay, betas=betas)
-    named = list(theirs.named_parameters())
-    torch_optimizer = torch.optim.AdamW(
-        [{"params": [p for _, p in named if p.ndim >= 2], "weight_decay": weight_decay},
-         {"params": [p for _, p in named if p.ndim < 2], "weight_decay": 0.0}], lr=max_lr, betas=betas, eps=1e-8)
+    torch_optimizer = torch_adamw(theirs, lr=max_lr, weight_decay=weight_decay, betas=betas)
     scheduler = torch_schedule(torch_optimizer, max_lr, min_lr, warmup, total)
     norms = []
     for step in range(steps):

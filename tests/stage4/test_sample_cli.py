@@ -1,0 +1,145 @@
+"""Exercise 4.7, the command line: ``complete`` (prompt -> text with GPT.generate) and
+``python -m stage4_gpt.sample`` with a checkpoint, a prompt, an interactive mode and clear messages for
+settings that define no distribution or prompts the tokenizer cannot encode.
+
+The checkpoints here are written by the test itself in the documented format (train.py's save_checkpoint
+docstring: model.<name>, model_config, tokenizer), so these tests do not depend on exercise 4.6.
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from stage4_gpt.model import GPT, GPTConfig
+from stage4_gpt.sample import complete, main
+from stage4_gpt.tokenizer import CharTokenizer
+from tests.helpers import assert_equal, assert_raises
+from tests.stage4.launch import reraise_not_implemented, run_module
+
+pytestmark = pytest.mark.exercise("4.7")
+
+TEXT = "abcdefgh ."
+
+
+def tokenizer_and_model(seed: int = 0, **fields):
+    tokenizer = CharTokenizer.fit(TEXT)  # 10 characters, then <|endoftext|> = id 10
+    config = GPTConfig(**{**dict(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16),
+                          **fields})
+    return tokenizer, GPT(config, rng=seed)
+
+
+def always_predicts(model: GPT, token: int) -> GPT:
+    """Make ``token`` the most likely next token everywhere: the final LayerNorm's output becomes its bias b
+    (weight 0), and lm_head scores b against a row that is b for ``token`` and 0 for every other token."""
+    model.transformer.ln_f.weight.data[...] = 0.0
+    b = np.random.default_rng(0).standard_normal(model.config.n_embd).astype(np.float32)
+    model.transformer.ln_f.bias.data[...] = b
+    model.lm_head.weight.data[...] = 0.0
+    model.lm_head.weight.data[token] = b
+    return model
+
+
+def write_checkpoint(path, model: GPT, tokenizer) -> None:
+    arrays = {f"model.{name}": value for name, value in model.state_dict().items()}
+    arrays["model_config"] = np.array(json.dumps(model.config.to_dict()))
+    arrays["tokenizer"] = np.array(tokenizer.to_json())
+    np.savez(path, **arrays)
+
+
+# ---------------------------------------------------------------------- complete
+def test_complete_returns_only_the_new_text_and_stops_at_endoftext():
+    tokenizer, model = tokenizer_and_model(tie_weights=False)
+    a = tokenizer.encode("a")[0]
+    always_predicts(model, a)
+    assert_equal(complete(model, tokenizer, "hg", 4, temperature=0.0), "aaaa",
+                 "complete(model whose likeliest next token is always 'a', 'hg', max_new_tokens=4, temperature=0): "
+                 "the new text only, without the prompt")
+    always_predicts(model, tokenizer.special_token_id("<|endoftext|>"))
+    assert_equal(complete(model, tokenizer, "hg", 4, temperature=0.0), "",
+                 "complete(model whose likeliest next token is always <|endoftext|>, temperature=0): generation stops "
+                 "at <|endoftext|>, which is not part of the text")
+
+
+def test_complete_equals_decoding_generate():
+    tokenizer, model = tokenizer_and_model(seed=3)
+    prompt = "bad cafe"
+    ids = np.array([tokenizer.encode(prompt)])
+    eot = tokenizer.special_token_id("<|endoftext|>")
+    for settings in (dict(temperature=1.0), dict(temperature=0.7, top_k=4), dict(temperature=1.3, top_p=0.8)):
+        out = model.generate(ids, 12, rng=np.random.default_rng(5), stop_token=eot, **settings)
+        new = out[0, ids.shape[1]:].tolist()
+        expected = tokenizer.decode(new[:new.index(eot)] if eot in new else new)
+        got = complete(model, tokenizer, prompt, 12, rng=np.random.default_rng(5), **settings)
+        assert_equal(got, expected, f"complete(model, tokenizer, {prompt!r}, 12, rng=default_rng(5), {settings}) vs "
+                                    "decoding model.generate's new ids up to <|endoftext|>")
+
+
+def test_complete_starts_an_empty_prompt_from_endoftext_and_rejects_unknown_characters():
+    tokenizer, model = tokenizer_and_model(seed=4)
+    eot = tokenizer.special_token_id("<|endoftext|>")
+    out = model.generate(np.array([[eot]]), 6, temperature=0.0)
+    new = out[0, 1:].tolist()
+    expected = tokenizer.decode(new[:new.index(eot)] if eot in new else new)
+    assert_equal(complete(model, tokenizer, "", 6, temperature=0.0), expected,
+                 "complete(model, tokenizer, '', 6, temperature=0): greedy text that starts from <|endoftext|>")
+    assert_raises(ValueError, lambda: complete(model, tokenizer, "café", 6), "complete with the prompt 'café', whose "
+                  "'é' the tokenizer (characters a-h, space, '.') cannot encode")
+
+
+# ---------------------------------------------------------------------- the command line
+def test_command_line_prints_prompt_and_sample(tmp_path, capsys):
+    tokenizer, model = tokenizer_and_model(seed=1)
+    path = tmp_path / "ckpt.npz"
+    write_checkpoint(path, model, tokenizer)
+    code = main(["--checkpoint", str(path), "--prompt", "fade", "--max-new-tokens", "9", "--seed", "7",
+                 "--temperature", "0.9", "--top-k", "5"])
+    expected = "fade" + complete(model, tokenizer, "fade", 9, temperature=0.9, top_k=5, rng=np.random.default_rng(7))
+    assert_equal(code, 0, "exit code of python -m stage4_gpt.sample --checkpoint ... --prompt fade")
+    assert_equal(capsys.readouterr().out, expected + "\n", "what the sampler prints: the prompt and its continuation "
+                                                           "(--seed 7, --temperature 0.9, --top-k 5)")
+
+
+@pytest.mark.parametrize("flags, named", [(["--top-p", "0"], "top-p"), (["--top-p", "1.5"], "top-p"),
+                                          (["--temperature", "-0.5"], "temperature"), (["--top-k", "0"], "top-k")])
+def test_command_line_rejects_settings_without_a_distribution(tmp_path, capsys, flags, named):
+    tokenizer, model = tokenizer_and_model()
+    path = tmp_path / "ckpt.npz"
+    write_checkpoint(path, model, tokenizer)
+    assert_equal(main(["--checkpoint", str(path), "--prompt", "ab", "--max-new-tokens", "2"]), 0,
+                 "exit code with good settings")
+    capsys.readouterr()
+    error = assert_raises(SystemExit, lambda: main(["--checkpoint", str(path), "--prompt", "ab", *flags]),
+                          f"python -m stage4_gpt.sample ... {' '.join(flags)}")
+    assert_equal(error.code, 2, f"exit code of python -m stage4_gpt.sample ... {' '.join(flags)} (a usage error)")
+    message = capsys.readouterr().err
+    assert_equal(named in message, True, f"the message for {' '.join(flags)} names the flag --{named}; it was "
+                                         f"{message.strip()!r}")
+
+
+def test_command_line_names_characters_the_tokenizer_lacks(tmp_path, capsys):
+    tokenizer, model = tokenizer_and_model()
+    path = tmp_path / "ckpt.npz"
+    write_checkpoint(path, model, tokenizer)
+    assert_equal(main(["--checkpoint", str(path), "--prompt", "bad€", "--max-new-tokens", "2"]), 2,
+                 "exit code for a prompt with a character the tokenizer does not know ('€')")
+    captured = capsys.readouterr()
+    assert_equal("€" in captured.err, True, f"the message names the unknown character '€'; it was {captured.err!r}")
+    assert_equal(captured.out, "", "what is printed to stdout when the prompt cannot be encoded")
+
+
+def test_interactive_mode_answers_each_line(tmp_path):
+    tokenizer, model = tokenizer_and_model(seed=2, tie_weights=False)
+    always_predicts(model, tokenizer.encode("h")[0])
+    path = tmp_path / "ckpt.npz"
+    write_checkpoint(path, model, tokenizer)
+    result = run_module("stage4_gpt.sample", "--checkpoint", path, "--interactive", "--max-new-tokens", "3",
+                        "--temperature", "0", cwd=tmp_path, stdin="ab\nc€\nca\n\nnever read\n")
+    if result.returncode:
+        reraise_not_implemented(result.stderr)
+    assert_equal(result.returncode, 0, f"exit code of python -m stage4_gpt.sample --interactive after an empty line "
+                                       f"(stderr: {result.stderr[-300:]!r})")
+    assert_equal(result.stdout.splitlines(), ["abhhh", "cahhh"],
+                 "the answers to the prompts 'ab', 'c€' (not encodable: a message on stderr, no answer) and 'ca' "
+                 "with a model that always predicts 'h' (the input ends at the empty line)")
+    assert_equal("€" in result.stderr, True, "stderr names the character '€' of the prompt it could not encode")

@@ -1,0 +1,298 @@
+"""Exercise 4.6: batches, the split, the training step (gradient accumulation, clipping, the schedule) against
+a PyTorch GPT step by step, evaluation, checkpoints, a bit-exact --resume, Ctrl-C, and the command line.
+
+The PyTorch side is tests/stage4/torch_reference.py, a GPT written independently of the code under test;
+the optimiser on both sides is AdamW with nanoGPT's two groups (so this exercise builds on 4.5's
+configure_optimizer and clip_grad_norm_).
+"""
+
+import json
+import re
+import signal
+import sysconfig
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from stage4_gpt.data import default_corpus, get_batch, split_tokens
+from stage4_gpt.model import GPT, GPTConfig
+from stage4_gpt.optim import configure_optimizer, get_lr
+from stage4_gpt.train import (evaluate, load_checkpoint, main, model_from_checkpoint, restore_training_state,
+                              save_checkpoint, train_step)
+from stage4_gpt.tokenizer import CharTokenizer, tokenizer_from_json
+from tests.helpers import assert_close, assert_equal, assert_in_range, assert_raises
+from tests.stage4.launch import reraise_not_implemented, start_module
+from tests.stage4.torch_reference import ReferenceGPT
+from tests.stage4.torch_training import torch_adamw, torch_schedule
+
+pytestmark = pytest.mark.exercise("4.6")
+
+TINY = dict(vocab_size=23, block_size=8, n_layer=2, n_head=2, n_embd=16)
+# A command line for a model that trains in milliseconds per step.
+TINY_FLAGS = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "8", "--batch-size", "4",
+              "--warmup-steps", "2", "--eval-batches", "2", "--log-interval", "1", "--sample-tokens", "0"]
+
+
+def tokens_of(seed: int, n: int = 300, vocab: int = TINY["vocab_size"]) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, vocab, size=n)
+
+
+def corpus_file(folder: Path) -> Path:
+    """A small text with some structure to learn: numbered lines."""
+    path = folder / "corpus.txt"
+    path.write_text("".join(f"line {i}: {i * i % 97} is {'even' if i % 2 == 0 else 'odd'}\n" for i in range(300)),
+                    encoding="utf-8")
+    return path
+
+
+# ---------------------------------------------------------------------- get_batch and split_tokens
+def test_get_batch_takes_windows_at_the_generators_offsets():
+    tokens = (np.arange(200) * 7) % 101  # every value tells its position
+    x, y = get_batch(tokens, batch_size=5, block_size=8, rng=np.random.default_rng(3))
+    starts = np.random.default_rng(3).integers(0, len(tokens) - 8, size=5)  # the pinned draw
+    expected_x = np.stack([tokens[s:s + 8] for s in starts])
+    expected_y = np.stack([tokens[s + 1:s + 9] for s in starts])
+    what = "get_batch(200 tokens, batch_size=5, block_size=8, rng=default_rng(3))"
+    assert_equal(x.dtype, np.dtype(np.int64), f"{what}: dtype of x")
+    assert_equal(y.dtype, np.dtype(np.int64), f"{what}: dtype of y")
+    assert_equal(x, expected_x, f"{what}: x, rows tokens[s:s + T] for s in rng.integers(0, len(tokens) - T, size=B)")
+    assert_equal(y, expected_y, f"{what}: y, the same windows shifted by one token")
+
+
+def test_get_batch_can_reach_the_last_token_and_rejects_short_texts():
+    tokens = np.arange(10)
+    x, y = get_batch(tokens, batch_size=400, block_size=9, rng=np.random.default_rng(0))
+    # Only one window of 10 tokens fits: start 0.
+    assert_equal(y[:, -1], np.full(400, 9), "get_batch(10 tokens, block_size=9): the target of the last position")
+    x, y = get_batch(list(range(30)), batch_size=2000, block_size=5, rng=np.random.default_rng(1))
+    assert_equal(int(y.max()), 29, "get_batch(30 tokens as a list, block_size=5, 2000 rows): the largest target "
+                                   "(the last token must be reachable)")
+    assert_raises(ValueError, lambda: get_batch(np.arange(8), 2, 8, np.random.default_rng(0)),
+                  "get_batch on 8 tokens with block_size=8 (a window needs block_size + 1 tokens)")
+
+
+def test_split_tokens_keeps_the_end_for_validation():
+    tokens = np.arange(1000)
+    train, val = split_tokens(tokens, 0.1)
+    assert_equal(train, np.arange(900), "split_tokens(arange(1000), 0.1): the training part")
+    assert_equal(val, np.arange(900, 1000), "split_tokens(arange(1000), 0.1): the validation part")
+    train, val = split_tokens(np.arange(7), 0.5)
+    assert_equal((len(train), len(val)), (4, 3), "split_tokens(7 tokens, 0.5): sizes, n_val = int(7 * 0.5)")
+    train, val = split_tokens(tokens, 0.0)
+    assert_equal((len(train), len(val)), (1000, 0), "split_tokens(1000 tokens, 0.0): sizes")
+    assert_raises(ValueError, lambda: split_tokens(tokens, 1.0), "split_tokens(tokens, 1.0) (no training data)")
+
+
+# ---------------------------------------------------------------------- the training step against PyTorch
+def models(fields: dict, seed: int = 0):
+    """Our float64 GPT and the reference GPT with the same weights."""
+    ours = GPT(GPTConfig(**fields), rng=seed, dtype=np.float64)
+    reference = ReferenceGPT(**fields).double()
+    reference.load_state_dict({name: torch.tensor(value) for name, value in ours.state_dict().items()})
+    return ours, reference
+
+
+@pytest.mark.parametrize("fields", [TINY, dict(TINY, norm="rmsnorm", pos="rope", mlp="swiglu", bias=False,
+                                                      tie_weights=False)], ids=["gpt2", "llama"])
+def test_training_steps_match_torch_loss_for_loss(fields):
+    steps, micro_batches, B = 5, 2, 3
+    max_lr, min_lr, warmup, weight_decay, betas, grad_clip = 3e-2, 3e-3, 2, 0.1, (0.9, 0.95), 1.0
+    ours, reference = models(fields)
+    optimizer = configure_optimizer(ours, lr=max_lr, weight_decay=weight_decay, betas=betas)
+    torch_optimizer = torch_adamw(reference, lr=max_lr, weight_decay=weight_decay, betas=betas)
+    scheduler = torch_schedule(torch_optimizer, max_lr, min_lr, warmup, steps - 1)
+    rng = np.random.default_rng(5)
+    tokens = tokens_of(1)
+    for step in range(steps):
+        batches = [get_batch(tokens, B, fields["block_size"], rng) for _ in range(micro_batches)]
+        lr = torch_optimizer.param_groups[0]["lr"]
+        loss, norm = train_step(ours, optimizer, batches, lr, grad_clip)
+
+        torch_optimizer.zero_grad()
+        losses = []
+        for x, y in batches:
+            _, torch_loss = reference(torch.tensor(x), torch.tensor(y))
+            (torch_loss / micro_batches).backward()
+            losses.append(torch_loss.item())
+        expected_norm = torch.nn.utils.clip_grad_norm_(reference.parameters(), grad_clip)
+        torch_optimizer.step()
+        scheduler.step()
+
+        what = f"train_step {step} ({micro_batches} micro-batches of {B}, lr {lr:.4g}, grad_clip {grad_clip})"
+        assert_close(loss, np.mean(losses), f"{what}: the returned loss, the mean of the micro-batches' losses")
+        assert_close(norm, expected_norm, f"{what}: the returned gradient norm (before clipping) of the accumulated "
+                                          "gradients (each micro-batch's loss divided by their number)")
+    ours_parameters = dict(ours.named_parameters())
+    for name, p in reference.named_parameters():
+        assert_close(ours_parameters[name], p, f"parameter {name!r} after {steps} train_steps")
+
+
+# ---------------------------------------------------------------------- evaluation
+def test_evaluate_averages_fixed_batches_without_dropout_or_graph():
+    fields = dict(TINY, dropout=0.5)
+    ours = GPT(GPTConfig(**fields), rng=0, dtype=np.float64)
+    reference = ReferenceGPT(**TINY).double()  # no dropout: what evaluation must compute
+    reference.load_state_dict({name: torch.tensor(value) for name, value in ours.state_dict().items()})
+    tokens = tokens_of(2)
+    rng = np.random.default_rng(11)
+    with torch.no_grad():
+        expected = np.mean([reference(*map(torch.tensor, get_batch(tokens, 4, 8, rng)))[1].item() for _ in range(3)])
+    ours.train()
+    got = evaluate(ours, tokens, batch_size=4, block_size=8, n_batches=3, seed=11)
+    what = "evaluate(model with dropout 0.5, tokens, batch_size=4, block_size=8, n_batches=3, seed=11)"
+    assert_equal(type(got), float, f"{what}: type of the result")
+    assert_close(got, expected, f"{what}: the mean loss over 3 batches from np.random.default_rng(11), in evaluation "
+                                "mode (no dropout)")
+    assert_equal(ours.training, True, f"{what}: model.training afterwards (evaluate must restore the mode)")
+    assert_close(evaluate(ours, tokens, 4, 8, 3, 11), got, f"{what}, called again (the same batches every time)")
+    ours.eval()
+    evaluate(ours, tokens, 4, 8, 1, 0)
+    assert_equal(ours.training, False, "evaluate on a model in eval mode: model.training afterwards")
+
+
+# ---------------------------------------------------------------------- checkpoints
+def two_steps(seed: int = 0, dropout: float = 0.0):
+    model = GPT(GPTConfig(**dict(TINY, dropout=dropout)), rng=seed)
+    optimizer = configure_optimizer(model, lr=1e-2, weight_decay=0.1, betas=(0.9, 0.95))
+    rng = np.random.default_rng(4)
+    tokens = tokens_of(3)
+    for step in range(2):
+        train_step(model, optimizer, [get_batch(tokens, 4, 8, rng)], get_lr(step, 1e-2, 1e-3, 1, 4), 1.0)
+    return model, optimizer, rng, tokens
+
+
+def test_checkpoint_holds_everything_as_plain_arrays(tmp_path):
+    model, optimizer, rng, _ = two_steps(dropout=0.2)
+    tokenizer = CharTokenizer.fit("abcdefghijklmnopqrstuv")  # 22 characters + <|endoftext|> = TINY's 23 ids
+    path = tmp_path / "ckpt.npz"
+    save_checkpoint(path, model=model, optimizer=optimizer, step=2, rng=rng, tokenizer=tokenizer,
+                    settings={"lr": 0.01, "note": "any JSON"}, history={"train_loss": [3.1, 3.0]})
+    with np.load(path, allow_pickle=False) as archive:  # fails if anything needs pickle
+        saved = {key: archive[key] for key in archive.files}
+    what = "save_checkpoint(...) read back with np.load(allow_pickle=False)"
+    for name, value in model.state_dict().items():
+        assert_equal(saved.get(f"model.{name}"), value, f"{what}: 'model.{name}'")
+    for key, value in optimizer.state_dict().items():
+        assert_equal(saved.get(f"optimizer.{key}"), value, f"{what}: 'optimizer.{key}'")
+    assert_equal(int(saved["step"]), 2, f"{what}: 'step'")
+    assert_equal(json.loads(str(saved["rng"])), rng.bit_generator.state, f"{what}: 'rng', the generator's state")
+    assert_equal(GPTConfig.from_dict(json.loads(str(saved["model_config"]))), model.config, f"{what}: 'model_config'")
+    assert_equal(json.loads(str(saved["settings"])), {"lr": 0.01, "note": "any JSON"}, f"{what}: 'settings'")
+    assert_equal(tokenizer_from_json(str(saved["tokenizer"])).encode("cab"), [2, 0, 1], f"{what}: 'tokenizer'")
+    assert_equal(saved["history.train_loss"], np.array([3.1, 3.0]), f"{what}: 'history.train_loss'")
+    rebuilt, _ = model_from_checkpoint(saved)
+    idx = tokens_of(9, 16).reshape(2, 8)
+    assert_close(rebuilt(idx)[0], model.eval()(idx)[0], "the logits of model_from_checkpoint(...)'s model vs the "
+                                                        "saved model's", atol=0, rtol=0)
+
+
+def test_restored_training_state_continues_bit_for_bit(tmp_path):
+    """Two steps, a checkpoint, then a third step from the checkpoint in a new model, optimizer and generator:
+    the same loss and the same weights as a third step without the checkpoint, to the last bit (dropout on,
+    so the model's own generator must be restored too)."""
+    model, optimizer, rng, tokens = two_steps(dropout=0.2)
+    tokenizer = CharTokenizer.fit("abcdefghijklmnopqrstuv")
+    path = tmp_path / "ckpt.npz"
+    save_checkpoint(path, model=model, optimizer=optimizer, step=2, rng=rng, tokenizer=tokenizer, settings={},
+                    history={})
+    checkpoint = load_checkpoint(path)
+    copy, _ = model_from_checkpoint(checkpoint)
+    copy.train()
+    copy_optimizer = configure_optimizer(copy, lr=1e-2, weight_decay=0.1, betas=(0.9, 0.95))
+    copy_rng = np.random.default_rng(12345)
+    step = restore_training_state(checkpoint, copy, copy_optimizer, copy_rng)
+    assert_equal(step, 2, "restore_training_state(...): the returned step")
+    lr = get_lr(2, 1e-2, 1e-3, 1, 4)
+    loss, _ = train_step(model, optimizer, [get_batch(tokens, 4, 8, rng)], lr, 1.0)
+    resumed_loss, _ = train_step(copy, copy_optimizer, [get_batch(tokens, 4, 8, copy_rng)], lr, 1.0)
+    assert_equal(resumed_loss, loss, "the loss of step 3 after restoring the checkpoint vs without it (the batch "
+                                     "generator and the dropout generator must continue where they were)")
+    copy_parameters = dict(copy.named_parameters())
+    for name, p in model.named_parameters():
+        assert_equal(copy_parameters[name].data, p.data, f"parameter {name!r} after step 3, resumed vs not")
+
+
+# ---------------------------------------------------------------------- the command line
+def history_of(out: Path) -> dict[str, np.ndarray]:
+    checkpoint = load_checkpoint(out / "ckpt.npz")
+    return {key: value for key, value in checkpoint.items() if key.startswith(("history.", "model.", "step"))}
+
+
+def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, capsys):
+    data = corpus_file(tmp_path)
+    flags = TINY_FLAGS + ["--data", str(data), "--dropout", "0.1", "--grad-accum", "2", "--eval-interval", "2",
+                          "--no-plot", "--seed", "3"]
+    assert_equal(main(flags + ["--max-steps", "6", "--out", str(tmp_path / "whole")]), 0, "exit code of a 6-step run")
+    assert_equal(main(flags + ["--max-steps", "3", "--lr-decay-steps", "6", "--out", str(tmp_path / "split")]), 0,
+                 "exit code of the first 3 steps of a 6-step schedule")
+    assert_equal(main(["--resume", "--max-steps", "6", "--out", str(tmp_path / "split")]), 0,
+                 "exit code of --resume --max-steps 6")
+    whole, split = history_of(tmp_path / "whole"), history_of(tmp_path / "split")
+    assert_equal(int(split["step"]), 6, "the step in the resumed run's last checkpoint")
+    assert_equal(split["history.train_loss"], whole["history.train_loss"],
+                 "the 6 training losses: 3 steps + --resume + 3 steps vs 6 steps in one go (bit for bit)")
+    for key, value in whole.items():
+        if key.startswith("model."):
+            assert_equal(split[key], value, f"{key} after 6 steps, resumed vs uninterrupted")
+    out = capsys.readouterr().out
+    progress = [line for line in out.splitlines() if line.startswith("step ") and "|" in line]
+    assert_in_range(len(progress), 12, None, "the number of progress lines printed (one per step, --log-interval 1)")
+    pattern = r"^step +\d+/\d+ \| loss \d+\.\d+ \| lr [\d.e+-]+ \| norm [\d.]+ \| [\d,]+ tok/s \| ETA \d+m\d\ds$"
+    assert_equal(bool(re.match(pattern, progress[0])), True, f"the progress line {progress[0]!r} has the form "
+                                                             "'step N/M | loss L | lr R | norm G | T tok/s | ETA 0m00s'")
+
+
+def test_default_corpus_run_writes_a_loss_curve(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert_equal(main(TINY_FLAGS + ["--max-steps", "2", "--corpus-chars", "20000", "--out", str(out)]), 0,
+                 "exit code of python -m stage4_gpt.train on the default corpus")
+    checkpoint = load_checkpoint(out / "ckpt.npz")
+    tokenizer = tokenizer_from_json(str(checkpoint["tokenizer"]))
+    stdlib = Path(sysconfig.get_paths()["stdlib"])
+    first = min((p for p in stdlib.glob("*.py") if not p.name.startswith("_") and p.read_bytes().isascii()),
+                key=lambda p: p.name)
+    text = default_corpus(20000)
+    assert_equal(len(text), 20000, "len(default_corpus(20000))")
+    assert_equal(text[:1000], first.read_text()[:1000], f"default_corpus() begins with the first public ASCII module "
+                                                        f"of the standard library, {first.name}")
+    assert_equal(tokenizer.decode(tokenizer.encode(text)), text, "the checkpoint's tokenizer on the default corpus")
+    assert_equal(sorted(tokenizer.chars), sorted(set(text)), "the characters of the checkpoint's CharTokenizer")
+    png = (out / "loss.png").read_bytes()[:8]
+    assert_equal(png, b"\x89PNG\r\n\x1a\n", "the first bytes of <out>/loss.png (a PNG image)")
+    assert_in_range(len(capsys.readouterr().out.splitlines()), 4, None, "lines printed by the run")
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
+    data = corpus_file(tmp_path)
+    out = tmp_path / "run"
+    process = start_module("stage4_gpt.train", *TINY_FLAGS, "--data", data, "--max-steps", "100000",
+                           "--eval-interval", "0", "--no-plot", "--out", out, cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 15
+        line = ""
+        while not re.match(r"step +3/", line):  # three steps done: Ctrl-C now
+            line = process.stdout.readline()
+            if not line:  # the run ended
+                stderr = process.stderr.read()
+                reraise_not_implemented(stderr)
+                raise AssertionError(f"python -m stage4_gpt.train ended before printing 'step 3/...'; its stderr ends "
+                                     f"with {stderr[-500:]!r}")
+            if time.monotonic() > deadline:
+                raise AssertionError("python -m stage4_gpt.train printed no progress line 'step 3/...' within 15 s")
+        process.send_signal(signal.SIGINT)
+        stdout, stderr = process.communicate(timeout=15)
+    finally:
+        process.kill()
+    assert_equal(process.returncode, 130, f"exit code after Ctrl-C (stderr: {stderr[-300:]!r})")
+    assert_equal("interrupted" in stdout + stderr, True, "after Ctrl-C a message says the run was interrupted")
+    checkpoint = load_checkpoint(out / "ckpt.npz")
+    step = int(checkpoint["step"])
+    assert_in_range(step, 3, None, "the step in the checkpoint written on Ctrl-C")
+    assert_equal(len(checkpoint["history.train_loss"]), step, "the number of losses in the checkpoint vs its step")
+    assert_equal(main(["--resume", "--max-steps", str(step + 2), "--out", str(out)]), 0,
+                 "exit code of --resume after Ctrl-C")
+    assert_equal(len(load_checkpoint(out / "ckpt.npz")["history.train_loss"]), step + 2,
+                 f"the number of losses after resuming at step {step} and training to step {step + 2}")
