@@ -443,6 +443,7 @@ class GPT(Module):
             if name.endswith(_CONV1D_WEIGHTS):
                 array = array.T  # Conv1D (in, out) -> Linear (out, in)
             ours["transformer." + name] = array
+        ours["lm_head.weight"] = ours["transformer.wte.weight"]  # the second name of the tied Parameter
         model = cls(config, rng=0, dtype=dtype)
         model.load_state_dict(ours)  # strict: a missing or mis-shaped weight is an error naming it
         return model
