@@ -161,7 +161,7 @@ def run_backward(out, grad: np.ndarray) -> None:
                 g = np.asarray(g)
                 assert g.shape == parent.shape, (
                     f"_backward returned a gradient of shape {g.shape} for an input of shape {parent.shape}: "
-                    "each gradient must have its input's shape (unbroadcast it)"
+                    f"each gradient must have its input's shape; {_shape_fix(g.shape, parent.shape)}"
                 )
                 grads[id(parent)] = grads[id(parent)] + g if id(parent) in grads else g
 
@@ -307,3 +307,16 @@ def ref_sum(a):
 def ref_matmul(a, b):
     """a @ b for 2-D a and b."""
     return type(a)._from_op(a.data @ b.data, (a, b), lambda g: (g @ b.data.T, a.data.T @ g))
+
+
+def _shape_fix(got: tuple[int, ...], wanted: tuple[int, ...]) -> str:
+    """How a gradient of shape ``got`` becomes one of ``wanted``: it is too big, too small, or arranged wrongly."""
+    got_size, wanted_size = int(np.prod(got)), int(np.prod(wanted))
+    only_size_1_axes_differ = [n for n in got if n != 1] == [n for n in wanted if n != 1]
+    if got_size > wanted_size or (only_size_1_axes_differ and len(got) > len(wanted)):
+        return ("sum it down to that shape with unbroadcast (the input was broadcast in the forward pass, so its "
+                "gradient adds up over the copies)")
+    if got_size < wanted_size or only_size_1_axes_differ:
+        return ("spread it over that shape (a reduction's input: give g its reduced axes back as size 1 with "
+                "np.expand_dims, then np.broadcast_to the input's shape)")
+    return "it has the right number of elements in the wrong arrangement: undo the forward's reshape or transpose"

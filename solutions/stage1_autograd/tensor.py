@@ -12,7 +12,10 @@ calls each node's ``_backward`` and adds the results into ``.grad`` of the paren
 The contract every op follows (the tests of exercises 1.2-1.6 rely on it):
   * ``_backward(g)`` receives ``g`` with the shape of the output and returns one gradient per parent,
     each with that parent's shape (or ``None`` for a parent that does not require grad);
-  * it never modifies ``g`` in place: the same array may be handed to several parents.
+  * it never modifies ``g`` in place: the same array may be handed to several parents;
+  * dtypes are kept: an op on float32 tensors gives a float32 result and float32 gradients (a float32
+    tensor's gradient is float32; float64 likewise). A Python number next to a tensor takes the tensor's
+    dtype; beware of float64 constants in a backward, which NumPy would silently promote a float32 g to.
 """
 
 from __future__ import annotations
@@ -76,7 +79,9 @@ class Tensor:
         if np.shape(grad) != self.data.shape:
             raise ValueError(
                 f"a backward function returned a gradient of shape {np.shape(grad)} for a tensor of shape "
-                f"{self.data.shape}: every gradient must have the shape of its tensor (unbroadcast it?)"
+                f"{self.data.shape}: every gradient must have the shape of its tensor. Sum a larger one down to "
+                "it (unbroadcast, for an operand that was broadcast), or spread a smaller one over it "
+                "(np.expand_dims and np.broadcast_to, for the input of a reduction)"
             )
         if self.grad is None:
             # A leaf's .grad is handed to optimizers, which may update it in place, so it must own
