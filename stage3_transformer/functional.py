@@ -1,0 +1,271 @@
+"""The functions a Transformer is made of: fused softmax and log-softmax, layer and RMS norm, positions
+(sinusoidal and rotary) and scaled dot-product attention.
+
+Stage 2 wrote softmax as a chain of Tensor ops (subtract, exp, sum, divide), which records four graph
+nodes and keeps four arrays alive for the backward pass. Here the hot functions are *fused*: each
+computes its value in NumPy and records ONE node with ``Tensor._from_op``, whose backward is derived by
+hand (the derivations are in the lesson, stage3_transformer/README.md). Fewer nodes, fewer temporaries,
+and the forward pass's results are reused in the backward pass. Attention is then composed of these
+fused pieces and batched matmuls, with no loop over the batch, the heads or the positions.
+
+Every function keeps the dtype: float32 in gives float32 out, and float32 gradients.
+Shapes: ``B`` batch, ``T`` (or ``L``) query positions, ``S`` key positions, ``C``/``E`` features,
+``h`` heads; ``...`` means any number of leading axes.
+"""
+
+from __future__ import annotations
+
+import math
+import string
+
+import numpy as np
+
+from stage1_autograd.tensor import Tensor
+from stage2_mlp import functional as F2
+
+
+# ---------------------------------------------------------------------- a given helper
+def sum_of_products(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
+    """sum(a * b, axis, keepdims=True) for arrays of the same shape, without the temporary array a * b:
+    ``np.einsum`` multiplies and adds in one pass over the memory. Used by the backward passes below,
+    where the arrays are large and the sums along one axis short."""
+    letters = string.ascii_letters[: a.ndim]
+    axis = axis % a.ndim
+    kept = letters[:axis] + letters[axis + 1:]
+    return np.expand_dims(np.einsum(f"{letters},{letters}->{kept}", a, b), axis)
+
+
+# ---------------------------------------------------------------------- 3.1 softmax and log-softmax
+def softmax(x: Tensor, axis: int = -1) -> Tensor:
+    """y = softmax(x) along ``axis``: y_i = e^(x_i - m) / sum_j e^(x_j - m), m = max_j x_j. ONE graph node.
+
+    Subtracting the max makes every exponent <= 0: no overflow for logits of 1e4, and the largest term is
+    1, so the sum is >= 1 (no 0/0). Backward, the Jacobian-vector product (y is the output):
+
+        dL/dx_i = sum_j g_j dy_j/dx_i = y_i (g_i - sum_j g_j y_j)
+
+    x: any shape; y: the same shape and dtype.
+    """
+    # TODO 3.1: y = e / e.sum(axis) with e = exp(x - max); backward y * (g - sum(g * y))
+    raise NotImplementedError("Exercise 3.1 (Fused softmax and log-softmax) is not done yet")
+
+
+def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
+    """y = log softmax(x) along ``axis``: y_i = (x_i - m) - log sum_j e^(x_j - m), m = max_j x_j. ONE node.
+
+    Backward: dy_j/dx_i = [i == j] - softmax(x)_i, so
+
+        dL/dx_i = g_i - softmax(x)_i * sum_j g_j
+
+    x: any shape; y: the same shape and dtype.
+    """
+    # TODO 3.1: shift by the max, subtract log(sum(exp)); backward g - softmax * sum(g), softmax kept from forward
+    raise NotImplementedError("Exercise 3.1 (Fused softmax and log-softmax) is not done yet")
+
+
+def cross_entropy(logits: Tensor, targets, ignore_index: int | None = None,
+                  label_smoothing: float = 0.0) -> Tensor:
+    """The mean cross-entropy of softmax(logits) against integer targets: stage 2's ``cross_entropy``
+    (same arguments, semantics and errors), on the fused ``log_softmax`` above.
+
+    logits (N, C); targets (N,) classes in [0, C), or ``ignore_index`` for samples that count for nothing.
+    With eps = label_smoothing, the loss of sample n is (1 - eps) (-log p[n, t_n]) + eps/C sum_c (-log p[n, c]);
+    the result is the mean over the counted samples (NaN if there are none), a 0-d Tensor.
+    """
+    targets = np.asarray(targets.data if isinstance(targets, Tensor) else targets).astype(np.intp)
+    if logits.ndim != 2 or targets.shape != logits.shape[:1]:
+        raise ValueError(
+            f"cross_entropy: expected logits (N, C) and targets (N,), got logits {logits.shape} and targets "
+            f"{targets.shape}; for a sequence, reshape logits to (B*T, C) and targets to (B*T,)"
+        )
+    n_classes = logits.shape[1]
+    counted = np.flatnonzero(targets != ignore_index) if ignore_index is not None else np.arange(len(targets))
+    picked_classes = targets[counted]
+    outside = counted[(picked_classes < 0) | (picked_classes >= n_classes)]
+    if len(outside):
+        n = outside[0]
+        raise ValueError(
+            f"cross_entropy: target {targets[n]} of sample {n} is not a class: targets must lie in [0, {n_classes}) "
+            f"for logits with {n_classes} classes" + (f", or equal ignore_index={ignore_index}" if ignore_index is not None else "")
+        )
+    log_probs = log_softmax(logits, axis=1)  # (N, C)
+    loss = -_gather(log_probs, counted, picked_classes).sum()  # one log-probability per counted sample
+    if label_smoothing:
+        # The uniform part of q_n: eps/C on every class, i.e. eps/C times the sum of the row.
+        loss = (1.0 - label_smoothing) * loss - (label_smoothing / n_classes) * log_probs.sum(axis=1)[counted].sum()
+    return loss / len(counted)
+
+
+def _gather(x: Tensor, rows: np.ndarray, cols: np.ndarray) -> Tensor:
+    """x[rows, cols] for distinct rows (each row picked at most once): the gradient is a plain scatter,
+    no ``np.add.at`` needed. x (N, C); rows, cols (K,) -> (K,)."""
+
+    def backward(g):
+        grad = np.zeros_like(x.data)
+        grad[rows, cols] = g
+        return (grad,)
+
+    return Tensor._from_op(x.data[rows, cols], (x,), backward)
+
+
+# ---------------------------------------------------------------------- 3.2 layer norm and RMS norm
+def _normalized_size(x: Tensor, normalized_shape, name: str) -> int:
+    """Check that x ends with ``normalized_shape`` (an int or a tuple); return the number of elements
+    normalised together, D = prod(normalized_shape)."""
+    shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
+    if x.shape[x.ndim - len(shape):] != shape or len(shape) > x.ndim:
+        raise ValueError(f"{name}: normalized_shape {shape} must be the last axes of the input, "
+                         f"whose shape is {x.shape}")
+    return math.prod(shape)
+
+
+def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None, bias: Tensor | None = None,
+               eps: float = 1e-5) -> Tensor:
+    """Layer normalisation over the last axes ``normalized_shape`` (D elements), as torch's ``layer_norm``:
+
+        mean = mean(x),  var = mean((x - mean)^2)   (biased),  rstd = 1 / sqrt(var + eps)
+        xhat = (x - mean) * rstd,                   y = xhat * weight + bias
+
+    ONE graph node with parents x, weight, bias (those given). Backward, with gy = g * weight and means
+    over the D normalised elements:
+
+        dx = rstd * (gy - mean(gy) - xhat * mean(gy * xhat))
+        dweight = sum of g * xhat over the leading axes,   dbias = sum of g over the leading axes
+
+    x (..., *normalized_shape); weight, bias normalized_shape; y like x.
+    """
+    size = _normalized_size(x, normalized_shape, "layer_norm")
+    # TODO 3.2: statistics over the last D elements of each row; backward rstd * (gy - mean(gy) - xhat * mean(gy * xhat))
+    raise NotImplementedError("Exercise 3.2 (LayerNorm and RMSNorm) is not done yet")
+
+
+def rms_norm(x: Tensor, normalized_shape, weight: Tensor | None = None, eps: float | None = None) -> Tensor:
+    """Root-mean-square normalisation over the last axes ``normalized_shape`` (D elements), as torch's
+    ``rms_norm``: no centring, no bias.
+
+        rstd = 1 / sqrt(mean(x^2) + eps),   xhat = x * rstd,   y = xhat * weight
+
+    ``eps=None`` means np.finfo(x.dtype).eps (as PyTorch). ONE graph node with parents x and weight.
+    Backward, with gy = g * weight:
+
+        dx = rstd * (gy - xhat * mean(gy * xhat)),    dweight = sum of g * xhat over the leading axes
+
+    x (..., *normalized_shape); weight normalized_shape; y like x.
+    """
+    size = _normalized_size(x, normalized_shape, "rms_norm")
+    if eps is None:
+        eps = float(np.finfo(x.dtype).eps)
+    # TODO 3.2: rstd from the mean square of each row; backward rstd * (gy - xhat * mean(gy * xhat))
+    raise NotImplementedError("Exercise 3.2 (LayerNorm and RMSNorm) is not done yet")
+
+
+# ---------------------------------------------------------------------- 3.3 positions
+def sinusoidal_positions(seq_len: int, dim: int) -> Tensor:
+    """The fixed position encodings of "Attention Is All You Need": a (seq_len, dim) float32 Tensor,
+
+        PE[p, 2i] = sin(p / 10000^(2i/dim)),   PE[p, 2i+1] = cos(p / 10000^(2i/dim))
+
+    Each pair of columns is a clock turning at its own speed, from one radian per position (i = 0) to
+    one turn per 10000 * 2 pi positions. ``dim`` must be even (ValueError otherwise). No gradient.
+    """
+    if dim % 2:
+        raise ValueError(f"sinusoidal_positions: dim must be even (sin and cos columns come in pairs), got {dim}")
+    # TODO 3.3: angle[p, i] = p / 10000**(2i/dim) as an outer product; sin in the even columns, cos in the odd
+    raise NotImplementedError("Exercise 3.3 (Embeddings, sinusoidal and rotary positions) is not done yet")
+
+
+def rope_angles(positions, head_dim: int, theta: float = 10000.0) -> tuple[np.ndarray, np.ndarray]:
+    """cos and sin of the rotary angles, each (seq, head_dim/2) float64:
+
+        angle[p, i] = positions[p] * theta^(-2i/head_dim),   i = 0 .. head_dim/2 - 1
+
+    ``positions``: int array-like (seq,). ``head_dim`` must be even (ValueError otherwise).
+    """
+    if head_dim % 2:
+        raise ValueError(f"rotary positions: head_dim must be even (pairs of features are rotated), got {head_dim}")
+    # TODO 3.3: an outer product of the positions and the frequencies theta**(-2i/head_dim)
+    raise NotImplementedError("Exercise 3.3 (Embeddings, sinusoidal and rotary positions) is not done yet")
+
+
+def rotate_pairs(x: Tensor, cos: np.ndarray, sin: np.ndarray) -> Tensor:
+    """Rotate each pair of features (x[..., 2i], x[..., 2i+1]) of position p by the angle whose cosine and
+    sine are cos[p, i] and sin[p, i]:
+
+        out[..., 2i]   = x[..., 2i] cos - x[..., 2i+1] sin
+        out[..., 2i+1] = x[..., 2i] sin + x[..., 2i+1] cos
+
+    x (..., seq, head_dim); cos, sin (seq, head_dim/2); the result has x's shape and dtype. A rotation is
+    linear, its Jacobian is the rotation itself, and the transpose of a rotation is the rotation by minus the
+    angle: the gradient is g rotated back (sin -> -sin). (Tensor ops on the halves x[..., 0::2] and
+    x[..., 1::2], interleaved back with ``stack(..., axis=-1)``, give the same values and let autograd find
+    that gradient; one fused node is faster.)
+    """
+    # TODO 3.3: one node; forward rotates by +angle, backward rotates g by -angle
+    raise NotImplementedError("Exercise 3.3 (Embeddings, sinusoidal and rotary positions) is not done yet")
+
+
+def apply_rope(x: Tensor, positions, theta: float = 10000.0) -> Tensor:
+    """Rotary position embedding (RoFormer, interleaved pairs): rotate each pair (x[..., 2i], x[..., 2i+1])
+    of position p by the angle positions[p] * theta^(-2i/head_dim).
+
+    After rotating queries and keys this way, q_m . k_n depends on the positions only through m - n: a
+    rotation by m a followed by one by -n a is one by (m - n) a. x (..., seq, head_dim) with head_dim even
+    (ValueError otherwise); positions int array-like (seq,). Returns x's shape and dtype; differentiable in x.
+    """
+    # TODO 3.3: rotate_pairs with the tables of rope_angles
+    raise NotImplementedError("Exercise 3.3 (Embeddings, sinusoidal and rotary positions) is not done yet")
+
+
+# ---------------------------------------------------------------------- 3.4 attention
+def causal_mask(L: int, S: int | None = None) -> np.ndarray:
+    """The bool (L, S) mask of causal attention: True (may attend) on and below the diagonal, so query i
+    sees keys 0..i. Aligned top-left, as PyTorch's ``is_causal``. S defaults to L.
+
+        L=4, S=4:  1 0 0 0
+                   1 1 0 0
+                   1 1 1 0
+                   1 1 1 1
+    """
+    # TODO 3.4: np.tril of a (L, S) array of True
+    raise NotImplementedError("Exercise 3.4 (Scaled dot-product attention) is not done yet")
+
+
+def additive_mask(attn_mask, dtype) -> np.ndarray:
+    """An attention mask as a float array to add to the scores, in ``dtype``: a bool mask (True = takes
+    part) becomes 0 where True and -inf where False; a float mask is taken as it is. A Tensor mask is read as
+    a constant (no gradient flows into it)."""
+    # TODO 3.4: bool -> np.where(mask, 0, -inf); float -> as it is, in dtype
+    raise NotImplementedError("Exercise 3.4 (Scaled dot-product attention) is not done yet")
+
+
+def attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None, dropout_p: float = 0.0, is_causal: bool = False,
+              scale: float | None = None, *, rng: np.random.Generator | int | None = None) -> tuple[Tensor, Tensor]:
+    """Scaled dot-product attention that also returns its weights: ``(output, weights)``.
+
+    The arguments and the output are those of ``scaled_dot_product_attention``; ``weights`` (..., L, S) are
+    the attention probabilities the output was computed with (after dropout), for
+    ``MultiheadAttention(need_weights=True)``.
+    """
+    if is_causal and attn_mask is not None:
+        raise ValueError("attention: give attn_mask or is_causal=True, not both (is_causal is the causal mask)")
+    # TODO 3.4: scores = (q * scale) @ k^T, add the mask, softmax over S, zero the fully masked rows, dropout, @ v
+    raise NotImplementedError("Exercise 3.4 (Scaled dot-product attention) is not done yet")
+
+
+def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None, dropout_p: float = 0.0,
+                                 is_causal: bool = False, scale: float | None = None, *,
+                                 rng: np.random.Generator | int | None = None) -> Tensor:
+    """softmax(q k^T * scale + mask) v, PyTorch's ``scaled_dot_product_attention``:
+
+        q (..., L, E), k (..., S, E), v (..., S, Ev) -> (..., L, Ev); the leading axes broadcast.
+        scores  = q @ k^T * scale                (..., L, S), scale = 1/sqrt(E) unless given
+        weights = softmax(scores + mask, axis=-1)
+        output  = dropout(weights) @ v
+
+    ``attn_mask`` (broadcastable to (..., L, S)): bool, True where the query may attend to the key; or float,
+    added to the scores (-inf forbids). ``is_causal=True`` uses ``causal_mask(L, S)`` (then attn_mask must be
+    None). ``dropout_p`` drops attention weights (inverted dropout, drawn from np.random.default_rng(rng));
+    there is no training flag, as in PyTorch: pass 0 at evaluation. A query whose every key is masked
+    gets output 0 and zero gradients (PyTorch's SDPA does the same), never NaN.
+    """
+    return attention(q, k, v, attn_mask, dropout_p, is_causal, scale, rng=rng)[0]
