@@ -231,19 +231,19 @@ class CausalSelfAttention(Module):
             q, k = self.rotary(q, positions), self.rotary(k, positions)
         # END SOLUTION
         if kv_cache is None:
-            # BEGIN SOLUTION 4.3: causal attention with stage 3's scaled_dot_product_attention (dropout on the weights only in training)
+            # BEGIN SOLUTION 4.3: y = causal attention of q, k, v (B, n_head, T, head_dim) with stage 3's scaled_dot_product_attention, dropout on the weights only in training
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
                                                is_causal=True, rng=self.rng)
             # END SOLUTION
         else:
-            # BEGIN SOLUTION 4.8: k, v = kv_cache.update(k, v); new query i sits at position S - T + i and sees keys 0 .. S - T + i
+            # BEGIN SOLUTION 4.8: k, v = kv_cache.update(k, v); y = attention in which new query i (at position S - T + i) sees keys 0 .. S - T + i
             k, v = kv_cache.update(k, v)  # (B, n_head, S, hd), S = cached + T
             S = k.shape[-2]
             # is_causal would align the mask top-left (query 0 sees key 0 only): here the queries are the
             # last T positions, so the mask is aligned bottom-right. For T = 1 it lets the query see everything.
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=np.tri(T, S, S - T, dtype=bool))
             # END SOLUTION
-        # BEGIN SOLUTION 4.3: heads side by side again (B, T, C), then c_proj and resid_dropout
+        # BEGIN SOLUTION 4.3: y's heads side by side again (B, T, C), then c_proj and resid_dropout
         y = y.transpose(0, 2, 1, 3).reshape(B, T, C)
         return self.resid_dropout(self.c_proj(y))
         # END SOLUTION
