@@ -25,6 +25,7 @@ D, NHEAD, FF, B, T, S = 8, 2, 16, 2, 4, 5  # d_model, heads, dim_feedforward, ba
 # ---------------------------------------------------------------------- SwiGLU
 @pytest.mark.parametrize("x_shape", [(2, 3, D), (5, D)], ids=str)
 def test_swiglu_matches_torch(x_shape):
+    torch.manual_seed(0)
     ours, theirs = nn.SwiGLU(D, FF, rng=0, dtype=np.float64), TorchSwiGLU(D, FF)
     assert_same_parameters(ours, theirs, f"SwiGLU({D}, {FF}) (w1, w3: Linear(d_model, d_ff), w2: Linear(d_ff, d_model), "
                                          "no bias)")

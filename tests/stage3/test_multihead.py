@@ -191,6 +191,7 @@ def test_float32():
 
 def test_state_dict_goes_to_torch_and_back():
     ours = nn.MultiheadAttention(E, H, rng=6, dtype=np.float64)
+    torch.manual_seed(7)
     theirs = perturb_vectors(torch.nn.MultiheadAttention(E, H, batch_first=True, dtype=torch.float64), seed=7)
     load_torch_into_ours(ours, theirs, f"MultiheadAttention({E}, {H})")
     check(ours, theirs, True, "PyTorch's state dict loaded into ours")

@@ -26,6 +26,7 @@ def lookup(ids):
                          ids=["repeated", "2-D", "3-D", "0-D"])
 def test_embedding_matches_torch(ids):
     # Repeated ids: each occurrence adds its upstream row into the same row of the weight's gradient.
+    torch.manual_seed(0)
     ours, theirs = nn.Embedding(10, 5, dtype=np.float64), torch.nn.Embedding(10, 5, dtype=torch.float64)
     load_torch_into_ours(ours, theirs, "Embedding(10, 5)")
     call_ours, call_theirs = lookup(ids)
@@ -49,6 +50,7 @@ def test_embedding_takes_ids_as_an_array_or_a_tensor_and_loads_into_torch():
 def test_embedding_padding_row_is_zero_and_gets_no_gradient():
     ours = nn.Embedding(6, 4, padding_idx=2, rng=1, dtype=np.float64)
     assert_close(ours.weight.data[2], np.zeros(4), "Embedding(6, 4, padding_idx=2).weight[2] at initialisation", 0, 0)
+    torch.manual_seed(1)
     theirs = torch.nn.Embedding(6, 4, padding_idx=2, dtype=torch.float64)
     with torch.no_grad():
         theirs.weight[2] = torch.tensor([0.5, -1.0, 2.0, 0.25])  # a padding row that was trained or loaded
