@@ -95,7 +95,7 @@ def compare_modules(ours, theirs: torch.nn.Module, inputs, *, call_ours, call_th
     ours.zero_grad()
     theirs.zero_grad()
     shapes = ", ".join(f"{name} {a.shape}" for name, a in zip(input_names, arrays))
-    what = f"{what} ({dtype}, inputs: {shapes})"
+    what = f"{what} ({dtype}{', inputs: ' + shapes if shapes else ''})"
 
     got, expected = _as_tuple(call_ours(ours, *ours_in)), _as_tuple(call_theirs(theirs, *theirs_in))
     assert_equal(len(got), len(expected), f"{what}: the number of outputs")
