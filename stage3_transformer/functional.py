@@ -24,7 +24,7 @@ from stage1_autograd.tensor import Tensor
 from stage2_mlp import functional as F2
 
 
-# ---------------------------------------------------------------------- a given helper
+# ---------------------------------------------------------------------- given helpers
 def sum_of_products(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
     """sum(a * b, axis, keepdims=True) for arrays of the same shape, without the temporary array a * b:
     ``np.einsum`` multiplies and adds in one pass over the memory. Used by the backward passes below,
@@ -33,6 +33,30 @@ def sum_of_products(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
     axis = axis % a.ndim
     kept = letters[:axis] + letters[axis + 1:]
     return np.expand_dims(np.einsum(f"{letters},{letters}->{kept}", a, b), axis)
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """x @ weight^T + bias, what ``nn.Linear`` computes, as ONE graph node: the product and the bias land in
+    one array instead of two, which matters for the large activations of attention and feed-forward blocks.
+
+    x (..., in); weight (out, in); bias (out,) or None -> (..., out). Backward, with x and g as 2-D (rows, .):
+    dx = g @ weight,  dweight = g^T @ x,  dbias = sum of g over the rows.
+    """
+    rows = x.data.reshape(-1, x.shape[-1])  # (N, in): one 2-D product for all the leading axes
+    out = rows @ weight.data.T  # (N, out)
+    if bias is not None:
+        out += bias.data  # in place: no second array
+    parents = (x, weight) if bias is None else (x, weight, bias)
+
+    def backward(g):
+        g_rows = g.reshape(-1, g.shape[-1])
+        grads = [(g_rows @ weight.data).reshape(x.shape) if x.requires_grad else None,
+                 g_rows.T @ rows if weight.requires_grad else None]
+        if bias is not None:
+            grads.append(g_rows.sum(axis=0) if bias.requires_grad else None)
+        return tuple(grads)
+
+    return Tensor._from_op(out.reshape(*x.shape[:-1], weight.shape[0]), parents, backward)
 
 
 # ---------------------------------------------------------------------- 3.1 softmax and log-softmax

@@ -23,11 +23,21 @@ import numpy as np
 
 from stage1_autograd.tensor import Tensor, concatenate
 from stage2_mlp import functional as F2
-from stage2_mlp.nn import Dropout, Linear, Module, Parameter
+from stage2_mlp import nn as nn2
+from stage2_mlp.nn import Dropout, Module, Parameter
 from stage3_transformer import functional as F
 
 
 # ---------------------------------------------------------------------- given helpers
+class Linear(nn2.Linear):
+    """Stage 2's ``Linear`` (the same parameters, names and initialisation), computed by the fused
+    ``F.linear``: one graph node and one output array where ``x @ W^T + b`` makes two. The layers of this
+    stage use it for their projections."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
 def xavier_uniform(shape: tuple[int, ...], rng: np.random.Generator, dtype=np.float32, gain: float = 1.0) -> np.ndarray:
     """Glorot & Bengio's initialisation, as ``torch.nn.init.xavier_uniform_``: uniform in +-a with
     a = gain * sqrt(6 / (fan_in + fan_out)), fan_in = shape[1] * r and fan_out = shape[0] * r, where r is the

@@ -23,11 +23,21 @@ import numpy as np
 
 from stage1_autograd.tensor import Tensor, concatenate
 from stage2_mlp import functional as F2
-from stage2_mlp.nn import Dropout, Linear, Module, Parameter
+from stage2_mlp import nn as nn2
+from stage2_mlp.nn import Dropout, Module, Parameter
 from stage3_transformer import functional as F
 
 
 # ---------------------------------------------------------------------- given helpers
+class Linear(nn2.Linear):
+    """Stage 2's ``Linear`` (the same parameters, names and initialisation), computed by the fused
+    ``F.linear``: one graph node and one output array where ``x @ W^T + b`` makes two. The layers of this
+    stage use it for their projections."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.linear(x, self.weight, self.bias)
+
+
 def xavier_uniform(shape: tuple[int, ...], rng: np.random.Generator, dtype=np.float32, gain: float = 1.0) -> np.ndarray:
     """Glorot & Bengio's initialisation, as ``torch.nn.init.xavier_uniform_``: uniform in +-a with
     a = gain * sqrt(6 / (fan_in + fan_out)), fan_in = shape[1] * r and fan_out = shape[0] * r, where r is the
@@ -265,9 +275,8 @@ class MultiheadAttention(Module):
         def project(x: Tensor, block: int, length: int) -> Tensor:
             """x (B, length, E) @ W_block^T + b_block -> (B, h, length, hd)."""
             rows = slice(block * E, (block + 1) * E)
-            y = x.reshape(B * length, E) @ self.in_proj_weight[rows].T  # one 2-D matmul for the whole batch
-            if self.in_proj_bias is not None:
-                y = y + self.in_proj_bias[rows]
+            bias = self.in_proj_bias[rows] if self.in_proj_bias is not None else None
+            y = F.linear(x, self.in_proj_weight[rows], bias)  # (B, length, E)
             return y.reshape(B, length, h, hd).transpose(0, 2, 1, 3)
 
         q = project(query, 0, L)
@@ -287,7 +296,7 @@ class MultiheadAttention(Module):
         dropout_p = self.dropout if self.training else 0.0
         out, weights = F.attention(q, k, v, mask, dropout_p, rng=self.rng)  # (B, h, L, hd), (B, h, L, S)
 
-        out = self.out_proj(out.transpose(0, 2, 1, 3).reshape(B * L, E)).reshape(B, L, E)
+        out = self.out_proj(out.transpose(0, 2, 1, 3).reshape(B, L, E))  # heads side by side again
         if not batched:
             out = out.reshape(L, E)
         elif not self.batch_first:
