@@ -125,6 +125,15 @@ def save_checkpoint(path, *, model: GPT, optimizer: GroupedAdamW, step: int, rng
     raise NotImplementedError("Exercise 4.6 (Data and the training loop) is not done yet")
 
 
+def save_weights(path, model: GPT, tokenizer, settings: dict, step: int) -> None:
+    """A checkpoint for sampling only (``model.*``, ``model_config``, ``tokenizer``, ``settings``, ``step``;
+    no optimizer state, so not for --resume): what the PyTorch trainer writes."""
+    arrays = {f"model.{name}": value for name, value in model.state_dict().items()}
+    arrays |= {"model_config": json_array(model.config.to_dict()), "tokenizer": json_array(tokenizer.to_json()),
+               "settings": json_array(settings), "step": np.array(step, dtype=np.int64)}
+    write_npz(path, arrays)
+
+
 def load_checkpoint(path) -> dict[str, np.ndarray]:
     """The arrays of a checkpoint, read with ``allow_pickle=False``."""
     path = Path(path)
