@@ -33,9 +33,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from stage1_autograd.tensor import Tensor, no_grad
-from stage2_mlp.nn import GELU, Dropout, Linear, Module
+from stage2_mlp import nn as nn2
+from stage2_mlp.nn import GELU, Dropout, Module
 from stage3_transformer import functional as F
-from stage3_transformer.nn import Embedding, LayerNorm, RMSNorm, RotaryEmbedding, SwiGLU
+from stage3_transformer.nn import Embedding, LayerNorm, Linear, RMSNorm, RotaryEmbedding, SwiGLU
 
 _CHOICES = {"norm": ("layernorm", "rmsnorm"), "pos": ("learned", "rope"), "mlp": ("gelu", "swiglu"),
             "gelu_approximate": ("none", "tanh")}

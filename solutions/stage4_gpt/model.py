@@ -33,9 +33,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from stage1_autograd.tensor import Tensor, no_grad
-from stage2_mlp.nn import GELU, Dropout, Linear, Module
+from stage2_mlp import nn as nn2
+from stage2_mlp.nn import GELU, Dropout, Module
 from stage3_transformer import functional as F
-from stage3_transformer.nn import Embedding, LayerNorm, RMSNorm, RotaryEmbedding, SwiGLU
+from stage3_transformer.nn import Embedding, LayerNorm, Linear, RMSNorm, RotaryEmbedding, SwiGLU
 
 _CHOICES = {"norm": ("layernorm", "rmsnorm"), "pos": ("learned", "rope"), "mlp": ("gelu", "swiglu"),
             "gelu_approximate": ("none", "tanh")}
@@ -360,7 +361,8 @@ class GPT(Module):
         residual_std = 0.02 / math.sqrt(2 * self.config.n_layer)
         done: set[int] = set()
         for name, module in self.named_modules():
-            if not isinstance(module, (Linear, Embedding)) or id(module.weight) in done:
+            # nn2.Linear: stage 2's Linear, of which stage 3's fused Linear (used here and in SwiGLU) is a kind
+            if not isinstance(module, (nn2.Linear, Embedding)) or id(module.weight) in done:
                 continue
             done.add(id(module.weight))  # a tied weight is drawn once
             std = residual_std if name.endswith(("attn.c_proj", "mlp.c_proj", "mlp.w2")) else 0.02
