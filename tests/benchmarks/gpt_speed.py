@@ -1,0 +1,227 @@
+"""How fast and how big is our GPT's training step next to PyTorch's on the CPU? Prints ratios measured in one run.
+
+    python -m tests.benchmarks.gpt_speed                        # the reference in solutions/
+    python -m tests.benchmarks.gpt_speed --implementation .     # your stage folders
+    python -m tests.benchmarks.gpt_speed --profile              # and the NumPy step's top functions (cProfile)
+    OMP_NUM_THREADS=2 python -m tests.benchmarks.gpt_speed      # both sides on two threads
+
+The workload is one training step (zero_grad, forward, cross-entropy, backward, gradient clipping, AdamW) of
+the GPT of stage 4 in float32: vocabulary 96, 4 layers, 4 heads, width 128, block 64, batch 32 (2 048 tokens),
+GPT-2's design (LayerNorm, learned positions, exact GELU, tied weights). Ours is ``stage4_gpt.model.GPT`` with
+``train.train_step``; PyTorch's is the port ``stage4_gpt.torch_gpt.TorchGPT`` with torch.optim.AdamW.
+
+  * Time: each side runs in a process of its own, several rounds, alternating, and the best step counts
+    (the least disturbed by other work on the machine). Both sides use the same number of threads: NumPy's
+    BLAS reads OMP_NUM_THREADS when it starts (default here: 1) and PyTorch gets torch.set_num_threads().
+    Also the CPU time of a step (time.process_time, all threads together): on a busy machine it is the
+    steadier measure of the work each side does, while the wall-clock time waits for the other programs.
+  * Memory: the growth of the process's resident memory from just after the imports to its peak during the
+    steps (``ru_maxrss``), in a fresh process per side. It counts the weights, gradients, optimizer moments
+    and the largest set of activations alive at once, whoever allocated them. (tracemalloc sees NumPy's
+    arrays but not PyTorch's allocator, so it cannot compare the two.)
+  * Sampling: tokens per second of ``GPT.generate`` with and without the key/value cache (batch 1, a 255-token
+    continuation of one token, the same model with block 256 so the cache never has to slide).
+  * BPE: the time to train the 1 000-token vocabulary of ``tests.benchmarks.bpe_speed`` (1 MB of text).
+
+A ratio below 1 means ours is faster (or smaller). This is a benchmark, not a test: timings depend on the
+machine and its load, so nothing here passes or fails.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+CONFIG = dict(vocab_size=96, block_size=64, n_layer=4, n_head=4, n_embd=128)
+BATCH = 32
+
+
+def resident_mb() -> float:
+    """The process's resident memory now, in MB (Linux's /proc; 0 elsewhere)."""
+    try:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return 0.0
+
+
+def peak_mb() -> float:
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KB on Linux
+
+
+def batch():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    tokens = rng.integers(0, CONFIG["vocab_size"], size=(BATCH, CONFIG["block_size"] + 1))
+    return tokens[:, :-1], tokens[:, 1:]
+
+
+def numpy_step():
+    import numpy as np
+
+    from stage4_gpt.model import GPT, GPTConfig
+    from stage4_gpt.optim import configure_optimizer
+    from stage4_gpt.train import train_step
+
+    model = GPT(GPTConfig(**CONFIG), rng=0, dtype=np.float32)
+    optimizer = configure_optimizer(model, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.95))
+    x, y = batch()
+    return lambda: train_step(model, optimizer, [(x, y)], 1e-3, 1.0)
+
+
+def torch_step(threads: int):
+    import torch
+
+    from stage4_gpt.model import GPTConfig
+    from stage4_gpt.torch_gpt import TorchGPT, torch_adamw
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = TorchGPT(GPTConfig(**CONFIG))
+    optimizer = torch_adamw(model, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.95))
+    x, y = (torch.from_numpy(a) for a in batch())
+
+    def step():
+        optimizer.zero_grad(set_to_none=True)
+        _, loss = model(x, y)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        return loss.item()
+
+    return step
+
+
+def worker(side: str, steps: int, threads: int) -> dict:
+    """Build one side, run ``steps`` steps after one warm-up; the milliseconds of each and the memory."""
+    import numpy  # noqa: F401  (imported before the baseline, as torch is)
+
+    if side == "torch":
+        import torch  # noqa: F401
+    base = resident_mb()
+    step = numpy_step() if side == "numpy" else torch_step(threads)
+    step()  # warm-up: the optimizer's moments exist from here on in both
+    times, cpu_times = [], []
+    for _ in range(steps):
+        start, cpu_start = time.perf_counter(), time.process_time()
+        step()
+        times.append((time.perf_counter() - start) * 1e3)
+        cpu_times.append((time.process_time() - cpu_start) * 1e3)
+    return {"ms": times, "cpu_ms": cpu_times, "base_mb": base, "peak_mb": peak_mb()}
+
+
+def sampling_speed() -> dict:
+    import numpy as np
+
+    from stage4_gpt.model import GPT, GPTConfig
+
+    model = GPT(GPTConfig(**{**CONFIG, "block_size": 256}), rng=0)
+    result = {}
+    for use_cache in (True, False):
+        start = time.perf_counter()
+        out = model.generate(np.zeros((1, 1), dtype=np.int64), 255, temperature=1.0, rng=0, use_cache=use_cache)
+        result["cached" if use_cache else "uncached"] = (out.shape[1] - 1) / (time.perf_counter() - start)
+    return result
+
+
+def bpe_seconds() -> float:
+    from stage4_gpt.bpe import BPETokenizer
+    from tests.benchmarks.bpe_speed import VOCAB_SIZE, stdlib_text
+
+    text = stdlib_text()
+    start = time.perf_counter()
+    BPETokenizer.train(text, VOCAB_SIZE, special_tokens=["<|endoftext|>"])
+    return time.perf_counter() - start
+
+
+def profile(steps: int, top: int = 15) -> None:
+    import cProfile
+    import pstats
+
+    step = numpy_step()
+    step()
+    profiler = cProfile.Profile()
+    profiler.enable()
+    for _ in range(steps):
+        step()
+    profiler.disable()
+    print(f"\nthe NumPy step's top {top} functions by their own time ({steps} steps; cProfile slows Python code "
+          "down, so the shares matter, not the seconds):")
+    pstats.Stats(profiler, stream=sys.stdout).strip_dirs().sort_stats("tottime").print_stats(top)
+
+
+def run_worker(args, side: str) -> dict:
+    """One side in a fresh process with the thread count in its environment before NumPy starts."""
+    env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads),
+               MKL_NUM_THREADS=str(args.threads), PYTHONPATH=str(REPO_ROOT))
+    cmd = [sys.executable, "-m", "tests.benchmarks.gpt_speed", "--worker", side, "--steps", str(args.steps),
+           "--implementation", str(args.implementation)]
+    done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+    if done.returncode:
+        raise SystemExit(f"the {side} worker failed:\n{done.stderr[-2000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--implementation", type=Path, default=REPO_ROOT / "solutions", metavar="DIR",
+                        help="the folder holding the stage packages (default: solutions/)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per round")
+    parser.add_argument("--rounds", type=int, default=3, help="rounds per side, alternating")
+    parser.add_argument("--profile", action="store_true", help="print cProfile's top entries of the NumPy step")
+    parser.add_argument("--skip-sampling", action="store_true")
+    parser.add_argument("--skip-bpe", action="store_true")
+    parser.add_argument("--worker", choices=("numpy", "torch"), help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    args.implementation = args.implementation.resolve()
+    args.threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
+    sys.path.insert(0, str(args.implementation))  # ahead of the current folder's stage packages
+    if args.worker:
+        print(json.dumps(worker(args.worker, args.steps, args.threads)))
+        return
+
+    import numpy as np
+    import torch
+
+    print(f"implementation: {args.implementation}   numpy {np.__version__}, torch {torch.__version__}, "
+          f"{args.threads} thread(s) each (OMP_NUM_THREADS)")
+    print(f"GPT {CONFIG}, batch {BATCH}, float32: one training step (forward, backward, clipping, AdamW)")
+    results = {"numpy": [], "torch": []}
+    for _ in range(args.rounds):
+        for side in results:
+            results[side].append(run_worker(args, side))
+    best = {side: min(min(r["ms"]) for r in rounds) for side, rounds in results.items()}
+    cpu = {side: min(min(r["cpu_ms"]) for r in rounds) for side, rounds in results.items()}
+    median = {side: float(np.median([t for r in rounds for t in r["ms"]])) for side, rounds in results.items()}
+    memory = {side: min(r["peak_mb"] - r["base_mb"] for r in rounds) for side, rounds in results.items()}
+    print(f"{'':<34} {'ours':>10} {'torch':>10} {'ours/torch':>11}")
+    print(f"{'step time, best (ms)':<34} {best['numpy']:>10.1f} {best['torch']:>10.1f} {best['numpy'] / best['torch']:>10.2f}x")
+    print(f"{'step time, median (ms)':<34} {median['numpy']:>10.1f} {median['torch']:>10.1f} "
+          f"{median['numpy'] / median['torch']:>10.2f}x")
+    print(f"{'CPU time per step, best (ms)':<34} {cpu['numpy']:>10.1f} {cpu['torch']:>10.1f} {cpu['numpy'] / cpu['torch']:>10.2f}x")
+    print(f"{'peak memory growth (MB)':<34} {memory['numpy']:>10.1f} {memory['torch']:>10.1f} "
+          f"{memory['numpy'] / memory['torch']:>10.2f}x")
+    print(f"tokens per second in training: ours {BATCH * CONFIG['block_size'] / best['numpy'] * 1e3:,.0f}, "
+          f"torch {BATCH * CONFIG['block_size'] / best['torch'] * 1e3:,.0f}")
+    if not args.skip_sampling:
+        speed = sampling_speed()
+        print(f"sampling (batch 1, 255 tokens): {speed['cached']:,.0f} tokens/s with the KV cache, "
+              f"{speed['uncached']:,.0f} without: {speed['cached'] / speed['uncached']:.1f}x faster")
+    if not args.skip_bpe:
+        print(f"BPE training (1 MB of text, 1000 tokens): {bpe_seconds():.1f} s")
+    if args.profile:
+        profile(args.steps)
+
+
+if __name__ == "__main__":
+    main()
