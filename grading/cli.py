@@ -236,9 +236,10 @@ def earlier_stages(stage: Stage, run, homes: dict[str, Path], state: State, args
     for package in stage.requires:
         if homes[package] == SOLUTIONS_DIR:
             continue
-        earlier = next((s for s in map(load_stage, stage_names()) if s.package == package), None)
-        if earlier is None:
+        name = package.split("_")[0]  # "stage1_autograd" is stage1's package
+        if name not in stage_names():
             continue
+        earlier = load_stage(name)
         number = earlier.name.removeprefix("stage")
         hit = {e["exercise"] for e in errors if is_earlier_stage_todo(e, stage) and e["exercise"].split(".")[0] == number}
         needed = [e.id for e in earlier.exercises if e.id in hit]

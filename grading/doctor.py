@@ -158,7 +158,7 @@ def blas_threads() -> Check:
         return Check("note", "NumPy's BLAS library did not report its threads")
     pool = pools[0]
     threads = pool.get("num_threads")
-    text = (f"NumPy uses {pool.get('internal_api', 'a BLAS library')} with {threads} thread(s) on {cores} core(s); "
+    text = (f"NumPy's BLAS ({pool.get('internal_api', 'unknown')}) uses {threads} thread(s) on {cores} core(s); "
             "the grader runs tests with one thread, so scores do not depend on the machine")
     if threads and threads > 1 and cores <= 4:
         text += ("; for the training scripts on a small machine, OPENBLAS_NUM_THREADS=1 (or OMP_NUM_THREADS=1) is "

@@ -117,6 +117,7 @@ class GradingRecorder:
         self.lost_exercises: set[str] = set()
         self.outcomes: dict[str, tuple[str, dict | None]] = {}
         self.hung_imports = HungImports()
+        self.detailed: set[tuple[str | None, str]] = set()  # (exercise, outcome) pairs whose output is kept
 
     def write(self, **record) -> None:
         self.log.write(json.dumps(record) + "\n")
@@ -212,7 +213,7 @@ class GradingRecorder:
         if (item.nodeid in self.outcomes and self.outcomes[item.nodeid][0] != "passed") or call.excinfo is None:
             return  # keep the first problem (a teardown error after a failure adds nothing)
         value = call.excinfo.value
-        error = describe_exception(value, during=call.when, longrepr=str(report.longrepr))
+        error = describe_exception(value, during=call.when)
         if report.skipped:
             if error["location"] is None:  # skipped by the test itself (say, an optional package is missing)
                 reason = getattr(value, "msg", "") or error["message"]
@@ -231,7 +232,26 @@ class GradingRecorder:
             outcome = "failed"
         else:
             outcome = "error"
+        # pytest's full failure output, for -v: for the first failure of each kind in each exercise, the one
+        # the report shows. Formatting every traceback would cost more than running the tests of a skeleton.
+        first_of_its_kind = (exercise_of(item), outcome)
+        if first_of_its_kind not in self.detailed:
+            self.detailed.add(first_of_its_kind)
+            error["detail"] = long_failure_output(item, call.excinfo)
         self.outcomes[item.nodeid] = (outcome, error)
+
+
+def long_failure_output(item, excinfo) -> str:
+    """What ``pytest --tb=long`` prints for this failure. The child runs with ``--tb=no``, so pytest formats
+    no traceback by itself; this formats one, for the failures the report can show."""
+    option = item.config.option
+    saved, option.tbstyle = option.tbstyle, "long"
+    try:
+        return str(item.repr_failure(excinfo))
+    except Exception as error:  # noqa: BLE001 - the output is a courtesy; the verdict does not depend on it
+        return f"(pytest's output could not be formatted: {type(error).__name__})"
+    finally:
+        option.tbstyle = saved
 
 
 def describe_exception(exc: BaseException, during: str, longrepr: str = "") -> dict:

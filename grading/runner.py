@@ -50,7 +50,8 @@ def child_command(stage: Stage, homes: dict[str, Path], log: Path, exercises: li
     cmd = [
         sys.executable, "-P", "-m", "pytest", str(stage.tests_dir),
         "-p", "grading.plugin", "--grading-log", str(log),
-        "-q", "--continue-on-collection-errors", "-p", "no:cacheprovider", "-o", "addopts=",
+        # --tb=no: the plugin formats the few tracebacks the report can show (formatting all is slow)
+        "-q", "--tb=no", "--continue-on-collection-errors", "-p", "no:cacheprovider", "-o", "addopts=",
     ]
     for package, root in homes.items():
         cmd += ["--implementation", f"{package}={root}"]
