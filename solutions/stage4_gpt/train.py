@@ -426,7 +426,7 @@ def build_parser() -> argparse.ArgumentParser:
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--batch-size", type=int, default=32, help="sequences per micro-batch")
     optim.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step (gradient accumulation)")
-    optim.add_argument("--max-steps", type=int, default=2000)
+    optim.add_argument("--max-steps", type=int, default=800)
     optim.add_argument("--lr", type=float, default=2e-3, help="the peak learning rate")
     optim.add_argument("--min-lr", type=float, default=2e-4)
     optim.add_argument("--warmup-steps", type=int, default=100)
@@ -441,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     run_group.add_argument("--resume", action="store_true",
                            help="continue from <out>/ckpt.npz; only " + ", ".join(RESUMABLE) + " may change")
     run_group.add_argument("--seed", type=int, default=0)
-    run_group.add_argument("--eval-interval", type=int, default=250, help="steps between val loss + checkpoint")
+    run_group.add_argument("--eval-interval", type=int, default=200, help="steps between val loss + checkpoint")
     run_group.add_argument("--eval-batches", type=int, default=20)
     run_group.add_argument("--log-interval", type=int, default=10)
     run_group.add_argument("--sample-tokens", type=int, default=500, help="length of the sample printed at the end")
