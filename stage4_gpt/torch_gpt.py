@@ -39,6 +39,7 @@ from torch.nn import functional as TF
 from stage4_gpt.data import get_batch, split_tokens
 from stage4_gpt.model import GPT, GPTConfig
 from stage4_gpt.optim import get_lr
+from stage4_gpt.train import build_parser, build_tokenizer, model_config_from, read_corpus, save_weights
 
 
 # ---------------------------------------------------------------------- the model
@@ -243,8 +244,6 @@ def main(argv: list[str] | None = None) -> int:
     """Train a TorchGPT with the flags of ``python -m stage4_gpt.train`` (``--batch-size`` per process),
     on CUDA when present, data-parallel under ``torchrun``; rank 0 evaluates, prints and writes
     ``<out>/ckpt.npz`` (weights, config, tokenizer: ``python -m stage4_gpt.sample`` reads it)."""
-    from stage4_gpt.train import build_parser, build_tokenizer, model_config_from, read_corpus, save_weights
-
     parser = build_parser()
     parser.prog = "python -m stage4_gpt.torch_gpt"
     settings = vars(parser.parse_args(argv))

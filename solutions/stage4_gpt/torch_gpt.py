@@ -39,6 +39,7 @@ from torch.nn import functional as TF
 from stage4_gpt.data import get_batch, split_tokens
 from stage4_gpt.model import GPT, GPTConfig
 from stage4_gpt.optim import get_lr
+from stage4_gpt.train import build_parser, build_tokenizer, model_config_from, read_corpus, save_weights
 
 
 # ---------------------------------------------------------------------- the model
@@ -176,7 +177,7 @@ class TorchGPT(nn.Module):
             self.lm_head.weight = self.transformer.wte.weight
         residual_std = 0.02 / math.sqrt(2 * config.n_layer)
         with torch.no_grad():
-            for name, module in self.named_modules():  # a tied weight is listed under its first module only
+            for name, module in self.named_modules():  # a tied weight is drawn twice, from the same N(0, 0.02)
                 if isinstance(module, (nn.Linear, nn.Embedding)):
                     std = residual_std if name.endswith(("attn.c_proj", "mlp.c_proj", "mlp.w2")) else 0.02
                     nn.init.normal_(module.weight, 0.0, std)
@@ -332,8 +333,6 @@ def main(argv: list[str] | None = None) -> int:
     """Train a TorchGPT with the flags of ``python -m stage4_gpt.train`` (``--batch-size`` per process),
     on CUDA when present, data-parallel under ``torchrun``; rank 0 evaluates, prints and writes
     ``<out>/ckpt.npz`` (weights, config, tokenizer: ``python -m stage4_gpt.sample`` reads it)."""
-    from stage4_gpt.train import build_parser, build_tokenizer, model_config_from, read_corpus, save_weights
-
     parser = build_parser()
     parser.prog = "python -m stage4_gpt.torch_gpt"
     settings = vars(parser.parse_args(argv))
