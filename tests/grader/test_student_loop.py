@@ -30,6 +30,11 @@ def run(copy: Path, *args: str, timeout: float = 300) -> tuple[int, str]:
     return completed.returncode, output
 
 
+def tree(copy: Path) -> dict[str, int]:
+    """Every file and folder with its modification time (Python's own bytecode caches aside)."""
+    return {str(p.relative_to(copy)): p.stat().st_mtime_ns for p in copy.rglob("*") if "__pycache__" not in p.parts}
+
+
 def stage_files(copy: Path) -> dict[str, bytes]:
     return {str(p.relative_to(copy)): p.read_bytes() for p in copy.glob("stage*/**/*") if p.is_file()}
 
@@ -45,8 +50,10 @@ def student_copy(tmp_path_factory) -> Path:
 
 def test_a_student_copy_from_set_up_to_the_next_exercise_and_the_next_stage(student_copy):
     copy = student_copy
+    everything = tree(copy)
     code, output = run(copy, "doctor")
     assert code == 0, output
+    assert tree(copy) == everything, "doctor changed something"
     assert re.search(r"ok\s+Python 3", output) and "PyTorch is" in output and "BLAS" in output
     assert "solutions/ is not here" in output
 
