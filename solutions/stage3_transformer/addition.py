@@ -55,8 +55,9 @@ MAX_DIGITS = 3  # 4-digit numbers make 10**8 problems: too many to list, and hou
 class AdditionConfig:
     """Everything that decides a run; saved inside every checkpoint.
 
-    The defaults train a 2-digit adder to >= 99% exact match on the held-out problems in a few minutes on
-    one CPU core: a small Transformer (d_model 64, 2 encoder and 2 decoder layers) needs about 1000 steps.
+    The defaults train a 2-digit adder to >= 99% exact match on the held-out problems in a minute or two on
+    one CPU core: a small Transformer (d_model 64, 2 encoder and 2 decoder layers) gets there in about 750
+    steps, and the rest of the 1500 makes that hold for every seed tried (99.7-100% with seeds 0-3).
     """
 
     digits: int = 2  # the numbers have at most this many digits
@@ -65,7 +66,7 @@ class AdditionConfig:
     layers: int = 2  # encoder layers, and as many decoder layers
     ff: int = 256  # hidden width of the feed-forward blocks
     dropout: float = 0.0  # every problem is seen many times, but the held-out ones never: no need
-    lr: float = 1e-3  # AdamW's peak learning rate
+    lr: float = 2e-3  # AdamW's peak learning rate
     weight_decay: float = 0.01
     warmup: int = 100  # steps of linear warmup from 0 to lr, then cosine decay to 0 at the last step
     steps: int = 1500
