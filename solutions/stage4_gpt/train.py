@@ -280,7 +280,7 @@ def plot_losses(history: dict[str, list], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     figure, axes = plt.subplots(figsize=(7, 4))
-    axes.plot(np.arange(len(history["train_loss"])), history["train_loss"], lw=0.8, alpha=0.7, label="train (per step)")
+    axes.plot(np.arange(1, len(history["train_loss"]) + 1), history["train_loss"], lw=0.8, alpha=0.7, label="train (per step)")
     if history["val_step"]:
         axes.plot(history["val_step"], history["val_loss"], "o-", label="validation")
     axes.set_xlabel("step")
