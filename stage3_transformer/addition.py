@@ -65,7 +65,7 @@ class AdditionConfig:
     nhead: int = 4  # attention heads (d_model / nhead features each)
     layers: int = 2  # encoder layers, and as many decoder layers
     ff: int = 256  # hidden width of the feed-forward blocks
-    dropout: float = 0.0  # every problem is seen many times, but the held-out ones never: no need
+    dropout: float = 0.0  # not needed here: without it the held-out accuracy reaches 99.7-100% anyway
     lr: float = 2e-3  # AdamW's peak learning rate
     weight_decay: float = 0.01
     warmup: int = 100  # steps of linear warmup from 0 to lr, then cosine decay to 0 at the last step
@@ -415,19 +415,23 @@ def ask(checkpoint: str | Path = DEFAULT_CHECKPOINT, read: Callable[[str], str] 
     trained = f", {accuracy:.1%} of held-out problems right" if accuracy is not None else ""
     write(f"Loaded {path}: sums of numbers with at most {digits} digit{'s' if digits > 1 else ''}{trained}.")
     write("Type a sum such as 23+45; Ctrl-D or Ctrl-C quits.")
-    while True:
-        try:
-            line = read("Problem > ")
-        except (EOFError, KeyboardInterrupt):
-            write("")  # end the prompt's line
-            return 0
-        try:
-            problem = parse_problem(line, digits)
-        except ValueError as error:
-            write(str(error))
-            continue
-        got, expected = greedy_decode(model, [problem])[0], answer_of(problem)
-        write(f"Model > {got} ✓" if got == expected else f"Model > {got} ✗ (the sum is {expected})")
+    try:
+        while True:
+            try:
+                line = read("Problem > ")
+            except EOFError:
+                break
+            try:
+                problem = parse_problem(line, digits)
+            except ValueError as error:
+                write(str(error))
+                continue
+            got, expected = greedy_decode(model, [problem])[0], answer_of(problem)
+            write(f"Model > {got} ✓" if got == expected else f"Model > {got} ✗ (the sum is {expected})")
+    except KeyboardInterrupt:  # Ctrl-C, at the prompt or while the model thinks
+        pass
+    write("")  # end the prompt's line
+    return 0
 
 
 # ---------------------------------------------------------------------- command line
@@ -472,7 +476,11 @@ def main(argv: list[str] | None = None) -> int:
     config = replace(AdditionConfig(), **{f.name: getattr(args, f.name) for f in fields(AdditionConfig)})
     if config.d_model % config.nhead:
         parser.error(f"--d-model {config.d_model} must be divisible by --nhead {config.nhead}")
-    model, history = train(config)
+    try:
+        model, history = train(config)
+    except KeyboardInterrupt:
+        print("\ninterrupted: no model saved (a shorter run: --steps N)")
+        return 130  # the shell's status for a program stopped by Ctrl-C
     metrics = {"steps": config.steps, "held_out_accuracy": history["held_out_accuracy"][-1]}
     save_checkpoint(args.checkpoint, model, metrics)
     print(f"held-out exact match {metrics['held_out_accuracy']:.2%}; saved the model to {args.checkpoint}")
