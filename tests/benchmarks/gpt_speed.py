@@ -160,8 +160,10 @@ def profile(steps: int, top: int = 15) -> None:
     pstats.Stats(profiler, stream=sys.stdout).strip_dirs().sort_stats("tottime").print_stats(top)
 
 
-def run_worker(args, side: str) -> dict:
-    """One side in a fresh process with the thread count in its environment before NumPy starts."""
+def run_worker(args, side: str) -> str:
+    """One side in a fresh process (without the other's library loaded: PyTorch's threads and NumPy's BLAS
+    threads in one process slow each other down), with the thread count in its environment before NumPy
+    starts. Returns what it printed."""
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads),
                MKL_NUM_THREADS=str(args.threads), PYTHONPATH=str(REPO_ROOT))
     cmd = [sys.executable, "-m", "tests.benchmarks.gpt_speed", "--worker", side, "--steps", str(args.steps),
@@ -169,7 +171,7 @@ def run_worker(args, side: str) -> dict:
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if done.returncode:
         raise SystemExit(f"the {side} worker failed:\n{done.stderr[-2000:]}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return done.stdout
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -181,25 +183,35 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", action="store_true", help="print cProfile's top entries of the NumPy step")
     parser.add_argument("--skip-sampling", action="store_true")
     parser.add_argument("--skip-bpe", action="store_true")
-    parser.add_argument("--worker", choices=("numpy", "torch"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("numpy", "torch", "profile", "sampling", "bpe"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.implementation = args.implementation.resolve()
     args.threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
     sys.path.insert(0, str(args.implementation))  # ahead of the current folder's stage packages
+    if args.worker == "profile":
+        profile(args.steps)
+        return
+    if args.worker == "sampling":
+        print(json.dumps(sampling_speed()))
+        return
+    if args.worker == "bpe":
+        print(json.dumps(bpe_seconds()))
+        return
     if args.worker:
         print(json.dumps(worker(args.worker, args.steps, args.threads)))
         return
 
-    import numpy as np
-    import torch
+    from importlib.metadata import version
 
-    print(f"implementation: {args.implementation}   numpy {np.__version__}, torch {torch.__version__}, "
+    import numpy as np
+
+    print(f"implementation: {args.implementation}   numpy {np.__version__}, torch {version('torch')}, "
           f"{args.threads} thread(s) each (OMP_NUM_THREADS)")
     print(f"GPT {CONFIG}, batch {BATCH}, float32: one training step (forward, backward, clipping, AdamW)")
     results = {"numpy": [], "torch": []}
     for _ in range(args.rounds):
         for side in results:
-            results[side].append(run_worker(args, side))
+            results[side].append(json.loads(run_worker(args, side).strip().splitlines()[-1]))
     best = {side: min(min(r["ms"]) for r in rounds) for side, rounds in results.items()}
     cpu = {side: min(min(r["cpu_ms"]) for r in rounds) for side, rounds in results.items()}
     median = {side: float(np.median([t for r in rounds for t in r["ms"]])) for side, rounds in results.items()}
@@ -213,14 +225,15 @@ def main(argv: list[str] | None = None) -> None:
           f"{memory['numpy'] / memory['torch']:>10.2f}x")
     print(f"tokens per second in training: ours {BATCH * CONFIG['block_size'] / best['numpy'] * 1e3:,.0f}, "
           f"torch {BATCH * CONFIG['block_size'] / best['torch'] * 1e3:,.0f}")
+    if args.profile:
+        print(run_worker(args, "profile"), end="")
     if not args.skip_sampling:
-        speed = sampling_speed()
+        speed = json.loads(run_worker(args, "sampling").strip().splitlines()[-1])
         print(f"sampling (batch 1, 255 tokens): {speed['cached']:,.0f} tokens/s with the KV cache, "
               f"{speed['uncached']:,.0f} without: {speed['cached'] / speed['uncached']:.1f}x faster")
     if not args.skip_bpe:
-        print(f"BPE training (1 MB of text, 1000 tokens): {bpe_seconds():.1f} s")
-    if args.profile:
-        profile(args.steps)
+        seconds = json.loads(run_worker(args, "bpe").strip().splitlines()[-1])
+        print(f"BPE training (1 MB of text, 1000 tokens): {seconds:.1f} s")
 
 
 if __name__ == "__main__":
