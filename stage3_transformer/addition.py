@@ -1,7 +1,7 @@
 """A Transformer that learns to add: "23+45" -> "68", built from nothing but stages 1 to 3.
 
     python -m stage3_transformer.addition train              # 2-digit sums; >= 99% of unseen problems right
-    python -m stage3_transformer.addition train --digits 3   # longer numbers (much longer training)
+    python -m stage3_transformer.addition train --digits 3 --steps 6000   # longer numbers, more steps
     python -m stage3_transformer.addition ask                # type a sum, the model answers
 
 Addition is a sequence-to-sequence task, the one the original Transformer was built for (translation): the
@@ -48,7 +48,7 @@ from stage3_transformer import functional as F
 from stage3_transformer import nn
 
 DEFAULT_CHECKPOINT = "addition.npz"
-MAX_DIGITS = 3  # 4-digit numbers make 10**8 problems: too many to list, and hours of NumPy training
+MAX_DIGITS = 3  # 4-digit numbers make 10**8 problems: too many to list one by one
 
 
 @dataclass
