@@ -65,14 +65,6 @@ class GroupedAdamW:
         for optimizer in self.optimizers.values():
             optimizer.lr = value
 
-    @property
-    def params(self) -> list[Parameter]:
-        """Every parameter this optimizer updates, group after group."""
-        return [p for optimizer in self.optimizers.values() for p in optimizer.params]
-
-    def weight_decay(self, group: str) -> float:
-        return self.optimizers[group].weight_decay
-
     def step(self) -> None:
         for optimizer in self.optimizers.values():
             optimizer.step()
