@@ -203,6 +203,7 @@ class StopOnInterrupt:
 
 
 def read_corpus(settings: dict) -> str:
+    """The text of --data, or the default corpus; a clear message (and exit) for a missing or non-UTF-8 file."""
     if settings["data"] is None:
         return default_corpus(settings["corpus_chars"])
     path = Path(settings["data"])
@@ -215,6 +216,7 @@ def read_corpus(settings: dict) -> str:
 
 
 def build_tokenizer(kind: str, text: str, bpe_vocab_size: int):
+    """A tokenizer of the --tokenizer kind for ``text``: its characters, the 256 bytes, or BPE trained on it."""
     if kind == "char":
         return CharTokenizer.fit(text)
     if kind == "byte":
@@ -225,6 +227,7 @@ def build_tokenizer(kind: str, text: str, bpe_vocab_size: int):
 
 
 def model_config_from(settings: dict, vocab_size: int) -> GPTConfig:
+    """The GPTConfig the model flags describe."""
     return GPTConfig(vocab_size=vocab_size, block_size=settings["block_size"], n_layer=settings["n_layer"],
                      n_head=settings["n_head"], n_embd=settings["n_embd"], dropout=settings["dropout"],
                      bias=settings["bias"], norm=settings["norm"], pos=settings["pos"], mlp=settings["mlp"],
@@ -279,13 +282,12 @@ def run(settings: dict, resume: bool = False, overrides: dict | None = None) -> 
     on the command line, which replace the checkpoint's."""
     out = Path(settings["out"])
     checkpoint_path = out / CHECKPOINT_NAME
-    seeds = np.random.SeedSequence(settings["seed"]).spawn(3)  # model init, batches, evaluation
     checkpoint = None
     if resume:
         checkpoint = load_checkpoint(checkpoint_path)
         settings = {**json.loads(str(checkpoint["settings"])), **(overrides or {})}
         settings["out"] = str(out)
-        seeds = np.random.SeedSequence(settings["seed"]).spawn(3)
+    seeds = np.random.SeedSequence(settings["seed"]).spawn(3)  # model init, batches, evaluation: three streams
 
     text = read_corpus(settings)
     if checkpoint is not None:
