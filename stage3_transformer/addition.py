@@ -260,9 +260,9 @@ def greedy_decode(model: AdditionModel, problems: list[str]) -> list[str]:
     tokens (the longest answer and its ``</s>``). An answer is complete at its ``</s>``; the text before it
     is returned (``VOCAB.decode``).
 
-    In eval mode and under ``no_grad()``. Vectorised over the problems: the source is encoded once, and each
-    step runs the decoder once for the whole batch (the rows already complete just receive ``<pad>``). The
-    loop stops early when every answer is complete.
+    In eval mode and under ``no_grad()``. Vectorised over the problems: the source is encoded once
+    (``model.encode``), and each step runs ``model.decode`` once for the whole batch (the rows already complete
+    just receive ``<pad>``). The loop stops early when every answer is complete.
     """
     digits = model.config.digits
     source = VOCAB.encode_texts(problems, source_length(digits))  # (B, S)
@@ -291,8 +291,8 @@ def learning_rate(step: int, config: AdditionConfig) -> float:
 
 
 def train_step(model: AdditionModel, optimizer: Optimizer, batch: Batch, lr: float) -> float:
-    """One optimisation step on ``batch`` at learning rate ``lr``, in training mode; returns the loss before
-    the step as a float."""
+    """One optimisation step on ``batch`` at learning rate ``lr`` (set ``optimizer.lr = lr`` first), in
+    training mode; returns the loss before the step as a float."""
     # TODO 3.8: model.train(); optimizer.lr = lr; zero_grad, loss_on_batch, backward, step
     raise NotImplementedError("Exercise 3.8 (A Transformer that learns addition) is not done yet")
 
