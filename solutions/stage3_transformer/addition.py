@@ -373,8 +373,9 @@ def train(config: AdditionConfig, log: Callable[[str], None] = print) -> tuple[A
     optimizer = AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     n_params = sum(p.size for p in model.parameters())
     log(f"{config.digits}-digit addition: {len(train_problems):,} training problems, {len(held_out):,} held out; "
-        f"model d_model={config.d_model}, {config.nhead} heads, {config.layers}+{config.layers} layers, ff={config.ff} "
-        f"({n_params:,} parameters); AdamW lr {config.lr}, batch {config.batch}, {config.steps} steps, seed {config.seed}")
+        f"model d_model={config.d_model}, {config.nhead} heads, {config.layers}+{config.layers} layers, "
+        f"ff={config.ff} ({n_params:,} parameters); AdamW lr {config.lr}, batch {config.batch}, "
+        f"{config.steps} steps, seed {config.seed}")
 
     history: dict[str, list[float]] = {"step": [], "loss": [], "held_out_accuracy": [], "steps_per_second": []}
     losses: list[float] = []
@@ -392,8 +393,9 @@ def train(config: AdditionConfig, log: Callable[[str], None] = print) -> tuple[A
             speed = len(losses) / train_seconds
             for key, value in zip(history, (done, float(np.mean(losses)), accuracy, speed)):
                 history[key].append(value)
+            elapsed = time.perf_counter() - started
             log(f"step {done:{width}d}/{config.steps}  loss {np.mean(losses):.4f}  held-out exact match "
-                f"{accuracy:7.2%} of {len(eval_problems)}  {speed:5.1f} steps/s  {time.perf_counter() - started:5.0f} s")
+                f"{accuracy:7.2%} of {len(eval_problems)}  {speed:5.1f} steps/s  {elapsed:5.0f} s")
             losses, train_seconds = [], 0.0
     return model, history
 

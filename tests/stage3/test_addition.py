@@ -88,7 +88,8 @@ def test_every_problem_once_and_a_seeded_held_out_split():
     assert_in_range(len(set(other) & set(held_out)), None, 300,
                     "problems held out with both seed 0 and seed 1 (another seed must draw another split; about "
                     "100 of 1000 coincide by chance)")
-    assert_equal(split_problems(one_digit, 0.25, 3)[1], [one_digit[i] for i in np.random.default_rng(3).permutation(100)[:25]],
+    order = np.random.default_rng(3).permutation(100)
+    assert_equal(split_problems(one_digit, 0.25, 3)[1], [one_digit[i] for i in order[:25]],
                  "split_problems(all_problems(1), 0.25, 3): the held-out problems")
 
 
@@ -112,7 +113,8 @@ def test_encode_batch_lays_out_source_decoder_input_and_target():
     for name, row in [("source", ids("9+9", 3)), ("decoder_input", ids(["<s>", "1", "8"], 3)),
                       ("target", ids(["1", "8", "</s>"], 3))]:
         assert_equal(getattr(one, name), np.array([row]), f"encode_batch(['9+9'], digits=1).{name}")
-    assert_raises(ValueError, lambda: encode_batch(["123+45"], 2), "encode_batch(['123+45'], digits=2): 6 characters, more than 2 * 2 + 1")
+    assert_raises(ValueError, lambda: encode_batch(["123+45"], 2),
+                  "encode_batch(['123+45'], digits=2): 6 characters, more than 2 * 2 + 1")
     assert_raises(ValueError, lambda: encode_batch(["2x+4"], 2), "encode_batch(['2x+4'], digits=2): 'x' is no token")
 
 
@@ -198,7 +200,8 @@ def test_logits_loss_and_gradients_match_torch(dtype):
     ours_params = dict(ours.named_parameters())
     for name, p in theirs.named_parameters():
         got = ours_params[name].grad
-        assert_equal(got is None, False, f"{what}: parameter {name} has no gradient after loss_on_batch(...).backward()")
+        assert_equal(got is None, False,
+                     f"{what}: parameter {name} has no gradient after loss_on_batch(...).backward()")
         assert_close(got, p.grad, f"{what}: the gradient of {name}", atol=atol, rtol=rtol)
 
 
@@ -297,7 +300,8 @@ def test_train_step_clears_old_gradients_and_takes_one_step():
                      "p - 0.5 * gradient of this batch's loss (zero the old gradients, set optimizer.lr = lr)")
 
 
-PROGRESS = re.compile(r"step\s+(\d+)/(\d+)\s+loss ([\d.]+)\s+held-out exact match\s+([\d.]+)% of (\d+)\s+([\d.]+) steps/s")
+PROGRESS = re.compile(r"step\s+(\d+)/(\d+)\s+loss ([\d.]+)\s+held-out exact match\s+([\d.]+)% of (\d+)"
+                      r"\s+([\d.]+) steps/s")
 
 
 def test_a_short_run_learns_to_add_problems_it_never_saw():
@@ -391,7 +395,8 @@ def test_command_line_train_then_ask(tmp_path, capsys):
     for line, reply in zip(typed, replies):
         assert_equal(reply.count("\n"), 0, f"ask: the reply to {line!r} must be one line; {transcript}")
     assert_equal([replies[i] for i in (0, 2, 5, 6)], expected,
-                 f"ask: the replies to {[typed[i] for i in (0, 2, 5, 6)]} (the model's answer and ✓, or ✗ and the sum)")
+                 f"ask: the replies to {[typed[i] for i in (0, 2, 5, 6)]} (the model's answer and ✓, or ✗ and "
+                 "the sum)")
     for i in (1, 3, 4):
         assert_equal(replies[i].startswith("Model >"), False, f"ask: the reply to the bad input {typed[i]!r} "
                      f"({replies[i]!r}) must explain the problem, not answer; {transcript}")
