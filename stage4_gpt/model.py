@@ -34,9 +34,9 @@ import numpy as np
 
 from stage1_autograd.tensor import Tensor, no_grad
 from stage2_mlp import nn as nn2
-from stage2_mlp.nn import GELU, Dropout, Module
+from stage2_mlp.nn import Dropout, Module
 from stage3_transformer import functional as F
-from stage3_transformer.nn import Embedding, LayerNorm, Linear, RMSNorm, RotaryEmbedding, SwiGLU
+from stage3_transformer.nn import GELU, Embedding, LayerNorm, Linear, RMSNorm, RotaryEmbedding, SwiGLU
 
 _CHOICES = {"norm": ("layernorm", "rmsnorm"), "pos": ("learned", "rope"), "mlp": ("gelu", "swiglu"),
             "gelu_approximate": ("none", "tanh")}
@@ -223,8 +223,8 @@ class CausalSelfAttention(Module):
 
 class MLP(Module):
     """GPT-2's MLP at every position: x (B, T, C) -> c_fc (C -> ffn_dim) -> GELU -> c_proj (ffn_dim -> C)
-    -> dropout. Attributes ``c_fc``, ``gelu`` (stage 2's ``GELU`` with config.gelu_approximate), ``c_proj``,
-    ``dropout``; the Linears are biased if config.bias."""
+    -> dropout. Attributes ``c_fc``, ``gelu`` (stage 3's fused ``GELU`` with config.gelu_approximate),
+    ``c_proj``, ``dropout``; the Linears are biased if config.bias."""
 
     def __init__(self, config: GPTConfig, *, rng: np.random.Generator | int | None = None, dtype=np.float32):
         super().__init__()

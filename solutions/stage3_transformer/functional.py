@@ -59,6 +59,102 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     return Tensor._from_op(out.reshape(*x.shape[:-1], weight.shape[0]), parents, backward)
 
 
+# The erfc fit of Numerical Recipes (Press et al., "Numerical Recipes", section 6.2, the Chebyshev fit they
+# call erfcc): for z >= 0, erfc(z) ~ t e^(-z^2 + P(t)), t = 1 / (1 + z/2), with P the degree-9 polynomial
+# below (coefficients lowest power first), fractional error below 1.2e-7 for every z >= 0.
+_ERFC_FIT = (-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806, 0.27886807, -1.13520398, 1.48851587,
+             -0.82215223, 0.17087277)
+
+
+def normal_cdf_float32(x: np.ndarray) -> np.ndarray:
+    """Phi(x) = erfc(-x / sqrt 2) / 2, the standard normal CDF, of a float32 array, in float32 throughout.
+
+    One fit for every x: with z = |x| / sqrt 2, Phi(-|x|) = erfc(z) / 2 (the fit above, evaluated by Horner's
+    rule), and Phi(|x|) = 1 - Phi(-|x|). Unlike 1 + erf(x / sqrt 2), which cancels for x << 0, the left tail
+    keeps its relative precision. About twenty-five cheap passes over the array, each in place where it can:
+    several times faster than stage 2's ``erf_values``, which evaluates three ranges in float64.
+
+    Accuracy against the exact Phi: absolute error below 3e-7 everywhere; relative error below 1e-6 for
+    |x| < 3, growing to about 1e-5 at x = -12, where the float32 rounding of the exponent -z^2 dominates.
+    """
+    f32 = np.float32
+    z = np.abs(x)
+    z *= f32(1 / math.sqrt(2))
+    t = z * f32(0.5)
+    t += f32(1)
+    np.reciprocal(t, out=t)  # t = 1 / (1 + z/2), in (0, 1]
+    tail = t * f32(_ERFC_FIT[-1])
+    for c in _ERFC_FIT[-2:0:-1]:  # Horner's rule, in place: tail = (tail + c) t
+        tail += f32(c)
+        tail *= t
+    tail += f32(_ERFC_FIT[0])
+    np.square(z, out=z)
+    tail -= z  # -z^2 + P(t)
+    np.exp(tail, out=tail)
+    tail *= t
+    tail *= f32(0.5)  # Phi(-|x|) = erfc(z) / 2
+    # Phi(x) = tail where x <= 0 and 1 - tail where x > 0. Arithmetic rather than np.where: a branch per
+    # element on the sign of random data is about ten times slower than these three passes.
+    flip = np.multiply(tail, f32(-2))
+    flip += f32(1)  # 1 - 2 tail
+    flip *= x > 0
+    tail += flip
+    return tail
+
+
+def gelu(x: Tensor, approximate: str = "none") -> Tensor:
+    """GELU(x) = x Phi(x) elementwise, as stage 2's ``F2.gelu``, but fused: ONE graph node instead of the
+    five or so that x * 0.5 * (1 + erf(x / sqrt 2)) records (each keeping an array of x's size alive, for
+    the large hidden layer of every feed-forward block), with the derivative written out:
+
+        approximate="none":  y = x Phi(x),  Phi(x) = (1 + erf(x / sqrt 2)) / 2
+                             dy/dx = Phi(x) + x phi(x),  phi(x) = e^(-x^2/2) / sqrt(2 pi)  (the normal density)
+        approximate="tanh":  y = x s,  s = (1 + tanh u) / 2,  u = sqrt(2/pi) (x + 0.044715 x^3)
+                             dy/dx = s + x (1 - tanh^2 u) / 2 * sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+
+    Phi is computed in x's dtype: float32 by ``normal_cdf_float32`` (accurate to float32's rounding), float64
+    by stage 2's ``erf_values`` (accurate to float64's). x any shape; y the same shape and dtype.
+    """
+    if approximate not in ("none", "tanh"):
+        raise ValueError(f"gelu: approximate must be 'none' or 'tanh', not {approximate!r}")
+    data = x.data
+    dtype = data.dtype.type
+    if approximate == "tanh":
+        c = dtype(math.sqrt(2 / math.pi))
+        tanh_u = np.tanh(c * (data + dtype(0.044715) * data * data * data))  # data*data*data: x**3 is slower
+        cdf = tanh_u + dtype(1)
+        cdf *= dtype(0.5)
+
+        def backward(g):
+            slope = tanh_u * tanh_u  # x (1 - tanh^2 u) / 2 * c (1 + 3 * 0.044715 x^2), plus s
+            np.subtract(dtype(1), slope, out=slope)
+            slope *= data
+            slope *= dtype(0.5) * c
+            slope *= dtype(3 * 0.044715) * (data * data) + dtype(1)
+            slope += cdf
+            slope *= g
+            return (slope,)
+    else:
+        if data.dtype == np.float32:
+            cdf = normal_cdf_float32(data)
+        else:
+            cdf = F2.erf_values(data * (1 / math.sqrt(2))).astype(data.dtype)
+            cdf += 1
+            cdf *= 0.5
+
+        def backward(g):
+            slope = np.square(data)  # Phi(x) + x phi(x), phi(x) = e^(-x^2/2) / sqrt(2 pi)
+            slope *= dtype(-0.5)
+            np.exp(slope, out=slope)
+            slope *= data
+            slope *= dtype(1 / math.sqrt(2 * math.pi))
+            slope += cdf
+            slope *= g
+            return (slope,)
+
+    return Tensor._from_op(data * cdf, (x,), backward)
+
+
 # ---------------------------------------------------------------------- 3.1 softmax and log-softmax
 def softmax(x: Tensor, axis: int = -1) -> Tensor:
     """y = softmax(x) along ``axis``: y_i = e^(x_i - m) / sum_j e^(x_j - m), m = max_j x_j. ONE graph node.

@@ -38,6 +38,14 @@ class Linear(nn2.Linear):
         return F.linear(x, self.weight, self.bias)
 
 
+class GELU(nn2.GELU):
+    """Stage 2's ``GELU`` (the same ``approximate`` argument), computed by the fused ``F.gelu``: one graph
+    node instead of a chain of them, for the wide hidden layer of every feed-forward block."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.gelu(x, approximate=self.approximate)
+
+
 def xavier_uniform(shape: tuple[int, ...], rng: np.random.Generator, dtype=np.float32, gain: float = 1.0) -> np.ndarray:
     """Glorot & Bengio's initialisation, as ``torch.nn.init.xavier_uniform_``: uniform in +-a with
     a = gain * sqrt(6 / (fan_in + fan_out)), fan_in = shape[1] * r and fan_out = shape[0] * r, where r is the
@@ -77,7 +85,7 @@ def _clones(module: Module, n: int) -> list[Module]:
     return copies
 
 
-_ACTIVATIONS = {"relu": F2.relu, "gelu": F2.gelu}
+_ACTIVATIONS = {"relu": F2.relu, "gelu": F.gelu}  # the fused GELU of this stage
 
 
 def _activation(activation: str | Callable) -> Callable:
