@@ -305,7 +305,7 @@ def print_sample(model: GPT, tokenizer, n_tokens: int, seed: int) -> None:
         ids = model.generate(np.array([start]), max_new_tokens=n_tokens, temperature=0.8,
                              rng=np.random.default_rng(seed))
     except NotImplementedError:
-        print("(no sample: GPT.generate is exercise 4.7)")
+        print("(no sample: GPT.generate, exercise 4.7, or its KV cache, exercise 4.8, is not done yet)")
         return
     print("---- sample ----")
     print(tokenizer.decode(ids[0, len(start):].tolist()))

@@ -171,8 +171,9 @@ def test_layer_norm_module_initial_state_loads_into_torch(normalized_shape, kwar
     if "bias" in params:
         assert_close(params["bias"], np.zeros(as_tuple(normalized_shape)), f"{what}.bias at initialisation (zeros)", 0, 0)
     with torch.no_grad():
+        generator = torch.Generator().manual_seed(0)
         for p in theirs.parameters():
-            p.normal_()  # overwritten by our state: the comparison shows our initial state went across
+            p.normal_(generator=generator)  # overwritten by our state: the comparison shows our initial state went across
     load_ours_into_torch(theirs, ours, what)
     x = norm_inputs((2, 3, 6), normalized_shape, 0, seed=6)[0]
     compare_modules(ours, theirs, [x], call_ours=call, call_theirs=call, what=what, input_names=["x"])

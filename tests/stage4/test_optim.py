@@ -213,6 +213,7 @@ def test_steps_match_torch_adamw_with_groups_schedule_clipping_and_accumulation(
     norms = run_side_by_side(steps=4, micro_batches=2, max_norm=1.0)
     # The test itself checks that it exercised the clipping: some steps above max_norm, some not needed.
     assert_in_range(max(norms), 1.0, None, "the largest gradient norm of this run (so that clipping happens)")
+    assert_in_range(min(norms), None, 1.0, "the smallest gradient norm of this run (so that a step needs no clipping)")
 
 
 def test_optimizer_state_survives_npz_round_trip():

@@ -3,7 +3,8 @@
 settings that define no distribution or prompts the tokenizer cannot encode.
 
 The checkpoints here are written by the test itself in the documented format (train.py's save_checkpoint
-docstring: model.<name>, model_config, tokenizer), so these tests do not depend on exercise 4.6.
+docstring: model.<name>, model_config, tokenizer), so these tests do not depend on exercise 4.6. They sample
+without the KV cache (``use_cache=False``, ``--no-cache``), which is exercise 4.8.
 """
 
 import json
@@ -52,11 +53,11 @@ def test_complete_returns_only_the_new_text_and_stops_at_endoftext():
     tokenizer, model = tokenizer_and_model(tie_weights=False)
     a = tokenizer.encode("a")[0]
     always_predicts(model, a)
-    assert_equal(complete(model, tokenizer, "hg", 4, temperature=0.0), "aaaa",
+    assert_equal(complete(model, tokenizer, "hg", 4, temperature=0.0, use_cache=False), "aaaa",
                  "complete(model whose likeliest next token is always 'a', 'hg', max_new_tokens=4, temperature=0): "
                  "the new text only, without the prompt")
     always_predicts(model, tokenizer.special_token_id("<|endoftext|>"))
-    assert_equal(complete(model, tokenizer, "hg", 4, temperature=0.0), "",
+    assert_equal(complete(model, tokenizer, "hg", 4, temperature=0.0, use_cache=False), "",
                  "complete(model whose likeliest next token is always <|endoftext|>, temperature=0): generation stops "
                  "at <|endoftext|>, which is not part of the text")
 
@@ -67,10 +68,10 @@ def test_complete_equals_decoding_generate():
     ids = np.array([tokenizer.encode(prompt)])
     eot = tokenizer.special_token_id("<|endoftext|>")
     for settings in (dict(temperature=1.0), dict(temperature=0.7, top_k=4), dict(temperature=1.3, top_p=0.8)):
-        out = model.generate(ids, 12, rng=np.random.default_rng(5), stop_token=eot, **settings)
+        out = model.generate(ids, 12, rng=np.random.default_rng(5), stop_token=eot, use_cache=False, **settings)
         new = out[0, ids.shape[1]:].tolist()
         expected = tokenizer.decode(new[:new.index(eot)] if eot in new else new)
-        got = complete(model, tokenizer, prompt, 12, rng=np.random.default_rng(5), **settings)
+        got = complete(model, tokenizer, prompt, 12, rng=np.random.default_rng(5), use_cache=False, **settings)
         assert_equal(got, expected, f"complete(model, tokenizer, {prompt!r}, 12, rng=default_rng(5), {settings}) vs "
                                     "decoding model.generate's new ids up to <|endoftext|>")
 
@@ -78,12 +79,12 @@ def test_complete_equals_decoding_generate():
 def test_complete_starts_an_empty_prompt_from_endoftext_and_rejects_unknown_characters():
     tokenizer, model = tokenizer_and_model(seed=4)
     eot = tokenizer.special_token_id("<|endoftext|>")
-    out = model.generate(np.array([[eot]]), 6, temperature=0.0)
+    out = model.generate(np.array([[eot]]), 6, temperature=0.0, use_cache=False)
     new = out[0, 1:].tolist()
     expected = tokenizer.decode(new[:new.index(eot)] if eot in new else new)
-    assert_equal(complete(model, tokenizer, "", 6, temperature=0.0), expected,
+    assert_equal(complete(model, tokenizer, "", 6, temperature=0.0, use_cache=False), expected,
                  "complete(model, tokenizer, '', 6, temperature=0): greedy text that starts from <|endoftext|>")
-    assert_raises(ValueError, lambda: complete(model, tokenizer, "café", 6), "complete with the prompt 'café', whose "
+    assert_raises(ValueError, lambda: complete(model, tokenizer, "café", 6, use_cache=False), "complete with the prompt 'café', whose "
                   "'é' the tokenizer (characters a-h, space, '.') cannot encode")
 
 
@@ -93,8 +94,9 @@ def test_command_line_prints_prompt_and_sample(tmp_path, capsys):
     path = tmp_path / "ckpt.npz"
     write_checkpoint(path, model, tokenizer)
     code = main(["--checkpoint", str(path), "--prompt", "fade", "--max-new-tokens", "9", "--seed", "7",
-                 "--temperature", "0.9", "--top-k", "5"])
-    expected = "fade" + complete(model, tokenizer, "fade", 9, temperature=0.9, top_k=5, rng=np.random.default_rng(7))
+                 "--temperature", "0.9", "--top-k", "5", "--no-cache"])
+    expected = "fade" + complete(model, tokenizer, "fade", 9, temperature=0.9, top_k=5, rng=np.random.default_rng(7),
+                               use_cache=False)
     assert_equal(code, 0, "exit code of python -m stage4_gpt.sample --checkpoint ... --prompt fade")
     assert_equal(capsys.readouterr().out, expected + "\n", "what the sampler prints: the prompt and its continuation "
                                                            "(--seed 7, --temperature 0.9, --top-k 5)")
@@ -106,10 +108,10 @@ def test_command_line_rejects_settings_without_a_distribution(tmp_path, capsys, 
     tokenizer, model = tokenizer_and_model()
     path = tmp_path / "ckpt.npz"
     write_checkpoint(path, model, tokenizer)
-    assert_equal(main(["--checkpoint", str(path), "--prompt", "ab", "--max-new-tokens", "2"]), 0,
+    assert_equal(main(["--checkpoint", str(path), "--prompt", "ab", "--max-new-tokens", "2", "--no-cache"]), 0,
                  "exit code with good settings")
     capsys.readouterr()
-    error = assert_raises(SystemExit, lambda: main(["--checkpoint", str(path), "--prompt", "ab", *flags]),
+    error = assert_raises(SystemExit, lambda: main(["--checkpoint", str(path), "--prompt", "ab", "--no-cache", *flags]),
                           f"python -m stage4_gpt.sample ... {' '.join(flags)}")
     assert_equal(error.code, 2, f"exit code of python -m stage4_gpt.sample ... {' '.join(flags)} (a usage error)")
     message = capsys.readouterr().err
@@ -121,7 +123,7 @@ def test_command_line_names_characters_the_tokenizer_lacks(tmp_path, capsys):
     tokenizer, model = tokenizer_and_model()
     path = tmp_path / "ckpt.npz"
     write_checkpoint(path, model, tokenizer)
-    assert_equal(main(["--checkpoint", str(path), "--prompt", "bad€", "--max-new-tokens", "2"]), 2,
+    assert_equal(main(["--checkpoint", str(path), "--prompt", "bad€", "--max-new-tokens", "2", "--no-cache"]), 2,
                  "exit code for a prompt with a character the tokenizer does not know ('€')")
     captured = capsys.readouterr()
     assert_equal("€" in captured.err, True, f"the message names the unknown character '€'; it was {captured.err!r}")
@@ -134,7 +136,7 @@ def test_interactive_mode_answers_each_line(tmp_path):
     path = tmp_path / "ckpt.npz"
     write_checkpoint(path, model, tokenizer)
     result = run_module("stage4_gpt.sample", "--checkpoint", path, "--interactive", "--max-new-tokens", "3",
-                        "--temperature", "0", cwd=tmp_path, stdin="ab\nc€\nca\n\nnever read\n")
+                        "--temperature", "0", "--no-cache", cwd=tmp_path, stdin="ab\nc€\nca\n\nnever read\n")
     if result.returncode:
         reraise_not_implemented(result.stderr)
     assert_equal(result.returncode, 0, f"exit code of python -m stage4_gpt.sample --interactive after an empty line "

@@ -10,7 +10,6 @@ import json
 import re
 import signal
 import sysconfig
-import time
 from pathlib import Path
 
 import numpy as np
@@ -271,7 +270,7 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
     process = start_module("stage4_gpt.train", *TINY_FLAGS, "--data", data, "--max-steps", "100000",
                            "--eval-interval", "0", "--no-plot", "--out", out, cwd=tmp_path)
     try:
-        deadline = time.monotonic() + 15
+        # No wall-clock deadline of its own: a run that hangs is stopped by the exercise's time limit.
         line = ""
         while not re.match(r"step +3/", line):  # three steps done: Ctrl-C now
             line = process.stdout.readline()
@@ -280,10 +279,8 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
                 reraise_not_implemented(stderr)
                 raise AssertionError(f"python -m stage4_gpt.train ended before printing 'step 3/...'; its stderr ends "
                                      f"with {stderr[-500:]!r}")
-            if time.monotonic() > deadline:
-                raise AssertionError("python -m stage4_gpt.train printed no progress line 'step 3/...' within 15 s")
         process.send_signal(signal.SIGINT)
-        stdout, stderr = process.communicate(timeout=15)
+        stdout, stderr = process.communicate(timeout=60)
     finally:
         process.kill()
     assert_equal(process.returncode, 130, f"exit code after Ctrl-C (stderr: {stderr[-300:]!r})")
