@@ -23,6 +23,10 @@ GPT-2's design (LayerNorm, learned positions, exact GELU, tied weights). Ours is
     continuation of one token, the same model with block 256 so the cache never has to slide).
   * BPE: the time to train the 1 000-token vocabulary of ``tests.benchmarks.bpe_speed`` (1 MB of text).
 
+The matrix products are most of the step, so the report names NumPy's BLAS and the kernel it runs. OpenBLAS
+picks the kernel for the CPU unless OPENBLAS_CORETYPE names one; a machine that pins an older kernel
+(say Haswell on a CPU that has AVX-512) makes the NumPy side slower than it need be.
+
 A ratio below 1 means ours is faster (or smaller). This is a benchmark, not a test: timings depend on the
 machine and its load, so nothing here passes or fails.
 """
@@ -134,6 +138,21 @@ def sampling_speed() -> dict:
     return result
 
 
+def blas_kernel() -> str:
+    """Which BLAS NumPy runs and which of its kernels (OpenBLAS picks one for the CPU when it loads, unless
+    OPENBLAS_CORETYPE names one): the matrix products are most of the step, so the figures depend on it.
+    Read with threadpoolctl (installed with scikit-learn) when it is there."""
+    import numpy  # noqa: F401  (loads the BLAS)
+
+    try:
+        from threadpoolctl import threadpool_info
+    except ImportError:
+        return "unknown (threadpoolctl is not installed)"
+    blas = [f"{i.get('internal_api')} {i.get('version')}, kernel {i.get('architecture')}"
+            for i in threadpool_info() if i.get("user_api") == "blas"]
+    return "; ".join(blas) or "none found"
+
+
 def bpe_seconds() -> float:
     from stage4_gpt.bpe import BPETokenizer
     from tests.benchmarks.bpe_speed import VOCAB_SIZE, stdlib_text
@@ -183,7 +202,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", action="store_true", help="print cProfile's top entries of the NumPy step")
     parser.add_argument("--skip-sampling", action="store_true")
     parser.add_argument("--skip-bpe", action="store_true")
-    parser.add_argument("--worker", choices=("numpy", "torch", "profile", "sampling", "bpe"), help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=("numpy", "torch", "profile", "sampling", "bpe", "blas"),
+                        help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.implementation = args.implementation.resolve()
     args.threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
@@ -193,6 +213,9 @@ def main(argv: list[str] | None = None) -> None:
         return
     if args.worker == "sampling":
         print(json.dumps(sampling_speed()))
+        return
+    if args.worker == "blas":
+        print(json.dumps(blas_kernel()))
         return
     if args.worker == "bpe":
         print(json.dumps(bpe_seconds()))
@@ -207,6 +230,9 @@ def main(argv: list[str] | None = None) -> None:
 
     print(f"implementation: {args.implementation}   numpy {np.__version__}, torch {version('torch')}, "
           f"{args.threads} thread(s) each (OMP_NUM_THREADS)")
+    coretype = os.environ.get("OPENBLAS_CORETYPE")
+    print(f"NumPy's BLAS: {json.loads(run_worker(args, 'blas').strip().splitlines()[-1])}"
+          + (f" (OPENBLAS_CORETYPE={coretype} is set)" if coretype else ""))
     print(f"GPT {CONFIG}, batch {BATCH}, float32: one training step (forward, backward, clipping, AdamW)")
     results = {"numpy": [], "torch": []}
     for _ in range(args.rounds):
