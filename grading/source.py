@@ -175,7 +175,9 @@ def under_test(path: Path, exercise_id: str, test: str, message: str, files: Sou
     id names first, else the one the failure message names first."""
     functions = files.functions(path)
     own = [f for f in functions if any(e == exercise_id for _, e in f.todos)]
-    for text in (test, message):
+    # The test's own name first, then the message, and the module's name last: in "test_softmax.py::
+    # test_x[log_softmax]" the parameter names the function, the file only the topic.
+    for text in (test.split("::")[-1], message, test):
         scored = [(position, i) for i, f in enumerate(own or functions) if (position := mentioned(text, f)) is not None]
         if scored:
             return pointer(path, (own or functions)[min(scored)[1]])
