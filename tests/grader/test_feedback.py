@@ -128,6 +128,17 @@ def test_without_todo_lines_the_def_line_is_shown(student):
     assert todo.function == "Tensor.relu" and "def relu" in path.read_text().splitlines()[todo.line - 1]
 
 
+def test_the_test_name_outranks_its_module_name(tmp_path):
+    """test_softmax.py's tests of log_softmax point at log_softmax, not at the softmax the file is named after."""
+    path = tmp_path / "stage3_transformer" / "functional.py"
+    path.parent.mkdir()
+    path.write_text("def softmax(x):\n    return x\n\n\ndef log_softmax(x):\n    return x\n")
+    todo = under_test(path, "3.1", "test_softmax.py::test_matches_torch[log_softmax-(4, 6)--1]", "", SourceFiles())
+    assert todo is not None and todo.function == "log_softmax", todo
+    todo = under_test(path, "3.1", "test_softmax.py::test_is_stable", "", SourceFiles())
+    assert todo is not None and todo.function == "softmax", todo
+
+
 def test_nothing_named_falls_back_to_the_first_todo_of_the_exercise(student):
     path = student / "stage1_autograd" / "tensor.py"
     assert under_test(path, "1.7", "test_engine.py::test_diamond_graph", "values differ", SourceFiles()) is None
