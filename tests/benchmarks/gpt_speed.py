@@ -8,7 +8,9 @@
 The workload is one training step (zero_grad, forward, cross-entropy, backward, gradient clipping, AdamW) of
 the GPT of stage 4 in float32: vocabulary 96, 4 layers, 4 heads, width 128, block 64, batch 32 (2 048 tokens),
 GPT-2's design (LayerNorm, learned positions, exact GELU, tied weights). Ours is ``stage4_gpt.model.GPT`` with
-``train.train_step``; PyTorch's is the port ``stage4_gpt.torch_gpt.TorchGPT`` with torch.optim.AdamW.
+``train.train_step`` (after ``train.keep_freed_memory()``, as ``python -m stage4_gpt.train`` does: the
+allocator reuses the previous step's pages instead of faulting in new ones); PyTorch's is the port
+``stage4_gpt.torch_gpt.TorchGPT`` with torch.optim.AdamW.
 
   * Time: each side runs in a process of its own, several rounds, alternating, and the best step counts
     (the least disturbed by other work on the machine). Both sides use the same number of threads: NumPy's
@@ -75,8 +77,9 @@ def numpy_step():
 
     from stage4_gpt.model import GPT, GPTConfig
     from stage4_gpt.optim import configure_optimizer
-    from stage4_gpt.train import train_step
+    from stage4_gpt.train import keep_freed_memory, train_step
 
+    keep_freed_memory()  # as python -m stage4_gpt.train does: a step reuses the previous step's pages
     model = GPT(GPTConfig(**CONFIG), rng=0, dtype=np.float32)
     optimizer = configure_optimizer(model, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.95))
     x, y = batch()
