@@ -179,6 +179,7 @@ def grade(stage: Stage, args, homes: dict[str, Path]) -> tuple[int, str]:
         verbose=args.verbose,
         import_problems=import_problems(stage, selected, run),
         partial=len(selected) < len(stage.exercises),
+        selected=list(dict.fromkeys(args.exercise)),
         earlier_are_students=any(sources[p] == "student" for p in stage.requires),
         reference_earlier=reference_available(stage) and not args.reference_earlier and not args.solutions,
         hints_shown={e.id: state.hints_shown(e.id) for e in stage.exercises},
@@ -209,11 +210,16 @@ def import_problems(stage: Stage, selected, run) -> list[str]:
 def plan_next(stage: Stage, results, view: View, state: State | None, args) -> None:
     """After a run in which everything passed: the exercise to do next, or the next stage."""
     if view.partial:
+        # The stage's first exercise not passed when last graded (an earlier one skipped comes first); with no
+        # results remembered besides this run's, simply the one after the exercises just graded.
         graded = {r.exercise.id for r in results}
-        known = state.last_results(stage) if state else {}
-        ids = [e.id for e in stage.exercises]
-        last = max(ids.index(i) for i in graded)
-        order = stage.exercises[last + 1:] + stage.exercises[:last + 1]
+        known = {i: r for i, r in (state.last_results(stage) if state else {}).items() if i not in graded}
+        if known:
+            order = stage.exercises
+        else:
+            ids = [e.id for e in stage.exercises]
+            last = max(ids.index(i) for i in graded)
+            order = stage.exercises[last + 1:] + stage.exercises[:last + 1]
         todo = [e for e in order if e.id not in graded and known.get(e.id, {}).get("status") != "passed"]
         view.next_exercise = todo[0] if todo else None
         view.rest_known_passed = not todo

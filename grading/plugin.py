@@ -5,7 +5,7 @@ knows what happened even if the child is killed or dies mid-test:
 
     {"event": "collecting", "path": ...}                  a test module is about to be imported
     {"event": "collect_error", "path": ..., "exercises": [...], "error": {...}}
-    {"event": "collected", "tests": [{"nodeid": ..., "exercise": ...}, ...]}
+    {"event": "collected", "tests": [{"nodeid": ..., "exercise": ..., "functions": [...]}, ...]}
     {"event": "start", "nodeid": ...}
     {"event": "result", "nodeid": ..., "outcome": ..., "error": {...} | null}
 
@@ -108,6 +108,13 @@ def exercise_of(item) -> str | None:
     return marker.args[0] if marker else None
 
 
+def functions_of(item) -> list[str]:
+    """The functions a test says it tests (``@pytest.mark.under_test("GPT.forward", ...)``), for the report's
+    pointer at a TODO when the failure is an assertion in the test itself; [] when it says nothing."""
+    marker = item.get_closest_marker("under_test")
+    return [str(name) for name in marker.args] if marker else []
+
+
 class GradingRecorder:
     def __init__(self, config, log_path: Path):
         self.config = config
@@ -174,7 +181,8 @@ class GradingRecorder:
         if deselected:
             config.hook.pytest_deselected(items=deselected)
             items[:] = keep
-        self.write(event="collected", tests=[{"nodeid": i.nodeid, "exercise": exercise_of(i)} for i in items])
+        self.write(event="collected", tests=[{"nodeid": i.nodeid, "exercise": exercise_of(i), "functions": functions_of(i)}
+                                            for i in items])
 
     # -------------------------------------------------------------- running
     @pytest.hookimpl(hookwrapper=True)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from grading.registry import REPO_ROOT, SOLUTIONS_DIR, Exercise, Stage
 from grading.runner import RunResult, TestResult
-from grading.source import SourceFiles, Todo, first_todo, under_test, where_it_arose
+from grading.source import SourceFiles, Todo, first_todo, named_by_test, under_test, where_it_arose
 
 STATUS_TEXT = {
     "passed": "passed",
@@ -51,6 +51,7 @@ class ExerciseResult:
     failures: list[Failure] = field(default_factory=list)  # every test that did not pass, in run order
     error: dict | None = None  # the error record behind ``message``
     todo: Todo | None = None  # the TODO to work on, found by ``find_todos``
+    functions: tuple[str, ...] = ()  # the functions the test behind ``message`` says it tests
 
     @property
     def score(self) -> int:
@@ -91,7 +92,7 @@ def score_exercises(stage: Stage, exercises: list[Exercise], run: RunResult) -> 
                             t.outcome) for t in bad]
         results.append(ExerciseResult(exercise, status, passed, len(tests), explain(worst.error, stage, exercise),
                                       short_test_name(worst), (worst.error or {}).get("detail", ""), waits_for_earlier,
-                                      failures=failures, error=worst.error))
+                                      failures=failures, error=worst.error, functions=worst.functions))
     return results
 
 
@@ -158,7 +159,8 @@ def explain(error: dict | None, stage: Stage, exercise: Exercise | None = None) 
 
 def find_todos(stage: Stage, results: list[ExerciseResult], homes: dict[str, Path]) -> None:
     """Point each failing exercise at the TODO of the function its failure arose in, else of the function
-    under test, else at the exercise's first TODO (see grading.source). Never into the reference."""
+    the test names as under test, else of the one its id or message names, else at the exercise's first TODO
+    (see grading.source). Never into the reference."""
     if homes[stage.package] == SOLUTIONS_DIR:
         return
     student_roots = {root for root in homes.values() if root != SOLUTIONS_DIR}
@@ -170,6 +172,7 @@ def find_todos(stage: Stage, results: list[ExerciseResult], homes: dict[str, Pat
         frames = error.get("frames") or ([error["location"]] if error.get("location") else [])
         path = homes[stage.package] / stage.package / r.exercise.file
         r.todo = (where_it_arose(frames, student_roots, files)
+                  or named_by_test(path, r.functions, r.test, error.get("message", ""), files)
                   or under_test(path, r.exercise.id, r.test, error.get("message", ""), files)
                   or first_todo(path, r.exercise.id, files))
 
@@ -203,6 +206,7 @@ class View:
     verbose: bool = False
     import_problems: list[str] = field(default_factory=list)
     partial: bool = False  # only some exercises were graded (-x)
+    selected: list[str] = field(default_factory=list)  # the exercise ids given with -x, kept in a suggested command
     next_exercise: Exercise | None = None  # after a partial run that passed: the one to do next
     rest_known_passed: bool = False  # ... or: every other exercise passed when last graded
     next_stage: Stage | None = None
@@ -292,20 +296,29 @@ def earlier_stage_lines(results: list[ExerciseResult], view: View) -> list[str]:
     if not failing or not view.earlier_are_students:
         return []
     lines = []
+    suspects = []  # earlier stages with nothing unfinished met, named together: a bug there can fail a test here
     for earlier in view.earlier:
         # score: what it scored when last graded; None: never graded here; "": unknown (not this copy's folders)
         score = (f", which scored {earlier.score}" if earlier.score else
                  ", which has not been graded yet" if earlier.score is None else "")
-        runs_on = f"This stage runs on your {earlier.stage.name} ({earlier.folder}){score}"
         if earlier.needed:
             ids = ", ".join(earlier.needed)
             many = len(earlier.needed) > 1
             it = "them" if many else "it"
-            lines.append(f"{runs_on}. Its exercise{'s' if many else ''} {ids} {'are' if many else 'is'} not done yet, "
+            lines.append(f"This stage runs on your {earlier.stage.name} ({earlier.folder}){score}. Its "
+                         f"exercise{'s' if many else ''} {ids} {'are' if many else 'is'} not done yet, "
                          f"and this stage's tests need {it}: finish {it} first, starting with "
                          f"`{earlier.command} -x {earlier.needed[0]}`.")
         elif any(r.status in ("failed", "error") for r in failing):
-            lines.append(f"{runs_on}: a bug there can fail a test here (`{earlier.command}` shows it).")
+            suspects.append((f"{earlier.stage.name} ({earlier.folder}{score})", earlier.command))
+    if len(suspects) == 1:
+        (name, command), = suspects
+        lines.append(f"This stage runs on your {name}: a bug there can fail a test here (`{command}` shows it).")
+    elif suspects:
+        names = ", ".join(name for name, _ in suspects[:-1]) + " and " + suspects[-1][0]
+        commands = ", ".join(f"`{command}`" for _, command in suspects)
+        lines.append(f"This stage runs on your {names}: a bug there can fail a test here (grading them shows it: "
+                     f"{commands}).")
     if lines and view.reference_earlier:
         lines.append(f"To grade this stage on the reference of the earlier stages instead: "
                      f"`{view.command} --reference-earlier`.")
@@ -323,7 +336,8 @@ def next_step(stage: Stage, results: list[ExerciseResult], view: View) -> list[s
                          "earlier stages")
             return [text + "."]
         if first.import_failed:
-            return [f"Next: make the file named above import, then run `{view.command}`."]
+            again = view.command + "".join(f" -x {exercise_id}" for exercise_id in view.selected)
+            return [f"Next: make the file named above import, then run `{again}`."]
         return [f"Next: work on {first.exercise.id}, then run `{view.command} -x {first.exercise.id}`"
                 + ("" if view.verbose else " (add -v to see every failing test and pytest's full output)") + "."]
     if view.partial:

@@ -35,6 +35,7 @@ class TestResult:
     exercise: str | None
     outcome: str  # passed, skipped, failed, not_implemented, error, timeout, crashed, not_run
     error: dict | None = None
+    functions: tuple[str, ...] = ()  # the functions the test says it tests (its under_test marker)
 
 
 @dataclass
@@ -178,6 +179,7 @@ def follow(process: subprocess.Popen, log_path: Path, result: RunResult, stage: 
     state = ChildState()
     started_at = collecting_since = finished_at = 0.0
     exercise_of: dict[str, str | None] = {}
+    functions_of: dict[str, tuple[str, ...]] = {}
     with log_path.open(encoding="utf-8") as log:
         pending = ""
         while True:
@@ -201,11 +203,13 @@ def follow(process: subprocess.Popen, log_path: Path, result: RunResult, stage: 
                     state.collecting = None
                     state.collected = {t["nodeid"]: t["exercise"] for t in record["tests"]}
                     exercise_of.update(state.collected)
+                    functions_of.update({t["nodeid"]: tuple(t.get("functions") or ()) for t in record["tests"]})
                 elif event == "start":
                     state.current_test, started_at = record["nodeid"], time.monotonic()
                 elif event == "result":
                     nodeid = record["nodeid"]
-                    result.tests[nodeid] = TestResult(nodeid, exercise_of.get(nodeid), record["outcome"], record["error"])
+                    result.tests[nodeid] = TestResult(nodeid, exercise_of.get(nodeid), record["outcome"], record["error"],
+                                                      functions_of.get(nodeid, ()))
                     state.current_test = None
             if finished:
                 return state

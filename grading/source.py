@@ -7,8 +7,11 @@ A failure is traced to a function in one of two ways:
   function that recursed), innermost first. The first frame inside a function that holds a ``# TODO`` is
   the one; a given helper without a TODO (``_accumulate``, say) passes the blame on to its caller.
 * **the function under test**, when no code of the student's appears in the traceback (an assertion in a
-  test on a wrong value): the exercise's functions whose names the test's id or its message mention,
-  ``relu`` in ``test_unary_function_matches_torch[relu-(5,)]``, ``__truediv__`` in ``[a / b-...]``.
+  test on a wrong value): the functions the test names with ``@pytest.mark.under_test("GPT.forward")``,
+  else the exercise's functions whose names the test's id or its message mention, ``relu`` in
+  ``test_unary_function_matches_torch[relu-(5,)]``, ``__truediv__`` in ``[a / b-...]`` (British and
+  American spellings alike: ``normalise`` names ``normalize``).
+* else the exercise's first TODO, and the report says it is only that.
 
 Either way the pointer is the function's ``# TODO X.Y`` line if the student kept it, else its ``def`` line.
 """
@@ -96,6 +99,7 @@ class Todo:
     line: int
     function: str | None = None  # "Tensor.__truediv__"
     exercise: str | None = None  # the id on its TODO line, when there is one
+    fallback: bool = False  # only the exercise's first TODO: nothing said which function the test is about
 
     def as_json(self) -> dict:
         """``{"file": "stage1_autograd/tensor.py", "line": 156, "function": "Tensor.__truediv__"}``."""
@@ -109,7 +113,11 @@ class Todo:
         details = [self.function] if self.function else []
         if self.exercise and current_exercise and self.exercise != current_exercise:
             details.append(f"exercise {self.exercise}")
-        return text + (f" ({', '.join(details)})" if details else "")
+        text += f" ({', '.join(details)})" if details else ""
+        if self.fallback:
+            text += (f", the first TODO of {self.exercise or current_exercise or 'the exercise'}: the test does not say "
+                     "which function it is about")
+        return text
 
 
 class SourceFiles:
@@ -155,10 +163,16 @@ def where_it_arose(frames: list[dict], student_roots: set[Path], files: SourceFi
     return pointer(*candidates[0]) if candidates else None
 
 
+def american(text: str) -> str:
+    """``text`` with British -ise/-isation spellings as -ize/-ization, each word the same length."""
+    return re.sub(r"(?<=[a-z]{2})is(e[ds]?|ing|ations?)(?![a-z])", r"iz\1", text)
+
+
 def mentioned(text: str, function: Function) -> int | None:
     """Where ``text`` (a test id and message) first names ``function``, or None."""
     positions = []
-    for word in (function.name.strip("_"), *ALIASES.get(function.name, ())):
+    text = american(text)
+    for word in (american(function.name.strip("_")), *ALIASES.get(function.name, ())):
         if len(word) >= 3 and (m := re.search(rf"(?<![A-Za-z0-9]){re.escape(word)}(?![A-Za-z0-9])", text)):
             positions.append(m.start())
     for m in BINARY.finditer(text):
@@ -168,6 +182,21 @@ def mentioned(text: str, function: Function) -> int | None:
     if function.name == "__neg__" and (m := NEGATION.search(text)):
         positions.append(m.start())
     return min(positions) if positions else None
+
+
+def named_by_test(path: Path, names: tuple[str, ...] | list[str], test: str, message: str,
+                  files: SourceFiles) -> Todo | None:
+    """The function the test names as under test (its ``under_test`` marker) found in the file: of several,
+    the one the test id or message mentions first, else the first named. None if none is in the file."""
+    by_name = {f.qualname: f for f in files.functions(path)}
+    named = [by_name[name] for name in names if name in by_name]
+    if not named:
+        return None
+    for text in (test.split("::")[-1], message):
+        scored = [(position, i) for i, f in enumerate(named) if (position := mentioned(text, f)) is not None]
+        if scored:
+            return pointer(path, named[min(scored)[1]])
+    return pointer(path, named[0])
 
 
 def under_test(path: Path, exercise_id: str, test: str, message: str, files: SourceFiles) -> Todo | None:
@@ -192,5 +221,5 @@ def first_todo(path: Path, exercise_id: str, files: SourceFiles) -> Todo | None:
     for number, line in enumerate(source.splitlines(), start=1):
         if (m := TODO.match(line)) and m["id"] == exercise_id:
             function = files.enclosing(path, number)
-            return Todo(path, number, function.qualname if function else None, exercise_id)
+            return Todo(path, number, function.qualname if function else None, exercise_id, fallback=True)
     return Todo(path, 0)

@@ -9,6 +9,7 @@ The grader passes the student's folder, or a mix: a student's later stage on the
 
 from __future__ import annotations
 
+import functools
 import importlib.abc
 import importlib.machinery
 import sys
@@ -17,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from grading.registry import REPO_ROOT, SOLUTIONS_DIR, all_stages
+from grading.source import functions_in, read_source
 
 STAGE_PACKAGES = tuple(stage.package for stage in all_stages())
 HOMES = pytest.StashKey[dict]()  # package name -> the folder it is imported from, for the report header
@@ -84,8 +86,10 @@ def pytest_report_header(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Every test under tests/stageN/ belongs to exactly one exercise of that stage's registry."""
-    known = {stage.name: {e.id for e in stage.exercises} for stage in all_stages()}
+    """Every test under tests/stageN/ belongs to exactly one exercise of that stage's registry, and the functions
+    its ``under_test`` marker names (if any) are functions of that exercise's file."""
+    stages = {stage.name: stage for stage in all_stages()}
+    known = {name: {e.id for e in stage.exercises} for name, stage in stages.items()}
     problems = []
     for item in items:
         stage = next((part for part in Path(item.fspath).parts if part in known), None)
@@ -94,5 +98,27 @@ def pytest_collection_modifyitems(config, items):
         ids = [mark.args[0] for mark in item.iter_markers("exercise")]
         if len(ids) != 1 or ids[0] not in known[stage]:
             problems.append(f"{item.nodeid}: exercise markers {ids}, expected exactly one of {sorted(known[stage])}")
+            continue
+        named = [name for mark in item.iter_markers("under_test") for name in mark.args]
+        if named:
+            missing = _not_in_exercise_file(stages[stage], ids[0], named)
+            if missing:
+                problems.append(f"{item.nodeid}: under_test names {missing}, which are not functions of exercise "
+                                f"{ids[0]}'s file in solutions/")
     if problems:
-        raise pytest.UsageError("tests with a missing or wrong exercise marker:\n  " + "\n  ".join(problems))
+        raise pytest.UsageError("tests with a missing or wrong exercise or under_test marker:\n  " + "\n  ".join(problems))
+
+
+def _not_in_exercise_file(stage, exercise_id: str, names: list[str]) -> list[str]:
+    """The names (``"GPT.forward"``) that are no function or method of the exercise's file in solutions/ (none
+    in a student's copy, which has no solutions/ to check against)."""
+    found = _functions_of(SOLUTIONS_DIR / stage.package / stage.exercise(exercise_id).file)
+    if found is None:
+        return []
+    return [name for name in names if not isinstance(name, str) or name not in found]
+
+
+@functools.lru_cache(maxsize=None)
+def _functions_of(path: Path) -> frozenset[str] | None:
+    source = read_source(path)
+    return None if source is None else frozenset(f.qualname for f in functions_in(source))

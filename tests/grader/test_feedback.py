@@ -13,9 +13,10 @@ import pytest
 
 from grading import cli, doctor, progress, runner, watch
 from grading.registry import REPO_ROOT, all_stages, load_stage
-from grading.report import ExerciseResult, Failure, View, render, short_test_name
+from grading.report import EarlierStage, ExerciseResult, Failure, View, find_todos, render, short_test_name
 from grading.runner import RunResult
-from grading.source import SourceFiles, first_todo, functions_in, read_source, under_test, where_it_arose
+from grading.source import (SourceFiles, first_todo, functions_in, named_by_test, read_source, under_test,
+                            where_it_arose)
 from grading.state import State, age
 
 STAGE1, STAGE2 = load_stage("stage1"), load_stage("stage2")
@@ -146,6 +147,57 @@ def test_nothing_named_falls_back_to_the_first_todo_of_the_exercise(student):
     assert (todo.line, todo.function) == (todo_line("backward"), "Tensor.backward")
 
 
+def test_a_function_the_test_names_outranks_the_guess_from_its_name(student):
+    """A test marked ``under_test("Tensor.backward")`` points at backward, though its id names relu."""
+    path = student / "stage1_autograd" / "tensor.py"
+    files = SourceFiles()
+    todo = named_by_test(path, ("Tensor.backward",), "test_x.py::test_relu_graph", "", files)
+    assert (todo.function, todo.line, todo.fallback) == ("Tensor.backward", todo_line("backward"), False)
+    # Of several named, the one the test id or message mentions; else the first named.
+    assert named_by_test(path, ("Tensor.exp", "Tensor.relu"), "test_x.py::test_y", "after relu", files).function == "Tensor.relu"
+    assert named_by_test(path, ("Tensor.exp", "Tensor.relu"), "test_x.py::test_y", "", files).function == "Tensor.exp"
+    assert named_by_test(path, ("Tensor.renamed",), "test_x.py::test_y", "", files) is None  # gone: the heuristics decide
+
+
+def test_the_report_uses_the_tests_own_functions_before_the_heuristics(student):
+    """find_todos: a failure with no frame in the student's code, whose test names its function."""
+    stage = load_stage("stage1")
+    exercise = next(e for e in stage.exercises if e.file == "tensor.py" and e.id == "1.3")
+    error = {"type": "AssertionError", "message": "after relu: values differ", "location": None, "frames": []}
+    r = result(exercise, "failed", message=error["message"], test="test_unary.py::test_relu", error=error,
+               functions=("Tensor.exp",))
+    find_todos(stage, [r], {stage.package: student})
+    assert r.todo.function == "Tensor.exp" and not r.todo.fallback, r.todo
+    r = result(exercise, "failed", message=error["message"], test="test_unary.py::test_relu", error=error)
+    find_todos(stage, [r], {stage.package: student})
+    assert r.todo.function == "Tensor.relu", r.todo
+
+
+def test_the_first_todo_says_it_is_only_the_first_of_the_exercise(student):
+    path = student / "stage1_autograd" / "tensor.py"
+    todo = first_todo(path, "1.2", SourceFiles())
+    assert todo.function == "Tensor.__add__" and todo.fallback
+    described = todo.describe("stage1_autograd/tensor.py", "1.2")
+    assert described == (f"stage1_autograd/tensor.py:{todo_line('__add__')} (Tensor.__add__), the first TODO of 1.2: "
+                         "the test does not say which function it is about"), described
+    found = under_test(path, "1.2", "test_x.py::test_y[a / b]", "", SourceFiles())
+    assert "first TODO" not in found.describe("stage1_autograd/tensor.py", "1.2")
+
+
+@pytest.mark.parametrize("test, function", [
+    ("test_norm.py::test_normalise_keeps_the_mean", "normalize"),
+    ("test_norm.py::test_normalize_keeps_the_mean", "normalise"),
+    ("test_init.py::test_initialisation_is_seeded", "initialization"),
+    ("test_init.py::test_initialization_is_seeded", "initialisation"),
+])
+def test_british_and_american_spellings_name_the_same_function(tmp_path, test, function):
+    path = tmp_path / "stage3_transformer" / "nn.py"
+    path.parent.mkdir()
+    path.write_text(f"def other(x):\n    return x\n\n\ndef {function}(x):\n    return x\n")
+    todo = under_test(path, "3.2", test, "", SourceFiles())
+    assert todo is not None and todo.function == function, todo
+
+
 def test_a_source_file_in_latin_1_is_read_as_python_reads_it(tmp_path):
     path = tmp_path / "value.py"
     path.write_bytes(b"# -*- coding: latin-1 -*-\n# caf\xe9\ndef f():\n    # TODO 1.1: x\n    return 1\n")
@@ -176,6 +228,46 @@ def test_after_one_exercise_passes_the_report_names_the_next_and_its_command():
     first, second = STAGE1.exercises[:2]
     text = render(STAGE1, [result(first)], RunResult(), view(partial=True, next_exercise=second))
     assert f"1.1 passed; next: 1.2 {second.title}, `python grader.py stage1 -x 1.2`" in text
+
+
+def test_an_import_failure_after_minus_x_keeps_the_minus_x_in_the_next_command():
+    exercise = STAGE1.exercise("1.3")
+    r = result(exercise, "error", message="its tests could not be imported: SyntaxError", import_failed=True)
+    text = render(STAGE1, [r], RunResult(), view(partial=True, selected=["1.3"]))
+    assert "Next: make the file named above import, then run `python grader.py stage1 -x 1.3`." in text
+    text = render(STAGE1, [r], RunResult(), view())
+    assert "Next: make the file named above import, then run `python grader.py stage1`." in text
+
+
+def test_after_a_later_exercise_passes_next_is_the_first_not_yet_passed(tmp_path):
+    """-x 1.8 passed, 1.2 failed when last graded: next is 1.2, not 1.9; with nothing remembered, the next id."""
+    args = cli.build_parser().parse_args(["stage1", "-x", "1.8"])
+    state = State(tmp_path)
+    exercises = {e.id: e for e in STAGE1.exercises}
+    earlier = [result(exercises["1.1"]), result(exercises["1.2"], "failed")]
+    state.record(STAGE1, earlier + [result(exercises["1.8"])], 0.0, 0.0)
+    plan = view(partial=True)
+    cli.plan_next(STAGE1, [result(exercises["1.8"])], plan, state, args)
+    assert plan.next_exercise.id == "1.2"
+    plan = view(partial=True)
+    cli.plan_next(STAGE1, [result(exercises["1.8"])], plan, None, args)
+    assert plan.next_exercise.id == "1.9"
+
+
+def test_earlier_stages_that_may_hold_a_bug_are_named_in_one_line():
+    stage3 = load_stage("stage3")
+    exercise = stage3.exercises[0]
+    r = result(exercise, "failed", message="values differ", test="test_softmax.py::test_x")
+    earlier = [EarlierStage(STAGE1, "stage1_autograd/", [], None, "python grader.py stage1"),
+               EarlierStage(STAGE2, "stage2_mlp/", [], "100/100 when last graded", "python grader.py stage2")]
+    text = render(stage3, [r], RunResult(), view(earlier=earlier, earlier_are_students=True))
+    assert text.count("a bug there can fail a test here") == 1, text
+    assert ("This stage runs on your stage1 (stage1_autograd/, which has not been graded yet) and stage2 "
+            "(stage2_mlp/, which scored 100/100 when last graded): a bug there can fail a test here (grading them "
+            "shows it: `python grader.py stage1`, `python grader.py stage2`).") in text, text
+    text = render(stage3, [r], RunResult(), view(earlier=earlier[:1], earlier_are_students=True))
+    assert ("This stage runs on your stage1 (stage1_autograd/, which has not been graded yet): a bug there can "
+            "fail a test here (`python grader.py stage1` shows it).") in text, text
 
 
 def test_after_a_whole_stage_passes_the_report_names_the_next_lesson_and_command():

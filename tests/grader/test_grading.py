@@ -129,6 +129,27 @@ def test_a_failing_exercise_shows_the_first_failure_and_the_todo(tmp_path):
     assert "First to work on: 1.2" in output and "hint:" in output
 
 
+def test_a_wrong_value_points_at_the_function_the_test_names(tmp_path):
+    """Stage 4 on the reference with attention that is not causal (4.3) and a cache mask one position off
+    (4.8): the failing tests' assertions are in the tests, and their under_test markers name the function."""
+    root = tmp_path / "submission"
+    for package in ("stage1_autograd", "stage2_mlp", "stage3_transformer", "stage4_gpt"):
+        shutil.copytree(SOLUTIONS_DIR / package, root / package, ignore=shutil.ignore_patterns("__pycache__"))
+    model = root / "stage4_gpt" / "model.py"
+    source = model.read_text()
+    for old, new in [("is_causal=True, rng=self.rng", "is_causal=False, rng=self.rng"),
+                     ("np.tri(T, S, S - T, dtype=bool)", "np.tri(T, S, S - T - 1, dtype=bool)")]:
+        assert source.count(old) == 1, f"{old!r} is not (once) in the reference model.py"
+        source = source.replace(old, new)
+    model.write_text(source)
+    code, output, data = grade("stage4", "--submission", str(root), "-x", "4.3", "-x", "4.8")
+    assert code == 1 and statuses(data) == {"4.3": "failed", "4.8": "failed"}, output
+    todos = {e["id"]: e["todo"]["function"] for e in data["exercises"]}
+    assert todos == {"4.3": "CausalSelfAttention.forward", "4.8": "CausalSelfAttention.forward"}, output
+    assert re.search(r"your TODO: \S*stage4_gpt/model\.py:\d+ \(CausalSelfAttention\.forward\)\n", output), output
+    assert "first TODO" not in output, output
+
+
 # --------------------------------------------------------------------------- broken submissions
 def test_syntax_error_is_reported_once_with_file_and_line(tmp_path):
     root = broken_solution(tmp_path, "tensor.py", "    def __mul__(self, other) -> Tensor:", "    def __mul__(self, other) -> Tensor")

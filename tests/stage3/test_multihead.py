@@ -12,7 +12,7 @@ from tests.helpers import assert_close, assert_equal, assert_in_range
 from tests.stage3.torch_parity import (assert_same_parameters, compare_modules, load_ours_into_torch,
                                        load_torch_into_ours, perturb_vectors)
 
-pytestmark = pytest.mark.exercise("3.5")
+pytestmark = [pytest.mark.exercise("3.5"), pytest.mark.under_test("MultiheadAttention.forward")]
 
 E, H, B, L, S = 8, 2, 2, 3, 5  # embed_dim, num_heads, batch, query length, key length
 
@@ -75,6 +75,7 @@ def attention_mask(kind, shape):
 
 
 # ---------------------------------------------------------------------- parameters
+@pytest.mark.under_test("MultiheadAttention.__init__")
 @pytest.mark.parametrize("bias", [True, False])
 def test_parameters_and_initialisation(bias):
     embed_dim, heads = 64, 4
@@ -189,6 +190,7 @@ def test_float32():
           attn_mask=attention_mask("bool", (L, S)))
 
 
+@pytest.mark.under_test("MultiheadAttention.__init__")
 def test_state_dict_goes_to_torch_and_back():
     ours = nn.MultiheadAttention(E, H, rng=6, dtype=np.float64)
     torch.manual_seed(7)

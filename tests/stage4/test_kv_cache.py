@@ -54,6 +54,7 @@ def test_kv_cache_update_appends_along_time():
     assert_equal(len(cache), 5, "len(KVCache) after updates of 4 and 1 positions")
 
 
+@pytest.mark.under_test("CausalSelfAttention.forward")
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
 def test_cached_logits_equal_the_whole_sequences(variant, dtype):
@@ -76,6 +77,7 @@ def test_cached_logits_equal_the_whole_sequences(variant, dtype):
         start = stop
 
 
+@pytest.mark.under_test("GPT.forward")
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_the_cache_cannot_go_past_block_size(variant):
     gpt = model(variant)
@@ -86,6 +88,7 @@ def test_the_cache_cannot_go_past_block_size(variant):
                   "positions", match="block_size")
 
 
+@pytest.mark.under_test("GPT.next_token_logits")
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("settings", [dict(temperature=0.0), dict(temperature=1.0, top_k=8),
                                       dict(temperature=0.9, top_p=0.9), dict(temperature=1.4)], ids=str)
@@ -115,6 +118,7 @@ def record_positions(gpt: GPT) -> dict[str, list[int]]:
     return seen
 
 
+@pytest.mark.under_test("GPT.next_token_logits")
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_each_new_token_costs_one_position(variant):
     gpt = model(variant)
@@ -130,6 +134,7 @@ def test_each_new_token_costs_one_position(variant):
                      f"of calls of {name} ({len(positions)}): one per new token")
 
 
+@pytest.mark.under_test("GPT.next_token_logits")
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_past_block_size_the_cache_is_rebuilt_on_the_last_block_size_tokens(variant):
     gpt = model(variant)

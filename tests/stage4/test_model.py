@@ -31,6 +31,7 @@ def shapes(state: dict) -> dict:
 
 
 # ---------------------------------------------------------------------- structure
+@pytest.mark.under_test("GPT.__init__")
 @pytest.mark.parametrize("variant", VARIANTS)
 def test_parameter_names_and_shapes_are_nanogpts(variant):
     fields = dict(SMALL, **VARIANTS[variant])
@@ -41,6 +42,7 @@ def test_parameter_names_and_shapes_are_nanogpts(variant):
                  f"GPT({fields}).named_parameters(): the distinct parameters, in PyTorch's order")
 
 
+@pytest.mark.under_test("GPT.__init__")
 def test_tied_weights_are_one_parameter():
     tied = GPT(GPTConfig(**SMALL), rng=0)
     assert_equal(tied.lm_head.weight is tied.transformer.wte.weight, True,
@@ -58,6 +60,7 @@ def test_num_parameters_counts_each_distinct_parameter_once(variant):
 
 
 # ---------------------------------------------------------------------- initialisation
+@pytest.mark.under_test("GPT.initialize_weights")
 @pytest.mark.parametrize("variant", ["gpt2", "llama"])
 def test_initialisation_is_gpt2s(variant):
     n_layer = 4
@@ -82,6 +85,7 @@ def test_initialisation_is_gpt2s(variant):
         assert_in_range(values.mean(), -bound, bound, what + ": the mean of N(0, std) draws, 0")
 
 
+@pytest.mark.under_test("GPT.initialize_weights")
 def test_initialisation_is_seeded_by_rng():
     a, b = GPT(GPTConfig(**SMALL), rng=7), GPT(GPTConfig(**SMALL), rng=np.random.default_rng(7))
     for name, p in a.state_dict().items():
@@ -92,6 +96,7 @@ def test_initialisation_is_seeded_by_rng():
                     "(different seeds should give different weights)")
 
 
+@pytest.mark.under_test("GPT.__init__")
 def test_dtype_option():
     model = GPT(GPTConfig(**SMALL), rng=0, dtype=np.float64)
     for name, p in model.named_parameters():
@@ -99,6 +104,7 @@ def test_dtype_option():
 
 
 # ---------------------------------------------------------------------- forward
+@pytest.mark.under_test("GPT.forward")
 @pytest.mark.parametrize("variant", ["gpt2", "llama"])
 @pytest.mark.parametrize("dtype", [np.float32, np.float64], ids=["float32", "float64"])
 def test_logits_for_every_position_and_no_loss_without_targets(variant, dtype):
@@ -112,6 +118,7 @@ def test_logits_for_every_position_and_no_loss_without_targets(variant, dtype):
     assert_in_range(np.isfinite(logits.data).mean(), 1, 1, "the fraction of finite logits")
 
 
+@pytest.mark.under_test("GPT.forward")
 @pytest.mark.parametrize("variant", ["gpt2", "llama"])
 def test_longer_than_block_size_is_rejected(variant):
     fields = dict(SMALL, **VARIANTS[variant])
@@ -124,6 +131,7 @@ def test_longer_than_block_size_is_rejected(variant):
     assert_tensor(logits, f"GPT with block_size={block} given {block} tokens", shape=(2, block, fields["vocab_size"]))
 
 
+@pytest.mark.under_test("CausalSelfAttention.forward")
 @pytest.mark.parametrize("variant", ["gpt2", "llama"])
 def test_attention_is_causal(variant):
     """Position t's logits depend on tokens 0..t only; and they do depend on earlier tokens."""
@@ -155,6 +163,7 @@ def randomize_like_training(model: GPT, seed: int = 0) -> None:
             p.data[...] = rng.normal(0, 0.3, p.shape)
 
 
+@pytest.mark.under_test("GPT.forward")
 def test_dropout_only_in_training_mode():
     fields = dict(SMALL, dropout=0.2)
     model = GPT(GPTConfig(**fields), rng=0, dtype=np.float64)
@@ -233,6 +242,7 @@ def fake_gpt2_state(n_embd: int, n_layer: int = 2, vocab: int = 11, block: int =
     return state
 
 
+@pytest.mark.under_test("gpt2_config_from_state_dict")
 @pytest.mark.parametrize("n_embd, n_head", [(768, 12), (1024, 16), (1280, 20), (1600, 25)])
 def test_gpt2_config_infers_the_published_sizes(n_embd, n_head):
     config = gpt2_config_from_state_dict(fake_gpt2_state(n_embd, n_layer=3, vocab=50257, block=1024))
@@ -242,6 +252,7 @@ def test_gpt2_config_infers_the_published_sizes(n_embd, n_head):
                  "n_head, n_embd, ffn_dim)")
 
 
+@pytest.mark.under_test("gpt2_config_from_state_dict")
 def test_n_head_is_required_for_other_widths():
     state = hf_gpt2_state_dict(ReferenceGPT(**GPT2_LIKE))
     assert_raises(ValueError, lambda: GPT.from_gpt2_state_dict(state),

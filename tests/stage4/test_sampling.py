@@ -69,60 +69,81 @@ def greedy_rollout(gpt: GPT, idx: np.ndarray, n: int) -> np.ndarray:
     return idx
 
 
+def distribution(logits: np.ndarray, *settings, **named) -> np.ndarray:
+    """``sampling_distribution(logits, ...)``, first checked to leave every row a token to draw: a top_k or top_p
+    that removes them all gives 0 / 0 = NaN on renormalising, which would read as a mere difference."""
+    probs = sampling_distribution(logits, *settings, **named)
+    kept = np.nan_to_num(np.atleast_1d(np.asarray(probs, dtype=np.float64)), nan=0.0) > 0
+    emptied = np.flatnonzero(~kept.reshape(-1, kept.shape[-1]).any(axis=-1)).tolist()
+    call = ", ".join([f"logits {np.shape(logits)}", *map(repr, settings), *(f"{k}={v!r}" for k, v in named.items())])
+    assert_equal(emptied, [], f"sampling_distribution({call}): every token was removed in these rows (the most likely "
+                 "token must always be kept)")
+    return probs
+
+
 # ---------------------------------------------------------------------- the distribution
+@pytest.mark.under_test("sampling_distribution")
 @pytest.mark.parametrize("temperature", [1.0, 0.5, 2.0])
 def test_temperature_scales_the_logits(temperature):
     logits = random_logits(0)
-    assert_close(sampling_distribution(logits, temperature), expected_distribution(logits, temperature),
+    assert_close(distribution(logits, temperature), expected_distribution(logits, temperature),
                  f"sampling_distribution(logits (5, 29), temperature={temperature}): softmax(logits / temperature)")
 
 
+@pytest.mark.under_test("sampling_distribution")
 def test_temperature_zero_puts_all_the_mass_on_the_argmax():
     logits = random_logits(1)
-    assert_close(sampling_distribution(logits, 0.0), expected_distribution(logits, 0.0),
+    assert_close(distribution(logits, 0.0), expected_distribution(logits, 0.0),
                  "sampling_distribution(logits, temperature=0): one-hot at each row's argmax (greedy)")
 
 
+@pytest.mark.under_test("sampling_distribution")
 @pytest.mark.parametrize("top_k", [1, 3, 10, 29, 100])
 def test_top_k_keeps_the_k_largest(top_k):
     logits = random_logits(2)
-    assert_close(sampling_distribution(logits, 0.8, top_k=top_k), expected_distribution(logits, 0.8, top_k=top_k),
+    assert_close(distribution(logits, 0.8, top_k=top_k), expected_distribution(logits, 0.8, top_k=top_k),
                  f"sampling_distribution(logits (5, 29), temperature=0.8, top_k={top_k})")
 
 
+@pytest.mark.under_test("sampling_distribution")
 def test_top_k_keeps_every_token_tied_at_the_kth_logit():
     logits = np.array([[3.0, 1.0, 2.0, 1.0, 0.0, 1.0]])
-    assert_close(sampling_distribution(logits, 1.0, top_k=3), expected_distribution(logits, 1.0, top_k=3),
+    assert_close(distribution(logits, 1.0, top_k=3), expected_distribution(logits, 1.0, top_k=3),
                  f"sampling_distribution({logits.tolist()}, top_k=3): the 3rd largest logit, 1.0, is shared by three "
                  "tokens, and all of them are kept")
 
 
-@pytest.mark.parametrize("top_p", [0.05, 0.3, 0.6, 0.9, 0.999, 1.0])
-def test_top_p_keeps_the_smallest_set_reaching_p(top_p):
-    logits = random_logits(3)
-    assert_close(sampling_distribution(logits, 1.0, top_p=top_p), expected_distribution(logits, 1.0, top_p=top_p),
-                 f"sampling_distribution(logits (5, 29), top_p={top_p}): the most likely tokens while the mass before "
-                 "each is below top_p, renormalised")
-
-
+@pytest.mark.under_test("sampling_distribution")
 def test_top_p_stops_at_the_token_that_reaches_p():
+    # Before the random cases below: an off-by-one top_p is easiest to see in this worked example.
     # Probabilities 0.5, 0.25, 0.125, 0.125 (token 1, token 3, then tokens 0 and 2): 0.5 alone is below 0.74,
     # 0.5 + 0.25 reaches it, so tokens 1 and 3 are kept and the rest is dropped.
     logits = np.log(np.array([[0.125, 0.5, 0.125, 0.25]]))
-    assert_close(sampling_distribution(logits, 1.0, top_p=0.74), np.array([[0, 2 / 3, 0, 1 / 3]]),
+    assert_close(distribution(logits, 1.0, top_p=0.74), np.array([[0, 2 / 3, 0, 1 / 3]]),
                  "sampling_distribution(log([0.125, 0.5, 0.125, 0.25]), top_p=0.74): tokens 1 and 3 (0.5 + 0.25) "
                  "reach 0.74, renormalised")
 
 
+@pytest.mark.under_test("sampling_distribution")
+@pytest.mark.parametrize("top_p", [0.05, 0.3, 0.6, 0.9, 0.999, 1.0])
+def test_top_p_keeps_the_smallest_set_reaching_p(top_p):
+    logits = random_logits(3)
+    assert_close(distribution(logits, 1.0, top_p=top_p), expected_distribution(logits, 1.0, top_p=top_p),
+                 f"sampling_distribution(logits (5, 29), top_p={top_p}): the most likely tokens while the mass before "
+                 "each is below top_p, renormalised")
+
+
+@pytest.mark.under_test("sampling_distribution")
 @pytest.mark.parametrize("temperature, top_k, top_p", [(0.7, 5, 0.8), (1.5, 12, 0.5), (1.0, 2, 0.99)])
 def test_temperature_then_top_k_then_top_p(temperature, top_k, top_p):
     logits = random_logits(4)
-    assert_close(sampling_distribution(logits, temperature, top_k, top_p),
+    assert_close(distribution(logits, temperature, top_k, top_p),
                  expected_distribution(logits, temperature, top_k, top_p),
                  f"sampling_distribution(logits, temperature={temperature}, top_k={top_k}, top_p={top_p}): top_p "
                  "applies to the distribution left by temperature and top_k")
 
 
+@pytest.mark.under_test("check_sampling_settings")
 @pytest.mark.parametrize("settings, match", [
     (dict(temperature=-0.5), "temperature"),
     (dict(top_p=0.0), "top_p"),
@@ -140,6 +161,7 @@ def test_bad_settings_are_a_clear_value_error(settings, match):
 
 
 # ---------------------------------------------------------------------- generate
+@pytest.mark.under_test("GPT.generate")
 def test_greedy_is_the_argmax_rollout():
     gpt, idx = model(), prompts()
     n = 20  # past block_size = 16: the context is cropped to the last 16 tokens
@@ -148,6 +170,7 @@ def test_greedy_is_the_argmax_rollout():
                  "(each the argmax of the logits of the last position, of the last block_size tokens)")
 
 
+@pytest.mark.under_test("GPT.generate")
 def test_top_k_one_is_greedy():
     gpt, idx = model(), prompts(seed=2)
     got = gpt.generate(idx, 10, temperature=1.0, top_k=1, rng=0, use_cache=False)
@@ -155,6 +178,7 @@ def test_top_k_one_is_greedy():
                  "leaves only the most likely token)")
 
 
+@pytest.mark.under_test("GPT.generate")
 def test_output_keeps_the_prompt_and_is_int64():
     gpt, idx = model(), prompts(B=3, T=4)
     got = gpt.generate(idx, 5, rng=0, use_cache=False)
@@ -167,6 +191,7 @@ def test_output_keeps_the_prompt_and_is_int64():
     assert_equal(gpt.training, True, "model.training after generate() on a model in training mode (restore it)")
 
 
+@pytest.mark.under_test("GPT.generate")
 def test_seeded_runs_repeat():
     gpt, idx = model(), prompts()
     settings = dict(temperature=1.3, top_k=20, top_p=0.95, use_cache=False)
@@ -178,6 +203,7 @@ def test_seeded_runs_repeat():
     assert_in_range(np.sum(other != first), 1, None, "the number of tokens that differ between rng=123 and rng=124")
 
 
+@pytest.mark.under_test("draw_tokens")
 @pytest.mark.parametrize("settings", [dict(temperature=0.8, top_k=6), dict(temperature=1.2, top_p=0.7),
                                       dict(temperature=1.0)], ids=str)
 def test_drawn_tokens_follow_the_distribution(settings):
@@ -204,6 +230,7 @@ def test_drawn_tokens_follow_the_distribution(settings):
                     f"{observed.tolist()}; the last entry counts the tokens of probability < 10/N together)")
 
 
+@pytest.mark.under_test("GPT.generate")
 def test_stop_token_ends_generation():
     gpt, idx = model(), prompts(B=1, T=3, seed=4)
     rollout = greedy_rollout(gpt, idx, 12)
@@ -215,6 +242,7 @@ def test_stop_token_ends_generation():
                  f"greedy tokens up to and including the first {stop}, then stop")
 
 
+@pytest.mark.under_test("GPT.generate")
 def test_stop_token_in_a_batch_pads_finished_rows():
     # With these seeds the rows first produce the stop token (8) at steps 0, 5 and 12: row 0 is finished
     # long before the others, and its greedy continuation is not all 8s, so the padding shows.
