@@ -1,5 +1,6 @@
 """Write text with a trained GPT: ``python -m stage4_gpt.sample``.
 
+    python -m stage4_gpt.sample                     # from runs/gpt/ckpt.npz, what python -m stage4_gpt.train wrote
     python -m stage4_gpt.sample --checkpoint runs/gpt/ckpt.npz --prompt "def main(" --max-new-tokens 300
     python -m stage4_gpt.sample --checkpoint runs/gpt/ckpt.npz --temperature 0.5 --top-k 20 --num-samples 3
     python -m stage4_gpt.sample --checkpoint runs/gpt/ckpt.npz --interactive      # one prompt per line
@@ -15,11 +16,12 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 from stage4_gpt.model import GPT
-from stage4_gpt.train import load_checkpoint, model_from_checkpoint
+from stage4_gpt.train import CHECKPOINT_NAME, DEFAULT_OUT, HelpWithDefaults, load_checkpoint, model_from_checkpoint
 
 ENDOFTEXT = "<|endoftext|>"
 
@@ -66,15 +68,20 @@ def check_sampling_flags(parser: argparse.ArgumentParser, args: argparse.Namespa
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m stage4_gpt.sample", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("--checkpoint", required=True, help="an .npz written by python -m stage4_gpt.train")
+                                     formatter_class=HelpWithDefaults)
+    parser.add_argument("--checkpoint", default=f"{DEFAULT_OUT}/{CHECKPOINT_NAME}",
+                        help="an .npz written by python -m stage4_gpt.train (default: %(default)s, where it writes "
+                             "without --out)")
     parser.add_argument("--prompt", default="", help="the text to continue (empty: start from nothing)")
     parser.add_argument("--interactive", action="store_true", help="read one prompt per line from the terminal")
-    parser.add_argument("--max-new-tokens", type=int, default=300)
-    parser.add_argument("--temperature", type=float, default=0.8)
-    parser.add_argument("--top-k", type=int, default=None)
-    parser.add_argument("--top-p", type=float, default=None)
-    parser.add_argument("--num-samples", type=int, default=1)
+    parser.add_argument("--max-new-tokens", type=int, default=300, help="tokens written after the prompt, at most")
+    parser.add_argument("--temperature", type=float, default=0.8,
+                        help="below 1: surer, above 1: more adventurous, 0: always the most likely token")
+    parser.add_argument("--top-k", type=int, default=None, help="draw only from the k most likely tokens (default: all)")
+    parser.add_argument("--top-p", type=float, default=None,
+                        help="draw only from the most likely tokens that together reach this probability "
+                             "(default: all)")
+    parser.add_argument("--num-samples", type=int, default=1, help="continuations of each prompt")
     parser.add_argument("--seed", type=int, default=None, help="repeatable samples (default: fresh randomness)")
     parser.add_argument("--no-cache", action="store_true", help="recompute every position at every step (slow)")
     parser.add_argument("--stats", action="store_true", help="print tokens per second to stderr")
@@ -84,6 +91,9 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if not Path(args.checkpoint).is_file():
+        parser.error(f"--checkpoint {args.checkpoint}: no such file; train a model first (python -m stage4_gpt.train "
+                     f"writes {DEFAULT_OUT}/{CHECKPOINT_NAME}), or name a checkpoint with --checkpoint")
     try:
         model, tokenizer = model_from_checkpoint(load_checkpoint(args.checkpoint))
     except (OSError, ValueError, KeyError) as error:

@@ -28,6 +28,7 @@ import json
 import math
 import os
 import platform
+import shlex
 import signal
 import sys
 import time
@@ -43,6 +44,7 @@ from stage4_gpt.optim import GroupedAdamW, clip_grad_norm_, configure_optimizer,
 from stage4_gpt.tokenizer import ByteTokenizer, CharTokenizer, tokenizer_from_json
 
 CHECKPOINT_NAME = "ckpt.npz"
+DEFAULT_OUT = "runs/gpt"  # where a run writes, and where python -m stage4_gpt.sample looks by default
 # Settings a resumed run may change; every other setting comes from the checkpoint, so that the run goes on
 # with the same model, data and optimiser.
 RESUMABLE = ("max_steps", "eval_interval", "eval_batches", "log_interval", "sample_tokens", "plot", "out")
@@ -428,52 +430,80 @@ def run(settings: dict, resume: bool = False, overrides: dict | None = None) -> 
         evaluate_and_save(step)
     if settings["sample_tokens"]:
         print_sample(model, tokenizer, settings["sample_tokens"], settings["seed"])
+    print(f"checkpoint: {checkpoint_path}; write more with it: {sample_command(checkpoint_path)}")
     return result
+
+
+def sample_command(checkpoint_path: Path) -> str:
+    """The command that samples from ``checkpoint_path`` (the default one needs no --checkpoint)."""
+    command = ["python", "-m", "stage4_gpt.sample"]
+    if Path(checkpoint_path) != Path(DEFAULT_OUT) / CHECKPOINT_NAME:
+        command += ["--checkpoint", str(checkpoint_path)]
+    return shlex.join(command + ["--prompt", "def "])
+
+
+class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
+    """``--help`` ends each flag's line with its default, unless the help already says it, there is none
+    (None), or the flag is a plain switch (off unless given)."""
+
+    def _get_help_string(self, action):
+        if "default" in (action.help or "") or action.default in (None, "") or isinstance(action, argparse._StoreTrueAction):
+            return action.help
+        return super()._get_help_string(action)
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m stage4_gpt.train", description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                                     formatter_class=HelpWithDefaults)
     data = parser.add_argument_group("data")
     data.add_argument("--data", metavar="FILE", help="a UTF-8 text file (default: the Python standard library's "
                                                      "own source, see stage4_gpt.data.default_corpus)")
     data.add_argument("--corpus-chars", type=int, default=DEFAULT_CORPUS_CHARS, help="size of the default corpus")
-    data.add_argument("--tokenizer", choices=("char", "byte", "bpe"), default="char")
+    data.add_argument("--tokenizer", choices=("char", "byte", "bpe"), default="char",
+                      help="one token per character, per UTF-8 byte, or byte-pair encoding learnt on the corpus")
     data.add_argument("--bpe-vocab-size", type=int, default=512, help="vocabulary of --tokenizer bpe")
     data.add_argument("--val-fraction", type=float, default=0.1, help="the last part of the corpus held out")
     model = parser.add_argument_group("model")
-    model.add_argument("--n-layer", type=int, default=4)
-    model.add_argument("--n-head", type=int, default=4)
-    model.add_argument("--n-embd", type=int, default=128)
+    model.add_argument("--n-layer", type=int, default=4, help="Transformer blocks")
+    model.add_argument("--n-head", type=int, default=4, help="attention heads per block")
+    model.add_argument("--n-embd", type=int, default=128, help="the width C, a multiple of --n-head")
     model.add_argument("--block-size", type=int, default=64, help="the context length T")
-    model.add_argument("--dropout", type=float, default=0.0)
-    model.add_argument("--bias", action=argparse.BooleanOptionalAction, default=True)
-    model.add_argument("--norm", choices=("layernorm", "rmsnorm"), default="layernorm")
-    model.add_argument("--pos", choices=("learned", "rope"), default="learned")
-    model.add_argument("--mlp", choices=("gelu", "swiglu"), default="gelu")
-    model.add_argument("--tie-weights", action=argparse.BooleanOptionalAction, default=True)
+    model.add_argument("--dropout", type=float, default=0.0, help="dropout probability while training")
+    model.add_argument("--bias", action=argparse.BooleanOptionalAction, default=True,
+                       help="biases in the Linear and LayerNorm layers")
+    model.add_argument("--norm", choices=("layernorm", "rmsnorm"), default="layernorm",
+                       help="LayerNorm (GPT-2) or RMSNorm (Llama)")
+    model.add_argument("--pos", choices=("learned", "rope"), default="learned",
+                       help="learned position embeddings (GPT-2) or rotary ones (Llama)")
+    model.add_argument("--mlp", choices=("gelu", "swiglu"), default="gelu", help="GELU MLP (GPT-2) or SwiGLU (Llama)")
+    model.add_argument("--tie-weights", action=argparse.BooleanOptionalAction, default=True,
+                       help="lm_head shares the token embedding's weight")
     optim = parser.add_argument_group("optimisation")
     optim.add_argument("--batch-size", type=int, default=32, help="sequences per micro-batch")
     optim.add_argument("--grad-accum", type=int, default=1, help="micro-batches per step (gradient accumulation)")
-    optim.add_argument("--max-steps", type=int, default=800)
+    optim.add_argument("--max-steps", type=int, default=800,
+                       help="optimizer steps in all; a run shorter than --warmup-steps ends still warming up")
     optim.add_argument("--lr", type=float, default=2e-3, help="the peak learning rate")
-    optim.add_argument("--min-lr", type=float, default=2e-4)
-    optim.add_argument("--warmup-steps", type=int, default=100)
+    optim.add_argument("--min-lr", type=float, default=2e-4, help="the learning rate at the end of the cosine")
+    optim.add_argument("--warmup-steps", type=int, default=100,
+                       help="steps of linear warmup up to --lr (with --max-steps below it, --lr is never reached: "
+                            "lower both for a short run)")
     optim.add_argument("--lr-decay-steps", type=int, default=None,
                        help="the step where the cosine reaches --min-lr (default: --max-steps)")
-    optim.add_argument("--weight-decay", type=float, default=0.1)
-    optim.add_argument("--beta1", type=float, default=0.9)
-    optim.add_argument("--beta2", type=float, default=0.99)
-    optim.add_argument("--grad-clip", type=float, default=1.0, help="0 or less: no clipping")
+    optim.add_argument("--weight-decay", type=float, default=0.1, help="AdamW's weight decay, on matrices only")
+    optim.add_argument("--beta1", type=float, default=0.9, help="AdamW's first-moment decay")
+    optim.add_argument("--beta2", type=float, default=0.99, help="AdamW's second-moment decay")
+    optim.add_argument("--grad-clip", type=float, default=1.0, help="the largest gradient norm; 0 or less: no clipping")
     run_group = parser.add_argument_group("run")
-    run_group.add_argument("--out", default="runs/gpt", help="folder for ckpt.npz and loss.png")
+    run_group.add_argument("--out", default=DEFAULT_OUT, help="folder for ckpt.npz and loss.png")
     run_group.add_argument("--resume", action="store_true",
                            help="continue from <out>/ckpt.npz; only " + ", ".join(RESUMABLE) + " may change")
-    run_group.add_argument("--seed", type=int, default=0)
+    run_group.add_argument("--seed", type=int, default=0, help="seeds the initialisation, the batches and the sample")
     run_group.add_argument("--eval-interval", type=int, default=200, help="steps between val loss + checkpoint")
-    run_group.add_argument("--eval-batches", type=int, default=20)
-    run_group.add_argument("--log-interval", type=int, default=10)
-    run_group.add_argument("--sample-tokens", type=int, default=500, help="length of the sample printed at the end")
+    run_group.add_argument("--eval-batches", type=int, default=20, help="batches averaged for each val loss")
+    run_group.add_argument("--log-interval", type=int, default=10, help="steps between progress lines")
+    run_group.add_argument("--sample-tokens", type=int, default=500,
+                           help="length of the sample printed at the end (0: none)")
     run_group.add_argument("--plot", action=argparse.BooleanOptionalAction, default=True, help="write loss.png")
     return parser
 
@@ -514,6 +544,10 @@ def main(argv: list[str] | None = None) -> int:
         overrides = {name: settings[name] for name in RESUMABLE if name in given}
         if not (Path(settings["out"]) / CHECKPOINT_NAME).is_file():
             parser.error(f"--resume: no checkpoint {Path(settings['out']) / CHECKPOINT_NAME}")
+    elif settings["max_steps"] < settings["warmup_steps"]:
+        print(f"note: --max-steps {settings['max_steps']} is below --warmup-steps {settings['warmup_steps']}: the "
+              f"whole run stays in the warmup and the learning rate never reaches --lr {settings['lr']:g}",
+              file=sys.stderr)
     keep_freed_memory()
     try:
         result = run(settings, resume=resume, overrides=overrides)

@@ -102,6 +102,26 @@ def test_command_line_prints_prompt_and_sample(tmp_path, capsys):
                                                            "(--seed 7, --temperature 0.9, --top-k 5)")
 
 
+def test_command_line_reads_the_training_default_checkpoint(tmp_path, capsys, monkeypatch):
+    """With no --checkpoint, the sampler reads runs/gpt/ckpt.npz, where python -m stage4_gpt.train writes; if
+    there is none yet, it says how to make one."""
+    monkeypatch.chdir(tmp_path)
+    error = assert_raises(SystemExit, lambda: main(["--prompt", "ab"]),
+                          "python -m stage4_gpt.sample without --checkpoint, before any training")
+    message = capsys.readouterr().err
+    assert_equal(("runs/gpt/ckpt.npz" in message, "python -m stage4_gpt.train" in message), (True, True),
+                 f"the message names the default checkpoint and how to train one; it was {message.strip()!r}")
+    assert_equal(error.code, 2, "exit code without a checkpoint (a usage error)")
+    tokenizer, model = tokenizer_and_model(seed=2)
+    (tmp_path / "runs" / "gpt").mkdir(parents=True)
+    write_checkpoint(tmp_path / "runs" / "gpt" / "ckpt.npz", model, tokenizer)
+    code = main(["--prompt", "bead", "--max-new-tokens", "5", "--seed", "3", "--no-cache"])
+    expected = "bead" + complete(model, tokenizer, "bead", 5, temperature=0.8, rng=np.random.default_rng(3),
+                                 use_cache=False)
+    assert_equal(code, 0, "exit code of python -m stage4_gpt.sample --prompt bead (no --checkpoint)")
+    assert_equal(capsys.readouterr().out, expected + "\n", "what the sampler prints from runs/gpt/ckpt.npz")
+
+
 @pytest.mark.parametrize("flags, named", [(["--top-p", "0"], "top-p"), (["--top-p", "1.5"], "top-p"),
                                           (["--temperature", "-0.5"], "temperature"), (["--top-k", "0"], "top-k")])
 def test_command_line_rejects_settings_without_a_distribution(tmp_path, capsys, flags, named):

@@ -261,7 +261,11 @@ def test_default_corpus_run_writes_a_loss_curve(tmp_path, capsys):
     assert_equal(sorted(tokenizer.chars), sorted(set(text)), "the characters of the checkpoint's CharTokenizer")
     png = (out / "loss.png").read_bytes()[:8]
     assert_equal(png, b"\x89PNG\r\n\x1a\n", "the first bytes of <out>/loss.png (a PNG image)")
-    assert_in_range(len(capsys.readouterr().out.splitlines()), 4, None, "lines printed by the run")
+    printed = capsys.readouterr().out.splitlines()
+    assert_in_range(len(printed), 4, None, "lines printed by the run")
+    command = f"python -m stage4_gpt.sample --checkpoint {out / 'ckpt.npz'}"
+    assert_equal(command in printed[-1], True, f"the run's last line says how to sample from its checkpoint "
+                                               f"({command!r}); it was {printed[-1]!r}")
 
 
 def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
