@@ -100,6 +100,7 @@ def run_stage(stage: Stage, homes: dict[str, Path], exercises: list[str], test_t
         workdir.mkdir()
         ignored: list[str] = []
         collected: dict[str, str | None] | None = None  # nodeid -> exercise, once the first child collected
+        functions: dict[str, tuple[str, ...]] = {}  # nodeid -> the functions it says it tests
         tests_before = 0
         for _attempt in range(MAX_RESTARTS + 1):
             log_path.write_text("")
@@ -120,19 +121,22 @@ def run_stage(stage: Stage, homes: dict[str, Path], exercises: list[str], test_t
                     kill_group(process)
             if collected is None:
                 collected = state.collected
+            functions.update(state.functions)
             if state.run_timed_out:
                 result.run_timed_out = True
                 if state.current_test is not None:
                     result.tests[state.current_test] = TestResult(
                         state.current_test, (collected or {}).get(state.current_test), "timeout",
-                        problem("timeout", f"the whole run's time limit of {run_timeout:g} s was reached during this test"))
+                        problem("timeout", f"the whole run's time limit of {run_timeout:g} s was reached during this test"),
+                        functions.get(state.current_test, ()))
                 break
             if state.current_test is not None:  # the child died or was killed inside a test
                 exercise = (collected or {}).get(state.current_test)
                 error = (problem("timeout", f"this test ran past its time limit of {stage.time_limit(exercise, test_timeout):g} s "
                                  "and had to be stopped") if state.killed
                          else problem("crashed", crash_message(process.returncode, "in the middle of this test")))
-                result.tests[state.current_test] = TestResult(state.current_test, exercise, error["type"], error)
+                result.tests[state.current_test] = TestResult(state.current_test, exercise, error["type"], error,
+                                                              functions.get(state.current_test, ()))
             elif state.collecting is not None and not state.finished:  # it died, or hung, while importing tests
                 module = Path(state.collecting).name
                 error = (problem("timeout", f"importing {module}, and the code under test it imports, took longer than "
@@ -166,6 +170,7 @@ def still_to_run(collected: dict[str, str | None], result: RunResult) -> list[st
 @dataclass
 class ChildState:
     collected: dict[str, str | None] | None = None
+    functions: dict[str, tuple[str, ...]] = field(default_factory=dict)  # nodeid -> its under_test functions
     current_test: str | None = None
     collecting: str | None = None
     killed: bool = False
@@ -179,7 +184,7 @@ def follow(process: subprocess.Popen, log_path: Path, result: RunResult, stage: 
     state = ChildState()
     started_at = collecting_since = finished_at = 0.0
     exercise_of: dict[str, str | None] = {}
-    functions_of: dict[str, tuple[str, ...]] = {}
+    functions_of = state.functions
     with log_path.open(encoding="utf-8") as log:
         pending = ""
         while True:
