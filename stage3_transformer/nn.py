@@ -105,8 +105,7 @@ class LayerNorm(Module):
     def __init__(self, normalized_shape, eps: float = 1e-5, elementwise_affine: bool = True, bias: bool = True, *,
                  rng: np.random.Generator | int | None = None, dtype=np.float32):
         super().__init__()
-        shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
-        self.normalized_shape = tuple(int(n) for n in shape)
+        self.normalized_shape = F.as_shape(normalized_shape)
         self.eps = eps
         self.elementwise_affine = elementwise_affine
         # TODO 3.2: weight = ones, bias = zeros (Parameters of normalized_shape), or None when switched off
@@ -127,8 +126,7 @@ class RMSNorm(Module):
     def __init__(self, normalized_shape, eps: float | None = None, elementwise_affine: bool = True, *,
                  rng: np.random.Generator | int | None = None, dtype=np.float32):
         super().__init__()
-        shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
-        self.normalized_shape = tuple(int(n) for n in shape)
+        self.normalized_shape = F.as_shape(normalized_shape)
         self.eps = eps
         self.elementwise_affine = elementwise_affine
         # TODO 3.2: weight = ones of normalized_shape, or None

@@ -279,10 +279,17 @@ def _gather(x: Tensor, rows: np.ndarray, cols: np.ndarray) -> Tensor:
 
 
 # ---------------------------------------------------------------------- 3.2 layer norm and RMS norm
+def as_shape(normalized_shape) -> tuple[int, ...]:
+    """``normalized_shape`` as a tuple of ints: PyTorch accepts an int for one axis, or a sequence."""
+    if isinstance(normalized_shape, (int, np.integer)):
+        return (int(normalized_shape),)
+    return tuple(int(n) for n in normalized_shape)
+
+
 def _normalized_size(x: Tensor, normalized_shape, name: str) -> int:
     """Check that x ends with ``normalized_shape`` (an int or a tuple); return the number of elements
     normalised together, D = prod(normalized_shape)."""
-    shape = (normalized_shape,) if isinstance(normalized_shape, (int, np.integer)) else tuple(normalized_shape)
+    shape = as_shape(normalized_shape)
     if x.shape[x.ndim - len(shape):] != shape or len(shape) > x.ndim:
         raise ValueError(f"{name}: normalized_shape {shape} must be the last axes of the input, "
                          f"whose shape is {x.shape}")
