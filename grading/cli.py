@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shlex
 import signal
@@ -59,6 +60,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--hint", nargs="?", const="", metavar="ID",
                         help="show the next hint for exercise ID (default: the one to work on), one more each time")
     parser.add_argument("--json", type=Path, metavar="PATH", help="also write the result as JSON to PATH")
+    parser.add_argument("--extra-tests", type=Path, metavar="DIR",
+                        help="(instructors) also run the hidden tests in DIR, laid out like tests/STAGE/ and marked "
+                             "with the stage's exercise ids: they count toward those exercises")
     parser.add_argument("--timeout", type=float, metavar="SECONDS",
                         help="time limit per test (default: set per exercise, 20 s for most)")
     parser.add_argument("--run-timeout", type=float, default=DEFAULT_RUN_TIMEOUT, metavar="SECONDS",
@@ -108,7 +112,8 @@ def check_usage(args) -> Stage | None:
         extra = [flag for flag, given in [("--solutions", args.solutions), ("--submission", args.submission),
                                           ("--reference-earlier", args.reference_earlier), ("-x", args.exercise),
                                           ("-v", args.verbose), ("--watch", args.watch), ("--hint", args.hint is not None),
-                                          ("--json", args.json), ("--timeout", args.timeout is not None),
+                                          ("--json", args.json), ("--extra-tests", args.extra_tests),
+                                          ("--timeout", args.timeout is not None),
                                           ("--run-timeout", args.run_timeout != DEFAULT_RUN_TIMEOUT)] if given]
         if extra:
             raise UsageProblem(f"`{args.stage}` takes no options ({', '.join(extra)} given); they are for grading a stage")
@@ -128,6 +133,10 @@ def check_usage(args) -> Stage | None:
         raise UsageProblem(f"--json {args.json}: the folder {args.json.parent} does not exist")
     if (args.timeout is not None and args.timeout <= 0) or args.run_timeout <= 0:
         raise UsageProblem("time limits must be positive numbers of seconds")
+    if args.extra_tests is not None:
+        if not args.extra_tests.is_dir():
+            raise UsageProblem(f"--extra-tests {args.extra_tests}: there is no such folder")
+        stage = dataclasses.replace(stage, extra_tests=(args.extra_tests.resolve(),))
     if args.reference_earlier and not stage.requires:
         raise UsageProblem(f"{name} builds on no earlier stage, so --reference-earlier has nothing to replace")
     return stage

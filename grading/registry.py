@@ -37,6 +37,7 @@ class Stage:
     title: str
     exercises: tuple[Exercise, ...]
     requires: tuple[str, ...] = ()  # earlier stage packages this one imports
+    extra_tests: tuple[Path, ...] = ()  # instructors' hidden test folders run with tests/<stage> (--extra-tests)
 
     @property
     def max_score(self) -> int:

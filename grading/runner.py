@@ -49,7 +49,7 @@ class RunResult:
 def child_command(stage: Stage, homes: dict[str, Path], log: Path, exercises: list[str], test_timeout: float | None,
                   only: Path | None, ignored: list[str]) -> list[str]:
     cmd = [
-        sys.executable, "-P", "-m", "pytest", str(stage.tests_dir),
+        sys.executable, "-P", "-m", "pytest", str(stage.tests_dir), *(str(d) for d in stage.extra_tests),
         "-p", "grading.plugin", "--grading-log", str(log),
         # --tb=no: the plugin formats the few tracebacks the report can show (formatting all is slow)
         "-q", "--tb=no", "--continue-on-collection-errors", "-p", "no:cacheprovider", "-o", "addopts=",
