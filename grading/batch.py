@@ -1,0 +1,350 @@
+"""Grade a whole class: ``python -m grading.batch stage1 submissions/ --out results/``.
+
+Each entry of the submissions folder is one student: a folder, or a ``.zip`` of one (unpacked into a
+temporary folder). The stage packages the stage needs are found anywhere inside it (``alice/stage1_autograd``
+or ``alice/my-copy/stage1_autograd``), copied into a temporary folder of their own, and graded there by
+``python grader.py STAGE --submission DIR --json ...``, several students at once (one per core by default).
+The results: ``OUT/<student>.json`` for each student, ``OUT/grades.csv`` (student, score, one column per
+exercise, status, message) and ``OUT/summary.json`` (mean, median, each exercise's pass rate), also printed.
+
+A broken submission (no stage folder, a damaged zip, a name that is not UTF-8) gets a row saying what is
+wrong, and the batch goes on.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import zipfile
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+
+from grading.registry import REPO_ROOT, Stage, load_stage, stage_names
+
+SEARCH_DEPTH = 4  # how deep inside a submission a stage package is looked for
+IGNORED_PARTS = {"__MACOSX", "__pycache__", ".git", ".venv", "venv", "node_modules"}
+KILL_GRACE_SECONDS = 10.0  # after asking a grader to stop, before it is killed
+
+
+class BrokenSubmission(Exception):
+    """What is wrong with a submission, in words for the instructor."""
+
+
+# ---------------------------------------------------------------------------------------------- finding
+def display_name(name: str) -> str:
+    """A file name as text: bytes that are not UTF-8 (kept by Python as surrogates) become U+FFFD."""
+    return name.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
+
+
+def safe_name(name: str) -> str:
+    """A name usable as a file name on every system: letters, digits, ``.``, ``-`` and ``_``."""
+    cleaned = re.sub(r"[^A-Za-z0-9._-]+", "_", display_name(name)).strip("._")
+    return cleaned or "submission"
+
+
+def find_package(root: Path, package: str, depth: int = SEARCH_DEPTH) -> Path | None:
+    """The shallowest folder named ``package`` under ``root`` (``root`` itself counts as depth 0), or None.
+    Among folders at the same depth, the first in sorted order: the same answer on every run."""
+    level = [root]
+    for _ in range(depth + 1):
+        found = sorted(p for p in level if p.name == package and p.is_dir() and p != root)
+        if found:
+            return found[0]
+        children = []
+        for folder in level:
+            try:
+                entries = sorted(folder.iterdir())
+            except OSError:
+                continue
+            children += [e for e in entries if e.is_dir() and not e.is_symlink() and e.name not in IGNORED_PARTS]
+        level = children
+    return None
+
+
+def unpack_zip(archive: Path, into: Path) -> None:
+    """Unpack ``archive`` into ``into``, refusing members with an absolute path or a ``..`` (which would be
+    written outside ``into``) and links."""
+    try:
+        with zipfile.ZipFile(archive) as zf:
+            for info in zf.infolist():
+                name = PurePosixPath(info.filename.replace("\\", "/"))
+                if name.is_absolute() or ".." in name.parts or re.match(r"^[A-Za-z]:", info.filename):
+                    raise BrokenSubmission(f"the zip holds a file outside its own folder ({info.filename!r}); "
+                                           "nothing was unpacked from it")
+                if (info.external_attr >> 16) & 0o170000 == 0o120000:
+                    raise BrokenSubmission(f"the zip holds a symbolic link ({info.filename!r}); nothing was unpacked")
+            zf.extractall(into)
+    except zipfile.BadZipFile as error:
+        raise BrokenSubmission(f"not a readable zip file ({error})") from None
+    except OSError as error:
+        raise BrokenSubmission(f"the zip could not be unpacked ({error.strerror or error})") from None
+
+
+def copy_packages(source_root: Path, stage: Stage, packages: list[str], into: Path) -> None:
+    """Copy each package found under ``source_root`` into ``into/<package>`` (compiled files left out).
+    Raises BrokenSubmission naming the first package that is nowhere to be found."""
+    for package in packages:
+        found = find_package(source_root, package)
+        if found is None:
+            raise BrokenSubmission(f"no {package}/ folder in it")
+        try:
+            shutil.copytree(found, into / package, symlinks=True,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".grader"))
+        except (OSError, shutil.Error) as error:
+            raise BrokenSubmission(f"its {package}/ folder could not be copied ({error})") from None
+
+
+# ---------------------------------------------------------------------------------------------- grading
+@dataclass
+class Row:
+    student: str  # as shown (display_name of the entry, without .zip)
+    file_stem: str  # the name of its JSON file in OUT
+    status: str  # graded, missing, error
+    score: int = 0
+    max_score: int = 0
+    exercises: dict[str, dict] = field(default_factory=dict)  # id -> {"score", "status"}
+    message: str = ""
+    seconds: float = 0.0
+
+
+def grader_command(stage: Stage, submission: Path, json_path: Path, options: argparse.Namespace) -> list[str]:
+    command = [sys.executable, str(REPO_ROOT / "grader.py"), stage.name, "--submission", str(submission),
+               "--json", str(json_path)]
+    for exercise in options.exercise:
+        command += ["-x", exercise]
+    if options.reference_earlier:
+        command.append("--reference-earlier")
+    if options.timeout is not None:
+        command += ["--timeout", str(options.timeout)]
+    if options.run_timeout is not None:
+        command += ["--run-timeout", str(options.run_timeout)]
+    if getattr(options, "extra_tests", None):
+        command += ["--extra-tests", str(options.extra_tests)]
+    return command
+
+
+def run_grader(command: list[str], limit: float) -> tuple[int | None, str]:
+    """Run one grader to its end (or stop it after ``limit`` seconds): (exit code or None, its stderr)."""
+    process = subprocess.Popen(command, cwd=REPO_ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                               stdin=subprocess.DEVNULL, text=True, errors="replace")
+    try:
+        _, err = process.communicate(timeout=limit)
+        return process.returncode, err
+    except subprocess.TimeoutExpired:
+        process.send_signal(signal.SIGTERM)  # the grader stops its own test process on the way out
+        try:
+            _, err = process.communicate(timeout=KILL_GRACE_SECONDS)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            _, err = process.communicate()
+        return None, err
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def grade_one(entry: Path, stage: Stage, out: Path, file_stem: str, options: argparse.Namespace) -> Row:
+    name = entry.name[:-4] if entry.name.lower().endswith(".zip") and entry.is_file() else entry.name
+    row = Row(display_name(name), file_stem, "error", max_score=selected_max(stage, options.exercise))
+    started = time.monotonic()
+    json_path = out / f"{file_stem}.json"
+    packages = [stage.package] + ([] if options.reference_earlier else list(stage.requires))
+    with tempfile.TemporaryDirectory(prefix="batch-") as tmp:
+        work = Path(tmp) / "submission"
+        work.mkdir()
+        try:
+            if entry.is_dir():
+                source = entry
+            elif entry.is_file() and zipfile.is_zipfile(entry):
+                source = Path(tmp) / "unzipped"
+                source.mkdir()
+                unpack_zip(entry, source)
+            elif entry.is_file() and entry.name.lower().endswith(".zip"):
+                raise BrokenSubmission("not a readable zip file")
+            else:
+                raise BrokenSubmission("neither a folder nor a .zip file")
+            copy_packages(source, stage, packages, work)
+        except BrokenSubmission as problem:
+            row.status = "missing" if str(problem).startswith("no ") and f"{stage.package}/" in str(problem) else "error"
+            row.message = f"{row.student}: {problem}"
+        else:
+            limit = (options.run_timeout or 600.0) + 60.0
+            code, err = run_grader(grader_command(stage, work, json_path, options), limit)
+            try:
+                data = json.loads(json_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                data = None
+            if code in (0, 1) and data is not None:
+                row.status = "graded"
+                row.score, row.max_score = data["score"], data["max_score"]
+                row.exercises = {e["id"]: e for e in data["exercises"]}
+                problems = [f"{e['id']} {e['status'].replace('_', ' ')}" for e in data["exercises"]
+                            if e["status"] != "passed"]
+                row.message = ", ".join(problems)
+            else:
+                last = [line for line in err.splitlines() if line.strip()]
+                why = "the grader was stopped at its time limit" if code is None else (last[-1] if last else f"exit code {code}")
+                row.message = f"{row.student}: could not be graded: {why}"
+    row.seconds = time.monotonic() - started
+    if row.status != "graded":
+        write_json(json_path, {"student": row.student, "stage": stage.name, "status": row.status,
+                               "message": row.message, "score": 0, "max_score": row.max_score, "exercises": []})
+    else:
+        data["student"], data["status"] = row.student, row.status
+        write_json(json_path, data)
+    return row
+
+
+def selected_max(stage: Stage, exercises: list[str]) -> int:
+    return sum(e.points for e in stage.exercises if not exercises or e.id in exercises)
+
+
+def write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, ensure_ascii=False) + "\n", encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------- reporting
+class Progress:
+    """A plain-text progress bar on stderr: redrawn in place on a terminal, one line per student otherwise."""
+
+    def __init__(self, total: int, stream=sys.stderr):
+        self.total, self.done, self.stream = total, 0, stream
+        self.live = stream.isatty()
+        self.lock = threading.Lock()
+
+    def step(self, row: Row) -> None:
+        with self.lock:
+            self.done += 1
+            width = 30
+            filled = round(width * self.done / max(self.total, 1))
+            bar = f"[{'#' * filled}{'.' * (width - filled)}] {self.done}/{self.total}"
+            what = f"{row.student}: {row.score}/{row.max_score}" if row.status == "graded" else f"{row.student}: {row.status}"
+            if self.live:
+                self.stream.write(f"\r\033[K{bar} {what}" + ("\n" if self.done == self.total else ""))
+            else:
+                self.stream.write(f"{bar} {what}\n")
+            self.stream.flush()
+
+
+def summarise(rows: list[Row], stage: Stage, exercise_ids: list[str]) -> dict:
+    """Statistics over the submissions that could be graded; the others are counted by status."""
+    graded = [r for r in rows if r.status == "graded"]
+    scores = [r.score for r in graded]
+    return {
+        "stage": stage.name,
+        "submissions": len(rows),
+        "graded": len(graded),
+        "missing": sum(r.status == "missing" for r in rows),
+        "errors": sum(r.status == "error" for r in rows),
+        "max_score": selected_max(stage, exercise_ids),
+        "mean": round(statistics.fmean(scores), 2) if scores else None,
+        "median": statistics.median(scores) if scores else None,
+        "pass_rate": {e.id: (round(sum(r.exercises.get(e.id, {}).get("status") == "passed" for r in graded) / len(graded), 3)
+                             if graded else None)
+                      for e in stage.exercises if not exercise_ids or e.id in exercise_ids},
+    }
+
+
+def write_csv(path: Path, rows: list[Row], exercise_ids: list[str]) -> None:
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["student", "score", *exercise_ids, "status", "message"])
+        for r in sorted(rows, key=lambda r: r.student):
+            cells = [r.exercises[i]["score"] if i in r.exercises else "" for i in exercise_ids]
+            writer.writerow([r.student, r.score, *cells, r.status, r.message])
+
+
+def summary_text(summary: dict, problems: list[Row]) -> str:
+    lines = [f"{summary['stage']}: {summary['submissions']} submissions, {summary['graded']} graded, "
+             f"{summary['missing']} missing, {summary['errors']} could not be graded"]
+    if summary["graded"]:
+        lines.append(f"score out of {summary['max_score']}: mean {summary['mean']:g}, median {summary['median']:g}")
+        lines.append("passed by: " + ", ".join(f"{i} {rate:.0%}" for i, rate in summary["pass_rate"].items()))
+    lines += [f"  {r.message}" for r in problems]
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- command line
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m grading.batch",
+        description="Grade every submission in a folder (one folder or .zip per student) with this copy's tests.",
+        epilog="example:\n  python -m grading.batch stage1 submissions/ --out results/",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", help=f"the stage to grade: {', '.join(stage_names())} (or just its number)")
+    parser.add_argument("submissions", type=Path, help="a folder holding one folder or .zip per student")
+    parser.add_argument("--out", type=Path, required=True, help="where to write the results (created if missing)")
+    parser.add_argument("--jobs", "-j", type=int, default=os.cpu_count() or 1,
+                        help="submissions graded at once (default: one per core, %(default)s here)")
+    parser.add_argument("-x", "--exercise", action="append", default=[], metavar="ID",
+                        help="grade only this exercise (repeatable)")
+    parser.add_argument("--reference-earlier", action="store_true",
+                        help="grade on the reference solutions of the earlier stages instead of the students' own")
+    parser.add_argument("--extra-tests", type=Path, metavar="DIR",
+                        help="also run the instructors' hidden tests in DIR (see grader.py --help)")
+    parser.add_argument("--timeout", type=float, metavar="SECONDS", help="time limit per test (the grader's default)")
+    parser.add_argument("--run-timeout", type=float, metavar="SECONDS",
+                        help="time limit for one submission (the grader's default, 600 s)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    options = parser.parse_args(argv)
+    name = options.stage if options.stage.startswith("stage") else f"stage{options.stage}"
+    if name not in stage_names():
+        parser.error(f"there is no stage {options.stage!r}; the stages are {', '.join(stage_names())}")
+    stage = load_stage(name)
+    unknown = [i for i in options.exercise if i not in {e.id for e in stage.exercises}]
+    if unknown:
+        parser.error(f"{name} has no exercise {', '.join(unknown)}")
+    if options.jobs < 1:
+        parser.error("--jobs must be at least 1")
+    if not options.submissions.is_dir():
+        parser.error(f"{options.submissions} is not a folder")
+    if options.extra_tests is not None:
+        options.extra_tests = options.extra_tests.resolve()
+    options.out.mkdir(parents=True, exist_ok=True)
+    out = options.out.resolve()
+    entries = sorted((e for e in options.submissions.iterdir() if not e.name.startswith(".")), key=lambda e: e.name)
+    stems: dict[Path, str] = {}
+    taken: set[str] = set()
+    for entry in entries:
+        base = safe_name(entry.name[:-4] if entry.name.lower().endswith(".zip") else entry.name)
+        stem, n = base, 2
+        while stem.lower() in taken or stem in ("grades", "summary"):
+            stem, n = f"{base}-{n}", n + 1
+        taken.add(stem.lower())
+        stems[entry] = stem
+    exercise_ids = [e.id for e in stage.exercises if not options.exercise or e.id in options.exercise]
+    progress = Progress(len(entries))
+    rows: list[Row] = []
+    with ThreadPoolExecutor(max_workers=options.jobs) as pool:
+        futures = [pool.submit(grade_one, entry, stage, out, stems[entry], options) for entry in entries]
+        for future in as_completed(futures):
+            row = future.result()
+            rows.append(row)
+            progress.step(row)
+    write_csv(out / "grades.csv", rows, exercise_ids)
+    summary = summarise(rows, stage, options.exercise)
+    write_json(out / "summary.json", summary)
+    print(summary_text(summary, sorted((r for r in rows if r.status != "graded"), key=lambda r: r.student)))
+    print(f"results: {options.out / 'grades.csv'}, {options.out / 'summary.json'} and one JSON per student")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
