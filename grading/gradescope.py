@@ -1,0 +1,244 @@
+"""A Gradescope autograder for one stage: ``python -m grading.gradescope stage1 --out autograder.zip``.
+
+The zip holds what Gradescope asks for, ``setup.sh`` (installs ``requirements.txt`` with PyTorch's CPU-only
+build) and ``run_autograder``, beside the course files the grader needs: ``grader.py``, ``grading/``,
+``tests/`` (the stage tests and their registries), ``requirements.txt`` and ``pyproject.toml``; with
+``--reference-earlier``, the reference solutions of the earlier stages; with ``--extra-tests``, the hidden
+tests. No solution of the graded stage is in it.
+
+On Gradescope, ``run_autograder`` calls ``python3 -m grading.gradescope --run``, which finds the stage
+folder anywhere in ``/autograder/submission/`` (a zip the student uploaded is unpacked), grades a copy of it
+with ``grader.py --json``, and writes ``/autograder/results/results.json`` in Gradescope's format: one test
+entry per exercise, its output the grader's message for that exercise. Two environment variables exist for
+trying it out of Gradescope: ``AUTOGRADER_ROOT`` (instead of ``/autograder``) and ``AUTOGRADER_PYTHON``
+(instead of ``python3``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+from grading.batch import BrokenSubmission, copy_packages, find_package, unpack_zip
+from grading.registry import REPO_ROOT, SOLUTIONS_DIR, Stage, load_stage, stage_names
+
+CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
+COURSE_FILES = ("grader.py", "requirements.txt", "pyproject.toml")
+COURSE_FOLDERS = ("grading", "tests")
+LEFT_OUT = {"__pycache__", ".grader", "benchmarks", "grader"}  # tests/benchmarks and tests/grader are not graded
+HIDDEN_FOLDER = "hidden_tests"
+RUN_TIMEOUT = 600.0
+
+SETUP_SH = f"""#!/usr/bin/env bash
+# Gradescope runs this once, when the autograder image is built. The course needs Python 3.11 or newer:
+# choose a base image that has it (Ubuntu 24.04 ships Python 3.12).
+set -euo pipefail
+cd "${{AUTOGRADER_ROOT:-/autograder}}/source"
+PYTHON="${{AUTOGRADER_PYTHON:-python3}}"
+"$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "this course needs Python 3.11 or newer")'
+if command -v apt-get > /dev/null && ! "$PYTHON" -m pip --version > /dev/null 2>&1; then
+    apt-get update && apt-get install -y python3-pip
+fi
+# PyTorch's CPU-only build (a few hundred MB instead of gigabytes of CUDA libraries); see the README.
+"$PYTHON" -m pip install --break-system-packages -r requirements.txt --extra-index-url {CPU_TORCH_INDEX} \\
+    || "$PYTHON" -m pip install -r requirements.txt --extra-index-url {CPU_TORCH_INDEX}
+"""
+
+RUN_AUTOGRADER = """#!/usr/bin/env bash
+# Gradescope runs this for each submission; it writes results/results.json.
+cd "${{AUTOGRADER_ROOT:-/autograder}}/source"
+exec "${{AUTOGRADER_PYTHON:-python3}}" -m grading.gradescope --run {arguments}
+"""
+
+
+# ---------------------------------------------------------------------------------------------- building
+def tracked_files(root: Path) -> list[str]:
+    """The files git tracks in ``root`` (relative POSIX paths), those present in the working tree; without
+    git, every file under ``root``."""
+    try:
+        listed = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True).stdout
+        names = [n for n in os.fsdecode(listed).split("\0") if n]
+    except (OSError, subprocess.CalledProcessError):
+        names = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and ".git" not in p.parts]
+    return sorted(n for n in names if (root / n).is_file())
+
+
+def course_files(stage: Stage, reference_earlier: bool) -> list[str]:
+    """What the autograder copies of this course: the grader and the tests, and the reference of the earlier
+    stages when the stage is graded on them."""
+    keep = []
+    for name in tracked_files(REPO_ROOT):
+        parts = name.split("/")
+        if LEFT_OUT & set(parts[:-1]) or name.endswith(".pyc"):
+            continue
+        if name in COURSE_FILES or parts[0] in COURSE_FOLDERS:
+            keep.append(name)
+        elif reference_earlier and parts[0] == SOLUTIONS_DIR.name and len(parts) > 2 and parts[1] in stage.requires:
+            keep.append(name)
+    return keep
+
+
+def add_file(zf: zipfile.ZipFile, name: str, data: bytes, executable: bool = False) -> None:
+    info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))  # the same zip for the same course
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = (0o755 if executable else 0o644) << 16
+    zf.writestr(info, data)
+
+
+def build(stage: Stage, out: Path, reference_earlier: bool, exercises: list[str], visibility: str,
+          extra_tests: Path | None) -> list[str]:
+    """Write the autograder zip to ``out``; returns the names it holds."""
+    arguments = [stage.name, "--visibility", visibility]
+    arguments += [a for e in exercises for a in ("-x", e)]
+    if reference_earlier:
+        arguments.append("--reference-earlier")
+    if extra_tests is not None:
+        arguments += ["--extra-tests", HIDDEN_FOLDER]
+    names = []
+    with zipfile.ZipFile(out, "w") as zf:
+        add_file(zf, "setup.sh", SETUP_SH.encode(), executable=True)
+        add_file(zf, "run_autograder", RUN_AUTOGRADER.format(arguments=shlex.join(arguments)).encode(), executable=True)
+        names += ["setup.sh", "run_autograder"]
+        for name in course_files(stage, reference_earlier):
+            add_file(zf, name, (REPO_ROOT / name).read_bytes(), executable=name == "grader.py")
+            names.append(name)
+        if extra_tests is not None:
+            for path in sorted(p for p in extra_tests.rglob("*") if p.is_file() and "__pycache__" not in p.parts):
+                name = f"{HIDDEN_FOLDER}/{path.relative_to(extra_tests).as_posix()}"
+                add_file(zf, name, path.read_bytes())
+                names.append(name)
+    return names
+
+
+# ---------------------------------------------------------------------------------------------- running
+def gradescope_results(stage: Stage, graded: dict | None, output: str, seconds: float, visibility: str,
+                       exercises: list[str], problem: str = "") -> dict:
+    """Gradescope's results.json: the total, the grader's report, and one test per exercise."""
+    by_id = {e["id"]: e for e in (graded or {}).get("exercises", [])}
+    tests = []
+    for exercise in stage.exercises:
+        if exercises and exercise.id not in exercises:
+            continue
+        result = by_id.get(exercise.id)
+        score = result["score"] if result else 0
+        status = result["status"] if result else "not graded"
+        message = (result["message"] if result else problem) or ""
+        tests.append({
+            "name": f"{exercise.id} {exercise.title}",
+            "number": exercise.id,
+            "score": score,
+            "max_score": exercise.points,
+            "status": "passed" if status == "passed" else "failed",
+            "output": message if status == "passed" or not result else f"{status.replace('_', ' ')}: {message}",
+            "visibility": visibility,
+        })
+    return {
+        "score": sum(t["score"] for t in tests),
+        "execution_time": round(seconds, 1),
+        "output": output if not problem else f"{problem}\n{output}".strip(),
+        "visibility": visibility,
+        "stdout_visibility": "hidden",
+        "tests": tests,
+    }
+
+
+def run(stage: Stage, reference_earlier: bool, exercises: list[str], visibility: str, extra_tests: str | None) -> int:
+    """Grade ``/autograder/submission`` (or ``$AUTOGRADER_ROOT/submission``) and write results.json."""
+    root = Path(os.environ.get("AUTOGRADER_ROOT", "/autograder"))
+    submission, results = root / "submission", root / "results"
+    results.mkdir(parents=True, exist_ok=True)
+    started = time.monotonic()
+    packages = [stage.package] + ([] if reference_earlier else list(stage.requires))
+    graded, output, problem = None, "", ""
+    with tempfile.TemporaryDirectory(prefix="gradescope-") as tmp:
+        work, unzipped = Path(tmp) / "submission", Path(tmp) / "unzipped"
+        work.mkdir()
+        try:
+            source = submission
+            if find_package(submission, stage.package) is None:
+                archives = sorted(p for p in submission.rglob("*.zip") if p.is_file()) if submission.is_dir() else []
+                if archives:
+                    unzipped.mkdir()
+                    unpack_zip(archives[0], unzipped)
+                    source = unzipped
+            copy_packages(source, stage, packages, work)
+        except BrokenSubmission as error:
+            problem = f"Your submission could not be graded: {error}. Upload your {stage.package}/ folder " \
+                      f"(the folder itself, with its .py files inside)."
+        else:
+            json_path = Path(tmp) / "result.json"
+            command = [sys.executable, str(REPO_ROOT / "grader.py"), stage.name, "--submission", str(work),
+                       "--json", str(json_path), "--run-timeout", str(RUN_TIMEOUT)]
+            command += [a for e in exercises for a in ("-x", e)]
+            if reference_earlier:
+                command.append("--reference-earlier")
+            if extra_tests:
+                command += ["--extra-tests", str(REPO_ROOT / extra_tests)]
+            done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, errors="replace",
+                                  stdin=subprocess.DEVNULL)
+            output = done.stdout.replace(str(work) + "/", "").replace(str(work), "your submission")
+            try:
+                graded = json.loads(json_path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                problem = "The grader could not grade this submission: " + (
+                    done.stderr.strip().splitlines() or [f"exit code {done.returncode}"])[-1]
+    data = gradescope_results(stage, graded, output, time.monotonic() - started, visibility, exercises, problem)
+    (results / "results.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
+    print(data["output"])
+    return 0  # Gradescope reads results.json; a failing exit code would hide it behind an error
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m grading.gradescope",
+        description="Build a Gradescope autograder (a zip to upload) that grades one stage of this course.",
+        epilog="example:\n  python -m grading.gradescope stage1 --out autograder.zip",
+        formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("stage", help=f"the stage to grade: {', '.join(stage_names())} (or just its number)")
+    parser.add_argument("--out", type=Path, help="the zip to write (default: autograder-STAGE.zip)")
+    parser.add_argument("--reference-earlier", action="store_true",
+                        help="grade on the reference of the earlier stages (their solutions go into the zip)")
+    parser.add_argument("--extra-tests", metavar="DIR",
+                        help="hidden tests to put in the zip and run with the stage's own (see grader.py --help)")
+    parser.add_argument("-x", "--exercise", action="append", default=[], metavar="ID",
+                        help="grade only this exercise (repeatable; default: all)")
+    parser.add_argument("--visibility", default="visible", choices=["visible", "after_published", "after_due_date", "hidden"],
+                        help="when students see each exercise's result (default: %(default)s)")
+    parser.add_argument("--run", action="store_true", help=argparse.SUPPRESS)  # what run_autograder calls
+    options = parser.parse_args(argv)
+    name = options.stage if options.stage.startswith("stage") else f"stage{options.stage}"
+    if name not in stage_names():
+        parser.error(f"there is no stage {options.stage!r}; the stages are {', '.join(stage_names())}")
+    stage = load_stage(name)
+    unknown = [i for i in options.exercise if i not in {e.id for e in stage.exercises}]
+    if unknown:
+        parser.error(f"{name} has no exercise {', '.join(unknown)}")
+    if options.run:
+        return run(stage, options.reference_earlier, options.exercise, options.visibility, options.extra_tests)
+    if options.reference_earlier and not stage.requires:
+        parser.error(f"{name} builds on no earlier stage, so --reference-earlier has nothing to add")
+    if options.reference_earlier and not all((SOLUTIONS_DIR / p).is_dir() for p in stage.requires):
+        parser.error("--reference-earlier needs the solutions/ folder, which this copy does not have")
+    extra = Path(options.extra_tests) if options.extra_tests else None
+    if extra is not None and not extra.is_dir():
+        parser.error(f"--extra-tests {extra}: there is no such folder")
+    out = options.out or Path(f"autograder-{name}.zip")
+    if out.parent and not out.parent.is_dir():
+        parser.error(f"--out {out}: the folder {out.parent} does not exist")
+    names = build(stage, out, options.reference_earlier, options.exercise, options.visibility, extra)
+    print(f"wrote {out}: setup.sh, run_autograder and {len(names) - 2} course files; upload it as the "
+          f"autograder of a Gradescope programming assignment (base image with Python 3.11 or newer)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
