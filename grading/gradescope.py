@@ -185,7 +185,9 @@ def run(stage: Stage, reference_earlier: bool, exercises: list[str], visibility:
                 command += ["--extra-tests", str(REPO_ROOT / extra_tests)]
             done = subprocess.run(command, cwd=REPO_ROOT, capture_output=True, text=True, errors="replace",
                                   stdin=subprocess.DEVNULL)
-            output = done.stdout.replace(str(work) + "/", "").replace(str(work), "your submission")
+            # The report's commands name the temporary copy; a student runs them in their own copy instead.
+            output = done.stdout.replace(f" --submission {shlex.quote(str(work))}", "")
+            output = output.replace(str(work) + "/", "").replace(str(work), "your submission")
             try:
                 graded = json.loads(json_path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
