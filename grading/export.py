@@ -43,10 +43,16 @@ def files_to_export(excluded: list[str]) -> list[str]:
 
 def git(dest: Path, *arguments: str) -> None:
     env = dict(os.environ)
-    known = subprocess.run(["git", "config", "user.email"], cwd=dest, capture_output=True, text=True).stdout.strip()
+    try:
+        known = subprocess.run(["git", "config", "user.email"], cwd=dest, capture_output=True, text=True).stdout.strip()
+    except OSError:
+        known = ""
     if not known:
         env.update({k: v for k, v in FALLBACK_IDENTITY.items() if k not in env})
-    done = subprocess.run(["git", *arguments], cwd=dest, capture_output=True, text=True, env=env)
+    try:
+        done = subprocess.run(["git", *arguments], cwd=dest, capture_output=True, text=True, env=env)
+    except OSError as error:
+        raise ExportProblem(f"git could not be run ({error.strerror}); the student edition is a git repository") from None
     if done.returncode != 0:
         raise ExportProblem(f"`git {' '.join(arguments)}` failed in {dest}: {done.stderr.strip()}")
 

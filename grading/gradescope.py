@@ -68,7 +68,9 @@ def tracked_files(root: Path) -> list[str]:
         listed = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True).stdout
         names = [n for n in os.fsdecode(listed).split("\0") if n]
     except (OSError, subprocess.CalledProcessError):
-        names = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and ".git" not in p.parts]
+        skipped = {".git", "__pycache__", ".grader", ".pytest_cache", ".venv"}
+        names = [p.relative_to(root).as_posix() for p in root.rglob("*")
+                 if p.is_file() and not skipped & set(p.relative_to(root).parts) and p.suffix != ".pyc"]
     return sorted(n for n in names if (root / n).is_file())
 
 
