@@ -73,6 +73,34 @@ def find_package(root: Path, package: str, depth: int = SEARCH_DEPTH) -> Path | 
     return None
 
 
+def exercise_files(package: str) -> set[str]:
+    """The files of ``package`` that hold its exercises (``{"value.py", "tensor.py", ...}``), from its registry."""
+    for name in stage_names():
+        stage = load_stage(name)
+        if stage.package == package:
+            return {e.file.split("/")[0] for e in stage.exercises}
+    return set()
+
+
+def find_loose_files(root: Path, package: str, depth: int = SEARCH_DEPTH) -> Path | None:
+    """The shallowest folder under ``root`` (itself included) holding every exercise file of ``package`` but
+    not inside a folder of that name: the package's files handed in without their folder."""
+    wanted = exercise_files(package)
+    level = [root]
+    for _ in range(depth + 1):
+        children = []
+        for folder in level:
+            try:
+                entries = sorted(folder.iterdir())
+            except OSError:
+                continue
+            if wanted and wanted <= {e.name for e in entries if e.is_file()}:
+                return folder
+            children += [e for e in entries if e.is_dir() and not e.is_symlink() and e.name not in IGNORED_PARTS]
+        level = children
+    return None
+
+
 def unpack_zip(archive: Path, into: Path) -> None:
     """Unpack ``archive`` into ``into``, refusing members with an absolute path or a ``..`` (which would be
     written outside ``into``) and links."""
@@ -96,7 +124,7 @@ def copy_packages(source_root: Path, stage: Stage, packages: list[str], into: Pa
     """Copy each package found under ``source_root`` into ``into/<package>`` (compiled files left out).
     Raises BrokenSubmission naming the first package that is nowhere to be found."""
     for package in packages:
-        found = find_package(source_root, package)
+        found = find_package(source_root, package) or find_loose_files(source_root, package)
         if found is None:
             raise BrokenSubmission(f"no {package}/ folder in it")
         try:
@@ -104,6 +132,31 @@ def copy_packages(source_root: Path, stage: Stage, packages: list[str], into: Pa
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".grader"))
         except (OSError, shutil.Error) as error:
             raise BrokenSubmission(f"its {package}/ folder could not be copied ({error})") from None
+        if not (into / package / "__init__.py").exists():  # loose files: the package's __init__ is docs only
+            (into / package / "__init__.py").write_text("")
+
+
+def prepare_source(entry: Path, package: str, scratch: Path) -> Path:
+    """The folder to look for the stage packages in: ``entry`` itself, or where its zip was unpacked (a .zip
+    entry, or a folder whose only way to the package is a zip inside it)."""
+    if entry.is_file():
+        if not zipfile.is_zipfile(entry):
+            raise BrokenSubmission("not a readable zip file" if entry.name.lower().endswith(".zip")
+                                   else "neither a folder nor a .zip file")
+        archive = entry
+    elif entry.is_dir():
+        if find_package(entry, package) or find_loose_files(entry, package):
+            return entry
+        archives = sorted(p for p in entry.rglob("*") if p.suffix.lower() == ".zip" and p.is_file())
+        if not archives:
+            return entry
+        archive = archives[0]
+    else:
+        raise BrokenSubmission("neither a folder nor a .zip file")
+    unpacked = scratch / "unzipped"
+    unpacked.mkdir()
+    unpack_zip(archive, unpacked)
+    return unpacked
 
 
 # ---------------------------------------------------------------------------------------------- grading
@@ -166,17 +219,7 @@ def grade_one(entry: Path, stage: Stage, out: Path, file_stem: str, options: arg
         work = Path(tmp) / "submission"
         work.mkdir()
         try:
-            if entry.is_dir():
-                source = entry
-            elif entry.is_file() and zipfile.is_zipfile(entry):
-                source = Path(tmp) / "unzipped"
-                source.mkdir()
-                unpack_zip(entry, source)
-            elif entry.is_file() and entry.name.lower().endswith(".zip"):
-                raise BrokenSubmission("not a readable zip file")
-            else:
-                raise BrokenSubmission("neither a folder nor a .zip file")
-            copy_packages(source, stage, packages, work)
+            copy_packages(prepare_source(entry, stage.package, Path(tmp)), stage, packages, work)
         except BrokenSubmission as problem:
             row.status = "missing" if str(problem).startswith("no ") and f"{stage.package}/" in str(problem) else "error"
             row.message = f"{row.student}: {problem}"
@@ -332,12 +375,19 @@ def main(argv: list[str] | None = None) -> int:
     exercise_ids = [e.id for e in stage.exercises if not options.exercise or e.id in options.exercise]
     progress = Progress(len(entries))
     rows: list[Row] = []
-    with ThreadPoolExecutor(max_workers=options.jobs) as pool:
+    pool = ThreadPoolExecutor(max_workers=options.jobs)
+    try:
         futures = [pool.submit(grade_one, entry, stage, out, stems[entry], options) for entry in entries]
         for future in as_completed(futures):
             row = future.result()
             rows.append(row)
             progress.step(row)
+    except KeyboardInterrupt:
+        # The graders running now got the same Ctrl-C and stop their tests; the others never start.
+        pool.shutdown(wait=True, cancel_futures=True)
+        print(f"\ninterrupted after {len(rows)} of {len(entries)} submissions; grades.csv not written", file=sys.stderr)
+        return 130
+    pool.shutdown()
     write_csv(out / "grades.csv", rows, exercise_ids)
     summary = summarise(rows, stage, options.exercise)
     write_json(out / "summary.json", summary)

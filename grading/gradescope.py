@@ -28,7 +28,7 @@ import time
 import zipfile
 from pathlib import Path
 
-from grading.batch import BrokenSubmission, copy_packages, find_package, unpack_zip
+from grading.batch import BrokenSubmission, copy_packages, prepare_source
 from grading.registry import REPO_ROOT, SOLUTIONS_DIR, Stage, load_stage, stage_names
 
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
@@ -162,17 +162,10 @@ def run(stage: Stage, reference_earlier: bool, exercises: list[str], visibility:
     packages = [stage.package] + ([] if reference_earlier else list(stage.requires))
     graded, output, problem = None, "", ""
     with tempfile.TemporaryDirectory(prefix="gradescope-") as tmp:
-        work, unzipped = Path(tmp) / "submission", Path(tmp) / "unzipped"
+        work = Path(tmp) / "submission"
         work.mkdir()
         try:
-            source = submission
-            if find_package(submission, stage.package) is None:
-                archives = sorted(p for p in submission.rglob("*.zip") if p.is_file()) if submission.is_dir() else []
-                if archives:
-                    unzipped.mkdir()
-                    unpack_zip(archives[0], unzipped)
-                    source = unzipped
-            copy_packages(source, stage, packages, work)
+            copy_packages(prepare_source(submission, stage.package, Path(tmp)), stage, packages, work)
         except BrokenSubmission as error:
             problem = f"Your submission could not be graded: {error}. Upload your {stage.package}/ folder " \
                       f"(the folder itself, with its .py files inside)."

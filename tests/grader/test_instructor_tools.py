@@ -52,9 +52,9 @@ def test_batch_grades_every_submission_and_reports_the_broken_ones(tmp_path):
     with zipfile.ZipFile(submissions / "eve.zip", "w") as zf:  # a member that would land outside the folder
         zf.writestr("../escaped.py", "x = 1\n")
         zf.writestr(f"{STAGE1.package}/__init__.py", "")
-    not_utf8 = os.fsencode(submissions) + b"/d\xe9sir\xe9e"
-    os.mkdir(not_utf8)
-    stage1_with_value_done(Path(os.fsdecode(not_utf8)))
+    not_utf8 = Path(os.fsdecode(os.fsencode(submissions) + b"/d\xe9sir\xe9e"))  # a name in Latin-1
+    not_utf8.mkdir()
+    zip_folder(tmp_path / "carol" / STAGE1.package, not_utf8 / "upload.zip")  # a folder holding a zip
 
     done = run(sys.executable, "-m", "grading.batch", "stage1", str(submissions), "--out", str(out), "-x", "1.1",
                "--jobs", "2")
@@ -92,7 +92,10 @@ def test_gradescope_autograder_runs_in_an_autograder_shaped_folder(tmp_path):
     assert {"setup.sh", "run_autograder", "grader.py", "requirements.txt", "tests/stage1/exercises.toml"} <= set(names)
     assert not [n for n in names if n.startswith(("solutions/", "tests/grader/"))]
     assert "download.pytorch.org/whl/cpu" in (root / "source" / "setup.sh").read_text()
-    stage1_with_value_done(root / "submission" / "homework")
+    (root / "submission").mkdir()
+    for file in stage1_with_value_done(tmp_path / "done").glob("*.py"):  # the files uploaded without their folder
+        if file.name != "__init__.py":
+            shutil.copy(file, root / "submission")
     env = {"AUTOGRADER_ROOT": str(root), "AUTOGRADER_PYTHON": sys.executable}
 
     done = run("bash", str(root / "source" / "run_autograder"), env=env)
