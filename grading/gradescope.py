@@ -147,6 +147,8 @@ def gradescope_results(stage: Stage, graded: dict | None, output: str, seconds: 
         "score": sum(t["score"] for t in tests),
         "execution_time": round(seconds, 1),
         "output": output if not problem else f"{problem}\n{output}".strip(),
+        "output_format": "text",  # the report's table is aligned with spaces: shown as written
+        "test_output_format": "text",
         "visibility": visibility,
         "stdout_visibility": "hidden",
         "tests": tests,
