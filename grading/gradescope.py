@@ -68,17 +68,25 @@ def tracked_files(root: Path) -> list[str]:
         listed = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True).stdout
         names = [n for n in os.fsdecode(listed).split("\0") if n]
     except (OSError, subprocess.CalledProcessError):
-        skipped = {".git", "__pycache__", ".grader", ".pytest_cache", ".venv"}
-        names = [p.relative_to(root).as_posix() for p in root.rglob("*")
-                 if p.is_file() and not skipped & set(p.relative_to(root).parts) and p.suffix != ".pyc"]
+        return working_files(root)
     return sorted(n for n in names if (root / n).is_file())
 
 
+def working_files(root: Path, folders: tuple[str, ...] | None = None) -> list[str]:
+    """Every file under ``root`` (or under its ``folders``) as it is now, caches and git's own files left out."""
+    skipped = {".git", "__pycache__", ".grader", ".pytest_cache", ".venv"}
+    starts = [root / f for f in folders] if folders is not None else [root]
+    names = [p.relative_to(root).as_posix() for start in starts for p in start.rglob("*")
+             if p.is_file() and not skipped & set(p.relative_to(root).parts) and p.suffix != ".pyc"]
+    return sorted(names)
+
+
 def course_files(stage: Stage, reference_earlier: bool) -> list[str]:
-    """What the autograder copies of this course: the grader and the tests, and the reference of the earlier
-    stages when the stage is graded on them."""
+    """What the autograder copies of this course, as the files are now (what this copy's grader runs): the grader
+    and the tests, and the reference of the earlier stages when the stage is graded on them."""
     keep = []
-    for name in tracked_files(REPO_ROOT):
+    folders = (*COURSE_FOLDERS, *([f"{SOLUTIONS_DIR.name}/{p}" for p in stage.requires] if reference_earlier else []))
+    for name in [f for f in COURSE_FILES if (REPO_ROOT / f).is_file()] + working_files(REPO_ROOT, folders):
         parts = name.split("/")
         if LEFT_OUT & set(parts[:-1]) or name.endswith(".pyc"):
             continue
