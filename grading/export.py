@@ -1,7 +1,7 @@
 """The student edition: ``python -m grading.export DEST`` writes this course without its reference.
 
-It copies every file git tracks here except ``solutions/`` (and any folder or file named with
-``--exclude``) into ``DEST``, a new folder, makes it a fresh git repository with one commit (none of this
+It copies every file of this repository's last commit except ``solutions/`` (and any folder or file named
+with ``--exclude``) into ``DEST``, a new folder, makes it a fresh git repository with one commit (none of this
 repository's history, which holds the solutions), and then checks the edition as a student would find it:
 ``python grader.py stage1`` there must grade every exercise "not started", 0 points, and every link in its
 Markdown files must lead to a file it has.
@@ -10,16 +10,18 @@ Markdown files must lead to a file it has.
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import os
 import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import tempfile
 from pathlib import Path
 
-from grading.gradescope import tracked_files
+from grading.gradescope import working_files
 from grading.registry import REPO_ROOT, SOLUTIONS_DIR, stage_names
 
 ALWAYS_LEFT_OUT = (SOLUTIONS_DIR.relative_to(REPO_ROOT).as_posix(),)
@@ -34,11 +36,53 @@ class ExportProblem(Exception):
     pass
 
 
-def files_to_export(excluded: list[str]) -> list[str]:
-    """The tracked files, less those under ``solutions/`` and under each excluded path."""
+def left_out(name: str, excluded: list[str]) -> bool:
+    """True for ``solutions/`` and what is under it, and for each excluded path and what is under it."""
     prefixes = [p.strip("/") for p in (*ALWAYS_LEFT_OUT, *excluded)]
-    return [name for name in tracked_files(REPO_ROOT)
-            if not any(name == p or name.startswith(p + "/") for p in prefixes)]
+    return any(name == p or name.startswith(p + "/") for p in prefixes)
+
+
+def copy_last_commit(dest: Path, excluded: list[str]) -> int:
+    """Copy the files of this repository's last commit (HEAD), less what is left out, into ``dest``: the course
+    as committed, whatever is being edited in the working tree. Returns how many files were copied; 0 when
+    git cannot read this repository."""
+    try:
+        archive = subprocess.run(["git", "archive", "--format=tar", "HEAD"], cwd=REPO_ROOT, capture_output=True)
+    except OSError:
+        return 0
+    if archive.returncode != 0:
+        return 0
+    count = 0
+    with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
+        for member in tar.getmembers():
+            if not member.isfile() or left_out(member.name, excluded):
+                continue
+            target = dest / member.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(tar.extractfile(member).read())
+            target.chmod(0o755 if member.mode & 0o111 else 0o644)
+            count += 1
+    return count
+
+
+def copy_working_tree(dest: Path, excluded: list[str]) -> int:
+    """Without git: every file of this copy as it is now, less what is left out."""
+    names = [n for n in working_files(REPO_ROOT) if not left_out(n, excluded)]
+    for name in names:
+        target = dest / name
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO_ROOT / name, target)
+    return len(names)
+
+
+def uncommitted_changes() -> list[str]:
+    """Tracked files changed since the last commit (what the edition does not contain)."""
+    try:
+        done = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
+                              capture_output=True, text=True)
+    except OSError:
+        return []
+    return [line[3:] for line in done.stdout.splitlines() if line.strip()] if done.returncode == 0 else []
 
 
 def git(dest: Path, *arguments: str) -> None:
@@ -112,13 +156,9 @@ def export(dest: Path, excluded: list[str], check: bool = True) -> list[str]:
         raise ExportProblem(f"{dest} is inside this repository; choose a folder outside it")
     if dest.exists() and (not dest.is_dir() or any(dest.iterdir())):
         raise ExportProblem(f"{dest} already exists and is not an empty folder")
-    names = files_to_export(excluded)
-    if not names:
-        raise ExportProblem("git lists no file to export here")
-    for name in names:
-        target = dest / name
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(REPO_ROOT / name, target)
+    dest.mkdir(parents=True, exist_ok=True)
+    if not (copy_last_commit(dest, excluded) or copy_working_tree(dest, excluded)):
+        raise ExportProblem("there is no file to export here")
     git(dest, "init", "-q")
     git(dest, "add", "--all")
     git(dest, "commit", "-q", "-m", COMMIT_MESSAGE)
@@ -146,6 +186,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"python -m grading.export: error: {problem}", file=sys.stderr)
         return 2
     print(f"wrote the student edition to {options.dest} (a git repository with one commit, no solutions/)")
+    changed = [n for n in uncommitted_changes() if not left_out(n, options.exclude)]
+    if changed:
+        print(f"it holds this repository's last commit: {len(changed)} uncommitted change(s) are not in it "
+              f"({', '.join(changed[:5])}{', ...' if len(changed) > 5 else ''})")
     if problems:
         print("but it has problems:\n  " + "\n  ".join(problems), file=sys.stderr)
         return 1

@@ -20,7 +20,6 @@ import argparse
 import json
 import os
 import shlex
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -61,17 +60,6 @@ exec "${{AUTOGRADER_PYTHON:-python3}}" -m grading.gradescope --run {arguments}
 
 
 # ---------------------------------------------------------------------------------------------- building
-def tracked_files(root: Path) -> list[str]:
-    """The files git tracks in ``root`` (relative POSIX paths), those present in the working tree; without
-    git, every file under ``root``."""
-    try:
-        listed = subprocess.run(["git", "ls-files", "-z"], cwd=root, capture_output=True, check=True).stdout
-        names = [n for n in os.fsdecode(listed).split("\0") if n]
-    except (OSError, subprocess.CalledProcessError):
-        return working_files(root)
-    return sorted(n for n in names if (root / n).is_file())
-
-
 def working_files(root: Path, folders: tuple[str, ...] | None = None) -> list[str]:
     """Every file under ``root`` (or under its ``folders``) as it is now, caches and git's own files left out."""
     skipped = {".git", "__pycache__", ".grader", ".pytest_cache", ".venv"}
