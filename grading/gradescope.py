@@ -54,7 +54,9 @@ fi
 
 RUN_AUTOGRADER = """#!/usr/bin/env bash
 # Gradescope runs this for each submission; it writes results/results.json.
-cd "${{AUTOGRADER_ROOT:-/autograder}}/source"
+AUTOGRADER_ROOT="$(cd "${{AUTOGRADER_ROOT:-/autograder}}" && pwd)" || exit 1
+export AUTOGRADER_ROOT
+cd "$AUTOGRADER_ROOT/source" || exit 1
 exec "${{AUTOGRADER_PYTHON:-python3}}" -m grading.gradescope --run {arguments}
 """
 
