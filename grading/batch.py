@@ -362,7 +362,8 @@ def main(argv: list[str] | None = None) -> int:
         options.extra_tests = options.extra_tests.resolve()
     options.out.mkdir(parents=True, exist_ok=True)
     out = options.out.resolve()
-    entries = sorted((e for e in options.submissions.iterdir() if not e.name.startswith(".")), key=lambda e: e.name)
+    entries = sorted((e for e in options.submissions.iterdir()
+                      if not e.name.startswith(".") and e.resolve() != out), key=lambda e: e.name)
     stems: dict[Path, str] = {}
     taken: set[str] = set()
     for entry in entries:
