@@ -12,7 +12,7 @@ import sys
 import textwrap
 from pathlib import Path
 
-from grading import doctor, progress
+from grading import doctor, progress, sandbox
 from grading.registry import REPO_ROOT, SOLUTIONS_DIR, Stage, load_stage, stage_names
 from grading.report import (EarlierStage, View, display_path, explain, find_todos, is_earlier_stage_todo,
                             reference_available, render, score_exercises, write_json)
@@ -67,7 +67,17 @@ def build_parser() -> argparse.ArgumentParser:
                         help="time limit per test (default: set per exercise, 20 s for most)")
     parser.add_argument("--run-timeout", type=float, default=DEFAULT_RUN_TIMEOUT, metavar="SECONDS",
                         help=f"time limit for the whole run (default: {DEFAULT_RUN_TIMEOUT:g} s)")
+    parser.add_argument("--memory-limit", type=memory_size, default=sandbox.DEFAULT_MEMORY_LIMIT, metavar="SIZE",
+                        help="resident memory the code under test may use, all its processes together, e.g. 600M "
+                             f"or 8G (default: {sandbox.describe_bytes(sandbox.DEFAULT_MEMORY_LIMIT)})")
     return parser
+
+
+def memory_size(text: str) -> int:
+    try:
+        return sandbox.parse_size(text)
+    except (ValueError, IndexError):
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size like 600M or 4G") from None
 
 
 class UsageProblem(Exception):
@@ -114,7 +124,8 @@ def check_usage(args) -> Stage | None:
                                           ("-v", args.verbose), ("--watch", args.watch), ("--hint", args.hint is not None),
                                           ("--json", args.json), ("--extra-tests", args.extra_tests),
                                           ("--timeout", args.timeout is not None),
-                                          ("--run-timeout", args.run_timeout != DEFAULT_RUN_TIMEOUT)] if given]
+                                          ("--run-timeout", args.run_timeout != DEFAULT_RUN_TIMEOUT),
+                                          ("--memory-limit", args.memory_limit != sandbox.DEFAULT_MEMORY_LIMIT)] if given]
         if extra:
             raise UsageProblem(f"`{args.stage}` takes no options ({', '.join(extra)} given); they are for grading a stage")
         return None
@@ -173,7 +184,7 @@ def grade(stage: Stage, args, homes: dict[str, Path]) -> tuple[int, str]:
     changed_at = newest_change(homes[stage.package] / stage.package) if remember else 0.0
     print(f"Running the {stage.name} tests" + (f" of {', '.join(args.exercise)}" if args.exercise else "") + "...",
           flush=True)
-    run = run_stage(stage, homes, args.exercise, args.timeout, args.run_timeout)
+    run = run_stage(stage, homes, args.exercise, args.timeout, args.run_timeout, args.memory_limit)
     results = score_exercises(stage, selected, run)
     find_todos(stage, results, homes)
 

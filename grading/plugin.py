@@ -19,12 +19,14 @@ once with ``ImportBlocked`` instead of costing another import limit.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import importlib
 import importlib.abc
 import json
 import sys
 import re
+import resource
 import signal
 import traceback
 from pathlib import Path
@@ -32,6 +34,7 @@ from pathlib import Path
 import pytest
 
 from grading.registry import exercises_marked_in, load_stage
+from grading.sandbox import FILE_SIZE_CAP, PROCESS_CAP, describe_bytes
 
 STAGE_PACKAGES = re.compile(r"^stage\d+_\w+$")
 
@@ -232,7 +235,10 @@ class GradingRecorder:
             error["message"] = "the code under test skipped this test (pytest.skip); a test passes only by running"
             self.outcomes[item.nodeid] = ("error", error)
             return
-        if isinstance(value, TestTimedOut):
+        cap = cap_reached(value)
+        if cap:
+            outcome = "crashed"
+        elif isinstance(value, TestTimedOut):
             outcome = "timeout"
         elif isinstance(value, NotImplementedError):
             outcome = "not_implemented"
@@ -242,11 +248,27 @@ class GradingRecorder:
             outcome = "error"
         # pytest's full failure output, for -v: for the first failure of each kind in each exercise, the one
         # the report shows. Formatting every traceback would cost more than running the tests of a skeleton.
+        if cap:
+            error.update(type="crashed", message=cap)
         first_of_its_kind = (exercise_of(item), outcome)
         if first_of_its_kind not in self.detailed:
             self.detailed.add(first_of_its_kind)
             error["detail"] = long_failure_output(item, call.excinfo)
         self.outcomes[item.nodeid] = (outcome, error)
+
+
+def cap_reached(exc: BaseException) -> str | None:
+    """In words, the grader's limit that made ``exc`` happen (see grading.sandbox), or None."""
+    if isinstance(exc, OSError) and exc.errno == errno.EFBIG:
+        return (f"a file or the output grew past the {describe_bytes(FILE_SIZE_CAP)} cap "
+                f"({exc.strerror or 'File too large'})")
+    if isinstance(exc, BlockingIOError) and exc.errno == errno.EAGAIN and finite_process_limit():
+        return f"it could not start another process: the cap of {PROCESS_CAP} processes was reached"
+    return None
+
+
+def finite_process_limit() -> bool:
+    return resource.getrlimit(resource.RLIMIT_NPROC)[0] != resource.RLIM_INFINITY
 
 
 def long_failure_output(item, excinfo) -> str:

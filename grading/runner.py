@@ -1,6 +1,7 @@
 """The trusted parent: runs one stage's tests in a child process and collects every test's outcome.
 
-The parent never imports the code under test. It starts ``python -m pytest`` with the grading plugin,
+The parent never imports the code under test. It starts pytest in a child Python, in a fresh workspace
+with the limits and the identity ``grading.sandbox`` sets up, with the grading plugin,
 which logs each event to a file as it happens; the parent follows the log, enforces the time limits,
 and kills the child's whole process group when a test hangs past its limit or the run past its own.
 When the child dies or is killed mid-run, the test it was in is charged with it and a new child runs
@@ -14,19 +15,20 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grading import sandbox
 from grading.plugin import import_time_limit
-from grading.registry import REPO_ROOT, Stage, exercises_marked_in
+from grading.registry import Stage, exercises_marked_in
 
 GRACE_SECONDS = 3.0  # after a test's own limit, before the parent kills a child that ignored the alarm
 MAX_RESTARTS = 25  # a submission that kills every child it gets is not retried forever
 LINGER_SECONDS = 2.0  # how long a child may outlive the end of its test session
 MAX_OUTPUT_CHARS = 2_000_000  # of pytest's output kept for -v
+USAGE_POLL_SECONDS = 0.1  # how often the parent sums the memory and counts the processes of the child
 
 
 @dataclass
@@ -48,8 +50,9 @@ class RunResult:
 
 def child_command(stage: Stage, homes: dict[str, Path], log: Path, exercises: list[str], test_timeout: float | None,
                   only: Path | None, ignored: list[str]) -> list[str]:
+    """pytest's arguments (the runner starts pytest through ``sandbox.child_prefix``, in the workspace)."""
     cmd = [
-        sys.executable, "-P", "-m", "pytest", str(stage.tests_dir), *(str(d) for d in stage.extra_tests),
+        str(stage.tests_dir), *(str(d) for d in stage.extra_tests),
         "-p", "grading.plugin", "--grading-log", str(log),
         # --tb=no: the plugin formats the few tracebacks the report can show (formatting all is slow)
         "-q", "--tb=no", "--continue-on-collection-errors", "-p", "no:cacheprovider", "-o", "addopts=",
@@ -68,9 +71,8 @@ def child_command(stage: Stage, homes: dict[str, Path], log: Path, exercises: li
 
 def child_environment() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO_ROOT)  # for the grading plugin and the tests package, not the code under test
-    env["PYTHONDONTWRITEBYTECODE"] = "1"  # no __pycache__ in the student's folders
-    env["PYTHONHASHSEED"] = "0"
+    # sandbox.child_environment then drops the user's PYTHON* variables and points HOME and TMPDIR into
+    # the workspace: the child finds the tests and the grading plugin there, never the repository.
     env["MPLBACKEND"] = "Agg"
     # One BLAS thread: the same float rounding on a busy machine as on an idle one (same code, same score),
     # and no oversubscription of a small machine's cores by NumPy and PyTorch at once.
@@ -89,75 +91,124 @@ def kill_group(process: subprocess.Popen) -> None:
 
 
 def run_stage(stage: Stage, homes: dict[str, Path], exercises: list[str], test_timeout: float | None,
-              run_timeout: float) -> RunResult:
-    """Run ``stage``'s tests with each stage package imported from the folder ``homes`` gives."""
+              run_timeout: float, memory_limit: int = sandbox.DEFAULT_MEMORY_LIMIT) -> RunResult:
+    """Run ``stage``'s tests with each stage package imported from the folder ``homes`` gives.
+
+    Each child runs in a fresh copy of the tests and of those packages (see ``grading.sandbox``); what it
+    reports names the real files again. When this returns, nothing the child started is left running."""
     result = RunResult()
     deadline = time.monotonic() + run_timeout
-    with tempfile.TemporaryDirectory(prefix="grader-") as tmp:
-        tmpdir = Path(tmp)
-        log_path, out_path, only_path = tmpdir / "log.jsonl", tmpdir / "pytest-output.txt", tmpdir / "only.txt"
-        workdir = tmpdir / "work"  # the child's current folder, apart from the files the parent reads
-        workdir.mkdir()
-        ignored: list[str] = []
-        collected: dict[str, str | None] | None = None  # nodeid -> exercise, once the first child collected
-        functions: dict[str, tuple[str, ...]] = {}  # nodeid -> the functions it says it tests
-        tests_before = 0
-        for _attempt in range(MAX_RESTARTS + 1):
-            log_path.write_text("")
-            only = None
-            if collected is not None:
-                todo = still_to_run(collected, result)
-                if not todo:
+    sandbox.become_subreaper()
+    identity = sandbox.acquire_identity()
+    outputs: list[str] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="grader-", ignore_cleanup_errors=True) as tmp:
+            tmpdir = Path(tmp).resolve()
+            log_path, only_path = tmpdir / "log.jsonl", tmpdir / "only.txt"
+            workspace = sandbox.Workspace(tmpdir / "ws", homes)
+            holds = tmpdir / "holds"  # where the child's mount namespace keeps what it mounts back (root only)
+            holds.mkdir()
+            ignored: list[str] = []
+            collected: dict[str, str | None] | None = None  # nodeid -> exercise, once the first child collected
+            functions: dict[str, tuple[str, ...]] = {}  # nodeid -> the functions it says it tests
+            tests_before = 0
+            for attempt in range(MAX_RESTARTS + 1):
+                log_path.write_text("")
+                if identity is not None:
+                    os.chown(log_path, identity.uid, identity.gid)
+                    log_path.chmod(0o600)
+                only = None
+                if collected is not None:
+                    todo = still_to_run(collected, result)
+                    if not todo:
+                        break
+                    only_path.write_text("\n".join(todo), encoding="utf-8")
+                    only = only_path
+                pytest_args = child_command(stage, workspace.workspace_homes(), log_path, exercises, test_timeout,
+                                            only, ignored)
+                cmd = sandbox.child_prefix(workspace) + workspace.adopt(pytest_args)
+                workspace.build()  # fresh for every child: nothing one leaves in it reaches the next
+                workspace.open_to(identity)
+                out_path = tmpdir / f"pytest-output-{attempt}.txt"
+                with out_path.open("wb") as out:
+                    process = subprocess.Popen(cmd, cwd=workspace.scratch, stdout=out, stderr=subprocess.STDOUT,
+                                               env=sandbox.child_environment(child_environment(), workspace),
+                                               stdin=subprocess.DEVNULL, start_new_session=True,
+                                               preexec_fn=sandbox.preexec(identity, holds))
+                    with sandbox.tracked(process):
+                        try:
+                            state = follow(process, log_path, result, stage, test_timeout, deadline, memory_limit,
+                                           workspace.to_real)
+                        finally:  # also on Ctrl-C, and to end anything the code under test started in the background
+                            kill_group(process)
+                            sandbox.kill_survivors(identity)
+                outputs.append(workspace.to_real(output_tail(out_path)))
+                if state.cap is None and output_cap_reached(process.returncode, out_path):
+                    state.cap = OUTPUT_CAP_MESSAGE
+                if collected is None:
+                    collected = state.collected
+                functions.update(state.functions)
+                if state.run_timed_out:
+                    result.run_timed_out = True
+                    if state.current_test is not None:
+                        result.tests[state.current_test] = TestResult(
+                            state.current_test, (collected or {}).get(state.current_test), "timeout",
+                            problem("timeout", f"the whole run's time limit of {run_timeout:g} s was reached during this test"),
+                            functions.get(state.current_test, ()))
                     break
-                only_path.write_text("\n".join(todo), encoding="utf-8")
-                only = only_path
-            cmd = child_command(stage, homes, log_path, exercises, test_timeout, only, ignored)
-            with out_path.open("a", encoding="utf-8") as out:
-                process = subprocess.Popen(cmd, cwd=workdir, env=child_environment(), stdout=out,
-                                           stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
-                try:
-                    state = follow(process, log_path, result, stage, test_timeout, deadline)
-                finally:  # also on Ctrl-C, and to end anything the code under test started in the background
-                    kill_group(process)
-            if collected is None:
-                collected = state.collected
-            functions.update(state.functions)
-            if state.run_timed_out:
-                result.run_timed_out = True
-                if state.current_test is not None:
-                    result.tests[state.current_test] = TestResult(
-                        state.current_test, (collected or {}).get(state.current_test), "timeout",
-                        problem("timeout", f"the whole run's time limit of {run_timeout:g} s was reached during this test"),
-                        functions.get(state.current_test, ()))
-                break
-            if state.current_test is not None:  # the child died or was killed inside a test
-                exercise = (collected or {}).get(state.current_test)
-                error = (problem("timeout", f"this test ran past its time limit of {stage.time_limit(exercise, test_timeout):g} s "
-                                 "and had to be stopped") if state.killed
-                         else problem("crashed", crash_message(process.returncode, "in the middle of this test")))
-                result.tests[state.current_test] = TestResult(state.current_test, exercise, error["type"], error,
-                                                              functions.get(state.current_test, ()))
-            elif state.collecting is not None and not state.finished:  # it died, or hung, while importing tests
-                module = Path(state.collecting).name
-                error = (problem("timeout", f"importing {module}, and the code under test it imports, took longer than "
-                                 f"{import_time_limit(test_timeout):g} s and had to be stopped") if state.killed
-                         else problem("crashed", crash_message(process.returncode, f"while importing {module} and "
-                                                               "the code under test it imports")))
-                result.collect_errors.append({"path": state.collecting,
-                                              "exercises": exercises_marked_in(Path(state.collecting)), "error": error})
-                ignored.append(state.collecting)
-            elif collected is None or len(result.tests) == tests_before:
-                break  # the child finished (or made no progress: a restart would not either)
-            tests_before = len(result.tests)
-        with contextlib.suppress(OSError):
-            result.output = out_path.read_text(encoding="utf-8", errors="replace")[-MAX_OUTPUT_CHARS:]
-        if collected is not None:
-            missing = (problem("timeout", f"not run: the whole run's time limit of {run_timeout:g} s was reached")
-                       if result.run_timed_out else problem("NotRun", "this test has no recorded outcome"))
-            result.tests = {n: result.tests.get(n) or TestResult(n, ex, "timeout" if result.run_timed_out else "not_run",
-                                                                 missing)
-                            for n, ex in collected.items()}
+                if state.current_test is not None:  # the child died or was killed inside a test
+                    exercise = (collected or {}).get(state.current_test)
+                    error = (problem("crashed", f"{state.cap} during this test") if state.cap
+                             else problem("timeout", f"this test ran past its time limit of {stage.time_limit(exercise, test_timeout):g} s "
+                                          "and had to be stopped") if state.killed
+                             else problem("crashed", crash_message(process.returncode, "in the middle of this test")))
+                    result.tests[state.current_test] = TestResult(state.current_test, exercise, error["type"], error,
+                                                                  functions.get(state.current_test, ()))
+                elif state.collecting is not None and not state.finished:  # it died, or hung, while importing tests
+                    module = Path(state.collecting).name
+                    error = (problem("crashed", f"{state.cap} while importing {module} and the code under test it imports")
+                             if state.cap
+                             else problem("timeout", f"importing {module}, and the code under test it imports, took longer than "
+                                          f"{import_time_limit(test_timeout):g} s and had to be stopped") if state.killed
+                             else problem("crashed", crash_message(process.returncode, f"while importing {module} and "
+                                                                   "the code under test it imports")))
+                    result.collect_errors.append({"path": state.collecting,
+                                                  "exercises": exercises_marked_in(Path(state.collecting)), "error": error})
+                    ignored.append(state.collecting)
+                elif collected is None or len(result.tests) == tests_before:
+                    break  # the child finished (or made no progress: a restart would not either)
+                tests_before = len(result.tests)
+    finally:
+        if identity is not None:
+            identity.release()
+    result.output = "".join(outputs)[-MAX_OUTPUT_CHARS:]
+    if collected is not None:
+        missing = (problem("timeout", f"not run: the whole run's time limit of {run_timeout:g} s was reached")
+                   if result.run_timed_out else problem("NotRun", "this test has no recorded outcome"))
+        result.tests = {n: result.tests.get(n) or TestResult(n, ex, "timeout" if result.run_timed_out else "not_run",
+                                                             missing)
+                        for n, ex in collected.items()}
     return result
+
+
+OUTPUT_CAP_MESSAGE = (f"a file or the output grew past the {sandbox.describe_bytes(sandbox.FILE_SIZE_CAP)} cap "
+                      "and the Python process was stopped")
+
+
+def output_tail(path: Path) -> str:
+    """The end of one child's output: at most MAX_OUTPUT_CHARS bytes are read back, however much it wrote."""
+    with contextlib.suppress(OSError), path.open("rb") as f:
+        f.seek(max(0, path.stat().st_size - MAX_OUTPUT_CHARS))
+        return f.read().decode("utf-8", errors="replace")
+    return ""
+
+
+def output_cap_reached(returncode: int | None, out_path: Path) -> bool:
+    if returncode == -signal.SIGXFSZ:
+        return True
+    with contextlib.suppress(OSError):
+        return out_path.stat().st_size >= sandbox.FILE_SIZE_CAP
+    return False
 
 
 def still_to_run(collected: dict[str, str | None], result: RunResult) -> list[str]:
@@ -176,13 +227,16 @@ class ChildState:
     killed: bool = False
     run_timed_out: bool = False
     finished: bool = False  # the child reported the end of its session
+    cap: str | None = None  # the limit the child was stopped for, in words (memory, processes, output)
 
 
 def follow(process: subprocess.Popen, log_path: Path, result: RunResult, stage: Stage, test_timeout: float | None,
-           deadline: float) -> ChildState:
-    """Read the child's log as it grows until the child exits; kill it when a limit is passed."""
+           deadline: float, memory_limit: int = sandbox.DEFAULT_MEMORY_LIMIT, translate=lambda record: record) -> ChildState:
+    """Read the child's log as it grows until the child exits; kill it when a limit is passed.
+    ``translate`` turns each record's workspace paths into the real ones."""
     state = ChildState()
     started_at = collecting_since = finished_at = 0.0
+    next_usage_check = 0.0
     exercise_of: dict[str, str | None] = {}
     functions_of = state.functions
     with log_path.open(encoding="utf-8") as log:
@@ -194,7 +248,7 @@ def follow(process: subprocess.Popen, log_path: Path, result: RunResult, stage: 
             *lines, pending = pending.split("\n")
             for line in lines:
                 try:
-                    record = json.loads(line)
+                    record = translate(json.loads(line))
                     event = record["event"]
                 except (ValueError, KeyError, TypeError):
                     continue  # not ours: a line the code under test managed to write into the log
@@ -225,6 +279,18 @@ def follow(process: subprocess.Popen, log_path: Path, result: RunResult, stage: 
                 kill_group(process)
                 state.run_timed_out = True
                 return state
+            if now >= next_usage_check:
+                next_usage_check = now + USAGE_POLL_SECONDS
+                memory, processes = sandbox.usage(process.pid, memory_limit)
+                if processes > sandbox.PROCESS_CAP:
+                    state.cap = f"it started more than {sandbox.PROCESS_CAP} processes at once and was stopped"
+                elif memory > memory_limit:
+                    state.cap = (f"it used more than {sandbox.describe_bytes(memory_limit)} of memory (the grader's "
+                                 "--memory-limit) and was stopped")
+                if state.cap:
+                    kill_group(process)
+                    state.killed = True
+                    return state
             if state.current_test is not None:
                 limit = stage.time_limit(exercise_of.get(state.current_test), test_timeout)
                 overdue = now - started_at > limit + GRACE_SECONDS
