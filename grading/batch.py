@@ -42,6 +42,14 @@ class BrokenSubmission(Exception):
     """What is wrong with a submission, in words for the instructor."""
 
 
+class MissingPackage(BrokenSubmission):
+    """The submission has no folder (or files) of a stage package it needs."""
+
+    def __init__(self, package: str):
+        super().__init__(f"no {package}/ folder in it")
+        self.package = package
+
+
 # ---------------------------------------------------------------------------------------------- finding
 def display_name(name: str) -> str:
     """A file name as text: bytes that are not UTF-8 (kept by Python as surrogates) become U+FFFD."""
@@ -126,7 +134,7 @@ def copy_packages(source_root: Path, stage: Stage, packages: list[str], into: Pa
     for package in packages:
         found = find_package(source_root, package) or find_loose_files(source_root, package)
         if found is None:
-            raise BrokenSubmission(f"no {package}/ folder in it")
+            raise MissingPackage(package)
         try:
             shutil.copytree(found, into / package, symlinks=True,
                             ignore=shutil.ignore_patterns("__pycache__", "*.pyc", ".grader"))
@@ -221,7 +229,7 @@ def grade_one(entry: Path, stage: Stage, out: Path, file_stem: str, options: arg
         try:
             copy_packages(prepare_source(entry, stage.package, Path(tmp)), stage, packages, work)
         except BrokenSubmission as problem:
-            row.status = "missing" if str(problem).startswith("no ") and f"{stage.package}/" in str(problem) else "error"
+            row.status = "missing" if getattr(problem, "package", None) == stage.package else "error"
             row.message = f"{row.student}: {problem}"
         else:
             limit = (options.run_timeout or 600.0) + 60.0
