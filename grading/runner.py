@@ -280,8 +280,9 @@ def follow(process: subprocess.Popen, log_path: Path, result: RunResult, stage: 
                 state.run_timed_out = True
                 return state
             if now >= next_usage_check:
-                next_usage_check = now + USAGE_POLL_SECONDS
                 memory, processes = sandbox.usage(process.pid, memory_limit)
+                # Reading many processes' memory is slow (a fork bomb's): the parent takes at most a tenth of a core
+                next_usage_check = now + max(USAGE_POLL_SECONDS, 10 * (time.monotonic() - now))
                 if processes > sandbox.PROCESS_CAP:
                     state.cap = f"it started more than {sandbox.PROCESS_CAP} processes at once and was stopped"
                 elif memory > memory_limit:

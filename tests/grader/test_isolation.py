@@ -49,6 +49,12 @@ def still_running(token: str) -> list[int]:
     return found
 
 
+def once(code: str) -> str:
+    """``code`` run by the first call of ``Tensor.exp`` only (each of exercise 1.3's tests calls it)."""
+    body = "".join(f"    {line}\n" for line in code.splitlines())
+    return f"if not getattr(Tensor, '_attacked', False):\n    Tensor._attacked = True\n{body}"
+
+
 def exercise(data: dict, exercise_id: str) -> dict:
     return next(e for e in data["exercises"] if e["id"] == exercise_id)
 
@@ -100,7 +106,7 @@ def test_planted_files_do_not_reach_the_repository_or_the_next_submission(tmp_pa
                if not (Path(folder) / name).exists()]
     planted += [Path(folder) / "__pycache__" / "conftest.cpython-311.pyc" for folder in extra]
     before = repository_snapshot()
-    code = f"EXTRA = {extra if by_absolute_path else []!r}\n" + PLANT
+    code = once(f"EXTRA = {extra if by_absolute_path else []!r}\n" + PLANT)
     output, data, token = grade_marked("stage1", "--submission", str(broken_exp(tmp_path / "evil", code)), "-x", "1.3",
                                        json_path=tmp_path / "evil.json")
     assert data is not None, output
@@ -125,7 +131,7 @@ def test_a_memory_bomb_is_stopped_at_the_memory_limit(tmp_path):
 
 
 def test_a_huge_print_is_capped_and_reported(tmp_path):
-    code = "print('x' * 100_000_000)\n"
+    code = once("print('x' * 100_000_000)")
     output, data, token = grade_marked("stage1", "--submission", str(broken_exp(tmp_path, code)), "-x", "1.3", "-v",
                                        json_path=tmp_path / "result.json")
     result = exercise(data, "1.3")
@@ -136,8 +142,8 @@ def test_a_huge_print_is_capped_and_reported(tmp_path):
 
 
 def test_a_fork_bomb_ends_with_nothing_left(tmp_path):
-    code = ("import os, time\nfor _ in range(2000):\n    if os.fork() == 0:\n"
-            "        time.sleep(60)\n        os._exit(0)\n")
+    code = once("import os, time\nfor _ in range(2000):\n    if os.fork() == 0:\n"
+                "        time.sleep(60)\n        os._exit(0)\n")
     output, data, token = grade_marked("stage1", "--submission", str(broken_exp(tmp_path, code)), "-x", "1.3",
                                        json_path=tmp_path / "result.json")
     result = exercise(data, "1.3")
@@ -149,7 +155,7 @@ def test_a_fork_bomb_ends_with_nothing_left(tmp_path):
 def test_a_daemon_is_gone_and_cannot_rewrite_the_json(tmp_path):
     json_path = tmp_path / "result.json"
     forged = json.dumps({"score": 100})
-    code = (f"import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        time.sleep(2)\n"
+    code = once(f"import os, time\nif os.fork() == 0:\n    os.setsid()\n    if os.fork() == 0:\n        time.sleep(2)\n"
             f"        try:\n            open({str(json_path)!r}, 'w').write({forged!r})\n"
             f"        finally:\n            os._exit(0)\n    os._exit(0)\n")
     output, data, token = grade_marked("stage1", "--submission", str(broken_exp(tmp_path, code)), "-x", "1.3",
