@@ -169,9 +169,11 @@ class Workspace:
 
 def child_environment(base: dict[str, str], workspace: Workspace) -> dict[str, str]:
     """The environment without any PYTHON* variable of the user's (no PYTHONPATH to the repository, no
-    PYTHONSTARTUP), with HOME and the temporary folder in the scratch folder."""
-    env = {key: value for key, value in base.items() if not key.startswith("PYTHON")}
-    env.update(HOME=str(workspace.scratch / "home"), TMPDIR=str(workspace.scratch / "tmp"),
+    PYTHONSTARTUP) nor the shell's record of the folder the grader was started in, with HOME and the
+    temporary folder in the scratch folder."""
+    env = {key: value for key, value in base.items()
+           if not key.startswith("PYTHON") and key not in ("PWD", "OLDPWD", "_", "INIT_CWD")}
+    env.update(PWD=str(workspace.scratch), HOME=str(workspace.scratch / "home"), TMPDIR=str(workspace.scratch / "tmp"),
                MPLCONFIGDIR=str(workspace.scratch / "home"), XDG_CACHE_HOME=str(workspace.scratch / "home"),
                PYTHONDONTWRITEBYTECODE="1", PYTHONHASHSEED="0", PYTHONNOUSERSITE="1")
     return env
