@@ -5,6 +5,7 @@ a grading child process."""
 
 from __future__ import annotations
 
+import os
 import queue
 import re
 import shutil
@@ -96,7 +97,7 @@ def test_watch_mode_grades_again_when_a_file_is_saved_and_ctrl_c_leaves_cleanly(
     root = submission(tmp_path, "stage1_autograd")
     grader = subprocess.Popen([sys.executable, str(REPO_ROOT / "grader.py"), "stage1", "--submission", str(root),
                                "-x", "1.1", "--watch"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                              cwd=REPO_ROOT)
+                              cwd=REPO_ROOT, env={**os.environ, "GRADER_TEST_MARK": str(root)})
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in grader.stdout], daemon=True).start()
     seen: list[str] = []
@@ -116,6 +117,7 @@ def test_watch_mode_grades_again_when_a_file_is_saved_and_ctrl_c_leaves_cleanly(
     try:
         first = read_until("Watching")
         assert "not started" in first and "Score: 0/10" in first
+        assert not children_mentioning(str(root)), "a grading child outlived its run while watching"
         # A real save: the reference value.py replaces the skeleton's.
         shutil.copy(SOLUTIONS_DIR / "stage1_autograd" / "value.py", root / "stage1_autograd" / "value.py")
         second = read_until("Watching")
