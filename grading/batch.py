@@ -31,7 +31,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
-from grading.registry import REPO_ROOT, Stage, load_stage, stage_names
+from grading.registry import REPO_ROOT, Stage, load_stage, stage_for_command_line, stage_names
 
 SEARCH_DEPTH = 4  # how deep inside a submission a stage package is looked for
 IGNORED_PARTS = {"__MACOSX", "__pycache__", ".git", ".venv", "venv", "node_modules"}
@@ -355,13 +355,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     options = parser.parse_args(argv)
-    name = options.stage if options.stage.startswith("stage") else f"stage{options.stage}"
-    if name not in stage_names():
-        parser.error(f"there is no stage {options.stage!r}; the stages are {', '.join(stage_names())}")
-    stage = load_stage(name)
-    unknown = [i for i in options.exercise if i not in {e.id for e in stage.exercises}]
-    if unknown:
-        parser.error(f"{name} has no exercise {', '.join(unknown)}")
+    try:
+        stage = stage_for_command_line(options.stage, options.exercise)
+    except ValueError as problem:
+        parser.error(str(problem))
     if options.jobs < 1:
         parser.error("--jobs must be at least 1")
     if not options.submissions.is_dir():

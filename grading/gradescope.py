@@ -28,7 +28,7 @@ import zipfile
 from pathlib import Path
 
 from grading.batch import BrokenSubmission, copy_packages, prepare_source
-from grading.registry import REPO_ROOT, SOLUTIONS_DIR, Stage, load_stage, stage_names
+from grading.registry import REPO_ROOT, SOLUTIONS_DIR, Stage, stage_for_command_line, stage_names
 
 CPU_TORCH_INDEX = "https://download.pytorch.org/whl/cpu"
 COURSE_FILES = ("grader.py", "requirements.txt", "pyproject.toml")
@@ -212,13 +212,11 @@ def main(argv: list[str] | None = None) -> int:
                         help="when students see each exercise's result (default: %(default)s)")
     parser.add_argument("--run", action="store_true", help=argparse.SUPPRESS)  # what run_autograder calls
     options = parser.parse_args(argv)
-    name = options.stage if options.stage.startswith("stage") else f"stage{options.stage}"
-    if name not in stage_names():
-        parser.error(f"there is no stage {options.stage!r}; the stages are {', '.join(stage_names())}")
-    stage = load_stage(name)
-    unknown = [i for i in options.exercise if i not in {e.id for e in stage.exercises}]
-    if unknown:
-        parser.error(f"{name} has no exercise {', '.join(unknown)}")
+    try:
+        stage = stage_for_command_line(options.stage, options.exercise)
+    except ValueError as problem:
+        parser.error(str(problem))
+    name = stage.name
     if options.run:
         return run(stage, options.reference_earlier, options.exercise, options.visibility, options.extra_tests)
     if options.reference_earlier and not stage.requires:

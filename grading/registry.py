@@ -89,6 +89,19 @@ def load_stage(name: str) -> Stage:
     )
 
 
+def stage_for_command_line(argument: str, exercise_ids: list[str] = ()) -> Stage:
+    """The stage a command-line argument names (``stage1`` or ``1``), after checking that it has every
+    exercise of ``exercise_ids``; a ValueError says what is wrong, in words for the command's usage line."""
+    name = argument if argument.startswith("stage") else f"stage{argument}"
+    if name not in stage_names():
+        raise ValueError(f"there is no stage {argument!r}; the stages are {', '.join(stage_names())}")
+    stage = load_stage(name)
+    unknown = [i for i in exercise_ids if i not in {e.id for e in stage.exercises}]
+    if unknown:
+        raise ValueError(f"{name} has no exercise {', '.join(unknown)}")
+    return stage
+
+
 def all_stages() -> list[Stage]:
     return [load_stage(name) for name in stage_names()]
 

@@ -105,7 +105,7 @@ def test_all_experts_is_the_dense_mixture():
     x = np.random.default_rng(5).standard_normal((2, 5, D))
     got, _ = check(ours, theirs, x, f"MoE({D}, {FF}, num_experts={E}, top_k={E}) vs sum_i softmax(router(x))_i "
                                     "expert_i(x)", call_ours=lambda m, t: m(t), call_theirs=dense_mixture)
-    assert_close(ours.aux_loss, np.array(1.0), f"MoE with top_k = num_experts: aux_loss (every f_i = 1/num_experts, "
+    assert_close(ours.aux_loss, np.array(1.0), "MoE with top_k = num_experts: aux_loss (every f_i = 1/num_experts, "
                                                "so num_experts * sum_i f_i P_i = sum_i P_i = 1)")
 
 

@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 import torch
 
-from stage1_autograd.tensor import Tensor
 from stage2_mlp import functional as F
 from stage2_mlp.nn import Linear, Module, Parameter
 from stage4_gpt.optim import clip_grad_norm_, configure_optimizer, get_lr

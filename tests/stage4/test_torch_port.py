@@ -7,7 +7,6 @@ The data-parallel test is skipped only where torch.distributed is unavailable (a
 """
 
 import json
-import os
 import socket
 import subprocess
 import time
