@@ -212,7 +212,10 @@ def shard(batch: torch.Tensor, distributed: Distributed) -> torch.Tensor:
 
 
 def cleanup_distributed() -> None:
+    """Leave the process group. The barrier first: a process that tears its connections down while another is
+    still using them can make gloo abort that other process at exit."""
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
