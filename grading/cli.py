@@ -167,6 +167,13 @@ def main(argv: list[str] | None = None) -> int:
         return doctor.run() if args.stage == "doctor" else progress.show(State())
     if args.hint is not None:
         return show_hint(stage, args.hint, State())
+    missing = doctor.missing_requirements()
+    if missing:  # the tests would fail to import, file by file, with nothing of the student's code graded
+        print(f"{ERROR} this Python ({sys.executable}) does not have {', '.join(missing)}, which the tests need. "
+              "Install the course's requirements, in the virtual environment of the README's quick start: "
+              "`python -m pip install -r requirements.txt`. `python grader.py doctor` checks the whole set-up.",
+              file=sys.stderr)
+        return 2
     if args.watch:
         return watch(lambda: grade(stage, args, homes), [homes[p] / p for p in homes])
     code, text = grade(stage, args, homes)

@@ -86,18 +86,40 @@ def virtual_environment() -> Check:
                          "so the course's packages do not mix with the system's")
 
 
+def required_packages(path: Path = REPO_ROOT / "requirements.txt") -> list[tuple[str, str]]:
+    """``(name, version specifier)`` of each package ``path`` lists (OSError if it cannot be read)."""
+    packages = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        line = line.split("#", 1)[0].strip()
+        match = REQUIREMENT.match(line)
+        if line and not line.startswith("-") and match:
+            packages.append((match["name"], match["spec"].strip()))
+    return packages
+
+
+def missing_requirements() -> list[str]:
+    """The packages of requirements.txt that this Python does not have installed (read from their metadata:
+    nothing is imported). Empty when requirements.txt cannot be read: then there is nothing to compare with."""
+    try:
+        packages = required_packages()
+    except OSError:
+        return []
+    missing = []
+    for name, _ in packages:
+        try:
+            importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(name)
+    return missing
+
+
 def requirements(path: Path) -> list[Check]:
     try:
-        lines = path.read_text(encoding="utf-8").splitlines()
+        packages = required_packages(path)
     except OSError:
         return [Check("FAIL", f"{path.name} is missing from this copy of the course: get a fresh copy")]
     checks = []
-    for line in lines:
-        line = line.split("#", 1)[0].strip()
-        match = REQUIREMENT.match(line)
-        if not line or line.startswith("-") or not match:
-            continue
-        name, spec = match["name"], match["spec"].strip()
+    for name, spec in packages:
         try:
             version = importlib.metadata.version(name)
         except importlib.metadata.PackageNotFoundError:

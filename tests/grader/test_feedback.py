@@ -453,3 +453,19 @@ def test_the_quick_start_and_the_lessons_name_only_commands_a_student_can_run():
             if not module.is_file():
                 problems.append(f"{where}: `{command}`: there is no {module.relative_to(REPO_ROOT)}")
     assert not problems, "\n".join(problems)
+
+
+def test_a_python_without_the_requirements_is_told_to_install_them_before_any_grading(monkeypatch, capsys):
+    """Without torch every test module fails to import: one clear line instead of a table of import errors."""
+    monkeypatch.setattr(doctor, "missing_requirements", lambda: ["torch"])
+    monkeypatch.setattr(cli, "run_stage", lambda *a, **k: pytest.fail("graded although torch is missing"))
+    assert cli.main(["stage1", "-x", "1.1"]) == 2
+    message = capsys.readouterr().err
+    assert message.startswith("grader.py: error:") and "torch" in message
+    assert "pip install -r requirements.txt" in message and "doctor" in message
+
+
+def test_missing_requirements_reads_requirements_txt(monkeypatch):
+    assert doctor.missing_requirements() == []  # the self-test runs with everything installed
+    names = [name for name, _ in doctor.required_packages()]
+    assert "torch" in names and "numpy" in names
