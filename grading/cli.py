@@ -49,6 +49,10 @@ def build_parser() -> argparse.ArgumentParser:
     who.add_argument("--solutions", action="store_true", help="grade the reference solutions in solutions/")
     who.add_argument("--submission", type=Path, metavar="DIR",
                      help="grade the stage folders found in DIR (default: this repository)")
+    parser.add_argument("--authoritative", action=argparse.BooleanOptionalAction, default=None,
+                        help="run the tests in a process of their own and the code under test in another, so that "
+                             "no code under test can decide a verdict (default: on with --submission, as batch "
+                             "grading and Gradescope use it; off for your own folder, which is faster)")
     parser.add_argument("--reference-earlier", action="store_true",
                         help="use the reference solutions for the earlier stages this stage builds on")
     parser.add_argument("-x", "--exercise", action="append", default=[], metavar="ID",
@@ -191,7 +195,8 @@ def grade(stage: Stage, args, homes: dict[str, Path]) -> tuple[int, str]:
     changed_at = newest_change(homes[stage.package] / stage.package) if remember else 0.0
     print(f"Running the {stage.name} tests" + (f" of {', '.join(args.exercise)}" if args.exercise else "") + "...",
           flush=True)
-    run = run_stage(stage, homes, args.exercise, args.timeout, args.run_timeout, args.memory_limit)
+    authoritative = args.authoritative if args.authoritative is not None else args.submission is not None
+    run = run_stage(stage, homes, args.exercise, args.timeout, args.run_timeout, args.memory_limit, authoritative)
     results = score_exercises(stage, selected, run)
     find_todos(stage, results, homes)
 

@@ -34,6 +34,7 @@ from pathlib import Path
 import pytest
 
 from grading.registry import exercises_marked_in, load_stage
+from grading.remote import CodeUnderTestGone, RemoteModule
 from grading.sandbox import FILE_SIZE_CAP, PROCESS_CAP, describe_bytes
 
 STAGE_PACKAGES = re.compile(r"^stage\d+_\w+$")
@@ -158,17 +159,24 @@ class GradingRecorder:
 
     def refuse_hung_import(self, exc: BaseException) -> None:
         """Block the stage module whose top-level code was running when the import limit struck."""
+        limit = import_time_limit(self.config.getoption("--grading-timeout"))
         for frame, lineno in reversed(list(traceback.walk_tb(exc.__traceback__))):
             location = stage_location(frame.f_code.co_filename, lineno)
             if location and frame.f_code.co_name == "<module>":
                 module = location["file"].removesuffix(".py").removesuffix("/__init__").replace("/", ".")
-                limit = import_time_limit(self.config.getoption("--grading-timeout"))
-                self.hung_imports.refusals[module] = (
-                    f"blocked: importing {location['file']} took longer than {limit:g} s earlier in this run (it "
-                    f"was at line {lineno}), so it is not tried again; make it import quickly")
-                if self.hung_imports not in sys.meta_path:
-                    sys.meta_path.insert(0, self.hung_imports)
+                self.refuse(module, f"blocked: importing {location['file']} took longer than {limit:g} s earlier in "
+                            f"this run (it was at line {lineno}), so it is not tried again; make it import quickly")
                 return
+            remote = frame.f_locals.get("module") if frame.f_code.co_name == "exec_module" else None
+            if isinstance(remote, RemoteModule):  # authoritative grading: it was importing in the student process
+                self.refuse(remote.__name__, f"blocked: importing {remote.__name__} took longer than {limit:g} s "
+                            "earlier in this run, so it is not tried again; make it import quickly")
+                return
+
+    def refuse(self, module: str, why: str) -> None:
+        self.hung_imports.refusals[module] = why
+        if self.hung_imports not in sys.meta_path:
+            sys.meta_path.insert(0, self.hung_imports)
 
     def pytest_collection_modifyitems(self, config, items):
         wanted = config.getoption("--grading-exercises")
@@ -236,7 +244,7 @@ class GradingRecorder:
             self.outcomes[item.nodeid] = ("error", error)
             return
         cap = cap_reached(value)
-        if cap:
+        if cap or isinstance(value, CodeUnderTestGone):
             outcome = "crashed"
         elif isinstance(value, TestTimedOut):
             outcome = "timeout"
@@ -248,8 +256,8 @@ class GradingRecorder:
             outcome = "error"
         # pytest's full failure output, for -v: for the first failure of each kind in each exercise, the one
         # the report shows. Formatting every traceback would cost more than running the tests of a skeleton.
-        if cap:
-            error.update(type="crashed", message=cap)
+        if cap or outcome == "crashed":
+            error.update(type="crashed", message=cap or error["message"])
         first_of_its_kind = (exercise_of(item), outcome)
         if first_of_its_kind not in self.detailed:
             self.detailed.add(first_of_its_kind)
@@ -320,8 +328,16 @@ def stage_frames(exc: BaseException, follow_context: bool = True, limit: int = 2
     for _ in range(5):  # a chain of causes is short; a cycle would not end
         if exc is None:
             break
-        for frame, lineno in reversed(list(traceback.walk_tb(exc.__traceback__))):
-            location = stage_location(frame.f_code.co_filename, lineno, frame.f_code.co_name)
+        places = [(frame.f_code.co_filename, lineno, frame.f_code.co_name)
+                  for frame, lineno in reversed(list(traceback.walk_tb(exc.__traceback__)))]
+        # raised in the student process (authoritative grading): its frames, sent with it, come first, then
+        # those of the exceptions it was raised from or while handling
+        remote = [[tuple(place) for place in reversed(link.get("frames", []))]
+                  for link in getattr(exc, "remote_chain", None) or []]
+        if remote:
+            places = remote[0] + places + [place for link in (remote[1:] if follow_context else []) for place in link]
+        for filename, lineno, function in places:
+            location = stage_location(str(filename), int(lineno), str(function))
             if location and (key := (location["root"], location["file"], lineno)) not in seen:
                 seen.add(key)
                 frames.append(location)

@@ -49,16 +49,20 @@ class RunResult:
 
 
 def child_command(stage: Stage, homes: dict[str, Path], log: Path, exercises: list[str], test_timeout: float | None,
-                  only: Path | None, ignored: list[str]) -> list[str]:
-    """pytest's arguments (the runner starts pytest through ``sandbox.child_prefix``, in the workspace)."""
+                  only: Path | None, ignored: list[str], student_process: dict | None = None) -> list[str]:
+    """pytest's arguments (the runner starts pytest through ``sandbox.child_prefix``, in the workspace).
+    With ``student_process`` (authoritative grading) the stage packages run in a process of their own."""
     cmd = [
         str(stage.tests_dir), *(str(d) for d in stage.extra_tests),
         "-p", "grading.plugin", "--grading-log", str(log),
         # --tb=no: the plugin formats the few tracebacks the report can show (formatting all is slow)
         "-q", "--tb=no", "--continue-on-collection-errors", "-p", "no:cacheprovider", "-o", "addopts=",
     ]
-    for package, root in homes.items():
-        cmd += ["--implementation", f"{package}={root}"]
+    if student_process is not None:
+        cmd += ["--student-process", json.dumps(student_process)]
+    else:
+        for package, root in homes.items():
+            cmd += ["--implementation", f"{package}={root}"]
     if exercises:
         cmd += ["--grading-exercises", ",".join(exercises)]
     if test_timeout:
@@ -91,11 +95,16 @@ def kill_group(process: subprocess.Popen) -> None:
 
 
 def run_stage(stage: Stage, homes: dict[str, Path], exercises: list[str], test_timeout: float | None,
-              run_timeout: float, memory_limit: int = sandbox.DEFAULT_MEMORY_LIMIT) -> RunResult:
+              run_timeout: float, memory_limit: int = sandbox.DEFAULT_MEMORY_LIMIT,
+              authoritative: bool = False) -> RunResult:
     """Run ``stage``'s tests with each stage package imported from the folder ``homes`` gives.
 
     Each child runs in a fresh copy of the tests and of those packages (see ``grading.sandbox``); what it
-    reports names the real files again. When this returns, nothing the child started is left running."""
+    reports names the real files again. When this returns, nothing the child started is left running.
+
+    ``authoritative``: the child that runs the tests (and decides every verdict) has no student code; the
+    stage packages run in a student process it starts, in a workspace and as a user of their own
+    (``grading.remote``). Otherwise the tests and the code under test share the child."""
     result = RunResult()
     deadline = time.monotonic() + run_timeout
     sandbox.become_subreaper()
@@ -105,18 +114,22 @@ def run_stage(stage: Stage, homes: dict[str, Path], exercises: list[str], test_t
         with tempfile.TemporaryDirectory(prefix="grader-", ignore_cleanup_errors=True) as tmp:
             tmpdir = Path(tmp).resolve()
             log_path, only_path = tmpdir / "log.jsonl", tmpdir / "only.txt"
-            workspace = sandbox.Workspace(tmpdir / "ws", homes)
+            workspace = sandbox.Workspace(tmpdir / "ws", {} if authoritative else homes)
             holds = tmpdir / "holds"  # where the child's mount namespace keeps what it mounts back (root only)
             holds.mkdir()
+            student_process, translate = None, workspace.to_real
+            if authoritative:
+                student_process, student_workspace = prepare_student_process(tmpdir, homes, identity)
+                translate = lambda record: student_workspace.to_real(workspace.to_real(record))  # noqa: E731
             ignored: list[str] = []
             collected: dict[str, str | None] | None = None  # nodeid -> exercise, once the first child collected
             functions: dict[str, tuple[str, ...]] = {}  # nodeid -> the functions it says it tests
             tests_before = 0
             for attempt in range(MAX_RESTARTS + 1):
                 log_path.write_text("")
-                if identity is not None:
+                log_path.chmod(0o600)
+                if identity is not None and not authoritative:
                     os.chown(log_path, identity.uid, identity.gid)
-                    log_path.chmod(0o600)
                 only = None
                 if collected is not None:
                     todo = still_to_run(collected, result)
@@ -125,24 +138,27 @@ def run_stage(stage: Stage, homes: dict[str, Path], exercises: list[str], test_t
                     only_path.write_text("\n".join(todo), encoding="utf-8")
                     only = only_path
                 pytest_args = child_command(stage, workspace.workspace_homes(), log_path, exercises, test_timeout,
-                                            only, ignored)
+                                            only, ignored, student_process)
                 cmd = sandbox.child_prefix(workspace) + workspace.adopt(pytest_args)
                 workspace.build()  # fresh for every child: nothing one leaves in it reaches the next
-                workspace.open_to(identity)
+                tests_identity = None if authoritative else identity  # who runs the tests
+                workspace.open_to(tests_identity)
                 out_path = tmpdir / f"pytest-output-{attempt}.txt"
                 with out_path.open("wb") as out:
                     process = subprocess.Popen(cmd, cwd=workspace.scratch, stdout=out, stderr=subprocess.STDOUT,
                                                env=sandbox.child_environment(child_environment(), workspace),
                                                stdin=subprocess.DEVNULL, start_new_session=True,
-                                               preexec_fn=sandbox.preexec(identity, holds))
+                                               preexec_fn=sandbox.preexec(tests_identity, holds))
                     with sandbox.tracked(process):
                         try:
                             state = follow(process, log_path, result, stage, test_timeout, deadline, memory_limit,
-                                           workspace.to_real)
+                                           translate)
                         finally:  # also on Ctrl-C, and to end anything the code under test started in the background
                             kill_group(process)
                             sandbox.kill_survivors(identity)
-                outputs.append(workspace.to_real(output_tail(out_path)))
+                outputs.append(translate(output_tail(out_path)))
+                if student_process is not None:
+                    outputs.append(translate(output_tail(Path(student_process["output"]))))
                 if state.cap is None and output_cap_reached(process.returncode, out_path):
                     state.cap = OUTPUT_CAP_MESSAGE
                 if collected is None:
@@ -189,6 +205,25 @@ def run_stage(stage: Stage, homes: dict[str, Path], exercises: list[str], test_t
                                                              missing)
                         for n, ex in collected.items()}
     return result
+
+
+def prepare_student_process(tmpdir: Path, homes: dict[str, Path], identity: sandbox.Identity | None):
+    """The settings the test process needs to start student processes (``grading.remote``): a workspace
+    built once as the template of each one's fresh copy, the user to run them as, and what to hide from them
+    (the repository and the test process's own workspace)."""
+    template = sandbox.Workspace(tmpdir / "student-template", homes)
+    template.build()
+    student = sandbox.Workspace(tmpdir / "student", homes)
+    output = tmpdir / "student-output.txt"
+    output.write_bytes(b"")
+    (tmpdir / "holds-student").mkdir()
+    settings = {
+        "template": str(template.root), "workspace": str(student.root), "output": str(output),
+        "homes": {package: str(folder) for package, folder in student.workspace_homes().items()},
+        "uid": identity.uid if identity is not None else None, "holds": str(tmpdir / "holds-student"),
+        "hide": [str(sandbox.hidden_folder()), str(tmpdir / "ws"), str(template.root)],
+    }
+    return settings, student
 
 
 OUTPUT_CAP_MESSAGE = (f"a file or the output grew past the {sandbox.describe_bytes(sandbox.FILE_SIZE_CAP)} cap "

@@ -117,6 +117,12 @@ class Workspace:
         for sub in ("home", "tmp"):
             (self.scratch / sub).mkdir(parents=True)
 
+    def clone(self, template: Path) -> None:
+        """This workspace as a fresh copy of another one, built earlier (the student process's, each start)."""
+        if self.root.exists():
+            shutil.rmtree(self.root, ignore_errors=True)
+        shutil.copytree(template, self.root, symlinks=True)
+
     def adopt(self, cmd: list[str]) -> list[str]:
         """The child's command with each path into the repository's tests, or into another folder of tests
         the runner names, turned into the workspace's copy (new folders are copied on the next build)."""
@@ -267,8 +273,8 @@ def _mount(source, target, kind, flags: int, options) -> None:
         raise OSError(error, f"mount {source} on {target}: {os.strerror(error)}")
 
 
-def _hide(folder: Path, blocked: dict[Path, set[str]], holds: Path) -> None:
-    """In the new process: a private mount namespace with an empty read-only tmpfs over ``folder``, and an
+def _hide(folders: list[Path], blocked: dict[Path, set[str]], holds: Path) -> None:
+    """In the new process: a private mount namespace with an empty read-only tmpfs over each of ``folders``, and an
     open tmpfs over each blocked folder with only the entries the child needs mounted back into it."""
     if _libc().unshare(CLONE_NEWNS) != 0:
         raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
@@ -284,7 +290,8 @@ def _hide(folder: Path, blocked: dict[Path, set[str]], holds: Path) -> None:
         for hold, target in held:
             target.mkdir()
             _mount(hold, target, None, MS_MOVE, None)
-    _mount("tmpfs", folder, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=0755")
+    for folder in folders:
+        _mount("tmpfs", folder, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=0755")
 
 
 _works: dict[str, bool] = {}
@@ -304,8 +311,9 @@ def _tried(name: str, cmd: list[str], setup) -> bool:
 def can_hide_repository() -> bool:
     """Whether this machine lets the grader start a process in a mount namespace (root, and a kernel or
     container that allows it); tried once."""
-    with tempfile.TemporaryDirectory(prefix="grader-probe-") as holds:
-        return _tried("hide", ["true"], lambda: _hide(hidden_folder(), blocked_folders(), Path(holds)))
+    with tempfile.TemporaryDirectory(prefix="grader-probe-") as holds, \
+            tempfile.TemporaryDirectory(prefix="grader-probe-") as folder:
+        return _tried("hide", ["true"], lambda: _hide([Path(folder)], blocked_folders(), Path(holds)))
 
 
 def sandbox_user_works(identity: Identity) -> bool:
@@ -315,18 +323,22 @@ def sandbox_user_works(identity: Identity) -> bool:
                       preexec(identity, Path(holds)))
 
 
-def preexec(identity: Identity | None, holds: Path):
+def preexec(identity: Identity | None, holds: Path, hide: list[Path] | None = None):
     """What runs in the new process before the child's Python starts: the limits, and as root the
-    mount namespace and the switch to the child's own user. ``holds``: an empty folder of the parent's."""
-    hide = hidden_folder() if identity is not None and can_hide_repository() else None
-    blocked = blocked_folders() if hide is not None else {}
+    mount namespace (over ``hide``, by default the repository) and the switch to the child's own user.
+    ``holds``: an empty folder of the parent's."""
+    if identity is None or not can_hide_repository():
+        hide = None
+    elif hide is None:
+        hide = [hidden_folder()]
+    blocked = blocked_folders() if hide else {}
 
     def setup() -> None:
         resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_CAP, FILE_SIZE_CAP))
         resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         if identity is None:
             return
-        if hide is not None:
+        if hide:
             _hide(hide, blocked, holds)
         resource.setrlimit(resource.RLIMIT_NPROC, (PROCESS_CAP, PROCESS_CAP))
         os.setgroups([])

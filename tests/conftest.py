@@ -10,8 +10,7 @@ The grader passes the student's folder, or a mix: a student's later stage on the
 from __future__ import annotations
 
 import functools
-import importlib.abc
-import importlib.machinery
+import json
 import sys
 from pathlib import Path
 
@@ -19,27 +18,10 @@ import pytest
 
 from grading.registry import REPO_ROOT, SOLUTIONS_DIR, all_stages
 from grading.source import functions_in, read_source
+from grading.stage_imports import StagePackageFinder
 
 STAGE_PACKAGES = tuple(stage.package for stage in all_stages())
 HOMES = pytest.StashKey[dict]()  # package name -> the folder it is imported from, for the report header
-
-
-class StagePackageFinder(importlib.abc.MetaPathFinder):
-    """Finds each stage package in the folder chosen for it, ahead of everything on ``sys.path``."""
-
-    def __init__(self, homes: dict[str, Path]):
-        self.homes = homes
-
-    def find_spec(self, name, path=None, target=None):
-        if name == "solutions":  # code under test may not borrow the reference by importing it
-            raise ModuleNotFoundError("the solutions/ folder cannot be imported by the code under test", name=name)
-        home = self.homes.get(name)
-        if home is None:
-            return None  # not a stage package (submodules are found through their package)
-        spec = importlib.machinery.PathFinder.find_spec(name, [str(home)])
-        if spec is None:
-            raise ModuleNotFoundError(f"No module named {name!r}: there is no {name}/ folder in {home}", name=name)
-        return spec
 
 
 def pytest_addoption(parser):
@@ -49,6 +31,12 @@ def pytest_addoption(parser):
         default=[],
         metavar="PACKAGE=DIR",
         help="import the stage package PACKAGE from the folder DIR (repeatable; default: solutions/)",
+    )
+    parser.addoption(
+        "--student-process",
+        metavar="JSON",
+        help="authoritative grading (set by the grader): run the stage packages in a separate process, "
+             "described by JSON (see grading.remote)",
     )
 
 
@@ -66,9 +54,23 @@ def pytest_configure(config):
     already = [name for name in STAGE_PACKAGES if name in sys.modules]
     if already:
         raise pytest.UsageError(f"{already} were imported before the implementation could be chosen")
+    settings = config.getoption("--student-process")
+    if settings:
+        from grading import remote  # noqa: PLC0415 - only authoritative runs need it
+
+        settings = json.loads(settings)
+        remote.install(settings, STAGE_PACKAGES)
+        config.stash[HOMES] = {}
+        return
     config.stash[HOMES] = homes = _chosen_homes(config)
     sys.meta_path.insert(0, StagePackageFinder(homes))
 
+
+def pytest_unconfigure(config):
+    if config.getoption("--student-process"):
+        from grading import remote  # noqa: PLC0415
+
+        remote.shutdown()
 
 
 def _describe(folder: Path) -> str:
@@ -81,6 +83,8 @@ def _describe(folder: Path) -> str:
 
 def pytest_report_header(config):
     homes = config.stash[HOMES]
+    if not homes:
+        return "implementation under test: the submission, in a process of its own (authoritative grading)"
     used = [f"{package} from {_describe(homes[package])}" for package in STAGE_PACKAGES if (homes[package] / package).is_dir()]
     return "implementation under test: " + "; ".join(used)
 
