@@ -87,11 +87,21 @@ _REBUILT_BUILTINS = {name: value for name, value in vars(builtins).items()
 _REBUILT_BUILTINS.pop("StopAsyncIteration", None)
 
 
-def _remote_error_type(name: str) -> type:
+def _remote_error_type(name: str, bases: list[str] = ()) -> type:
+    """The test process's class for an exception class of the code under test: a ``RemoteError`` with the
+    student's class name and the builtin exception classes it derives from (``GradcheckError(AssertionError)``
+    is still an AssertionError), so ``pytest.raises(module.GradcheckError)`` works on it."""
     name = name if name.isidentifier() else "RemoteError"
-    if name not in _REMOTE_ERROR_TYPES:
-        _REMOTE_ERROR_TYPES[name] = type(name, (RemoteError,), {"__module__": "code_under_test"})
-    return _REMOTE_ERROR_TYPES[name]
+    builtin = tuple(_REBUILT_BUILTINS[b] for b in bases if b in _REBUILT_BUILTINS and b != "Exception")
+    key = (name, builtin)
+    if key not in _REMOTE_ERROR_TYPES:
+        _REMOTE_ERROR_TYPES[key] = type(name, (RemoteError, *builtin), {"__module__": "code_under_test"})
+    return _REMOTE_ERROR_TYPES[key]
+
+
+def _builtin_bases(cls: type) -> list[str]:
+    return [base.__name__ for base in cls.__mro__[1:] if base.__module__ == "builtins"
+            and issubclass(base, Exception) and base.__name__ in _REBUILT_BUILTINS]
 
 
 def _short(text: str) -> str:
@@ -111,6 +121,7 @@ def describe_for_wire(exc: BaseException) -> dict:
     record = {
         "type": type(exc).__name__,
         "builtin": type(exc).__module__ == "builtins",
+        "bases": _builtin_bases(type(exc)),
         "message": _short(str(exc)),
         "args": list(exc.args) if len(exc.args) <= 4 and all(type(a) in (str, int, float, bool) or a is None
                                                               for a in exc.args) else [],
@@ -148,7 +159,7 @@ def rebuild_exception(record: dict) -> BaseException:
             except Exception:  # noqa: BLE001 - an exception type with a constructor of its own (UnicodeError)
                 exc = _remote_error_type(name)(message)
     else:
-        exc = _remote_error_type(name)(message)
+        exc = _remote_error_type(name, [str(b) for b in record.get("bases", [])])(message)
     exc.remote_chain = record.get("chain", [])
     text = record.get("text")
     if text:
@@ -451,6 +462,10 @@ class Channel:
                 return {"t": "scalartype", "v": np.dtype(value).str}
             if BUILTIN_TYPES.get(value.__name__) is value:
                 return {"t": "builtintype", "v": value.__name__}
+            if issubclass(value, BaseException) and not self.trusted:
+                if value.__module__ == "builtins":
+                    return {"t": "builtintype", "v": value.__name__}
+                return {"t": "exctype", "v": value.__name__, "bases": _builtin_bases(value)}
         torch = sys.modules.get("torch")
         if self.trusted and torch is not None and kind is torch.Tensor and value.device.type == "cpu":
             # the tests' tensors reach the student's PyTorch code (stage 4's port) as values
@@ -509,7 +524,9 @@ class Channel:
         if tag == "scalartype":
             return np.dtype(v).type
         if tag == "builtintype":
-            return BUILTIN_TYPES[v]
+            return BUILTIN_TYPES.get(v) or _REBUILT_BUILTINS[v]
+        if tag == "exctype" and self.trusted:
+            return _remote_error_type(str(v), [str(b) for b in data.get("bases", [])])
         if tag == "torchdtype":
             import torch
             dtype = getattr(torch, v)
