@@ -51,7 +51,7 @@ import sys
 import traceback
 import types
 import weakref
-from pathlib import Path
+from pathlib import Path, PurePath
 
 import numpy as np
 
@@ -282,6 +282,11 @@ class Proxy:
         with contextlib.suppress(Exception):
             self._channel.released(self)
 
+    def __mro_entries__(self, bases):
+        raise TypeError("in authoritative grading a class of the tests cannot derive from a class of the code under "
+                        "test here: define it in a module named student_side (tests/stageN/student_side.py), which "
+                        "is imported beside the code under test")
+
     def __instancecheck__(self, instance):  # isinstance(x, ProxiedClass) when the class is a proxy
         return isinstance(instance, Proxy) and self._op("isinstance", instance)
 
@@ -352,9 +357,13 @@ class Channel:
         self.swallowed: BaseException | None = None  # a test's failure inside a callback (see serve_one)
         self.depth = 0
         self.guard = None  # the test process's StudentProcess.request: restarts, and charges a crash to the test
+        self.lent: dict[int, np.random.Generator] = {}  # the test process's generators the other side has a copy of
+        self.borrowed: dict[int, np.random.Generator] = {}  # the student process's copies of those
+        self.named: set[int] = set()  # the keys of the generators the test process's last message carried
 
     # ---------------------------------------------------------------- framing
     def send(self, message: dict, buffers: list[bytes]) -> None:
+        self._states_out(message, buffers)
         if self.releases:
             message["rel"], self.releases = self.releases, []
         header = json.dumps(message, separators=(",", ":")).encode()
@@ -394,7 +403,50 @@ class Channel:
             raise ValueError("a malformed message")
         for handle, count in message.pop("rel", []):
             self._release_export(int(handle), int(count))
+        self._states_in(message, buffers)
         return message, buffers
+
+    # ---------------------------------------------------------------- random generators
+    # A NumPy Generator crosses as a value (its bit generator's state), so that the student's
+    # ``isinstance(rng, np.random.Generator)`` holds; every message then carries the state of each generator
+    # lent or borrowed, and the receiver adopts it: the two copies act as the one object they stand for, draw
+    # for draw, whichever process draws next.
+    # The test process forgets what it lent at the start of each test (``forget_generators``); the student
+    # process answers for the generators the last message named.
+    def lend(self, generator: np.random.Generator) -> int:
+        for key, lent in self.lent.items():
+            if lent is generator:
+                return key
+        key, self.next_handle = self.next_handle, self.next_handle + 1
+        self.lent[key] = generator
+        return key
+
+    def borrowed_generator(self, key: int, state: dict) -> np.random.Generator:
+        generator = self.borrowed.get(key)
+        if generator is None:
+            bit_generator = getattr(np.random, str(state["bit_generator"]))
+            if not (isinstance(bit_generator, type) and issubclass(bit_generator, np.random.BitGenerator)):
+                raise ValueError(f"a bit generator named {state['bit_generator']!r}")
+            generator = self.borrowed[key] = np.random.Generator(bit_generator())
+        generator.bit_generator.state = state
+        return generator
+
+    def _generators(self) -> dict[int, np.random.Generator]:
+        return self.lent if self.trusted else {key: self.borrowed[key] for key in self.named if key in self.borrowed}
+
+    def _states_out(self, message: dict, buffers: list) -> None:
+        generators = self._generators()
+        if generators:
+            message["rng"] = [[key, self.encode(gen.bit_generator.state, buffers)] for key, gen in generators.items()]
+
+    def _states_in(self, message: dict, buffers: list) -> None:
+        states = {int(key): state for key, state in message.get("rng", [])}
+        if not self.trusted:
+            self.named = set(states)
+        for key, state in states.items():
+            generator = self.lent.get(key) if self.trusted else self.borrowed.get(key)
+            if generator is not None:
+                generator.bit_generator.state = self.decode(state, buffers)
 
     # ---------------------------------------------------------------- values and handles
     def export(self, obj) -> int:
@@ -442,6 +494,10 @@ class Channel:
             return {"t": "slice", "v": [self.encode(x, buffers) for x in (value.start, value.stop, value.step)]}
         if value is Ellipsis:
             return {"t": "..."}
+        if isinstance(value, PurePath):
+            return {"t": "path", "v": str(value)}
+        if kind is np.random.Generator:
+            return {"t": "rng", "k": self.lend(value), "state": self.encode(value.bit_generator.state, buffers)}
         if kind is bytes:
             buffers.append(value)
             return {"t": "bytes", "b": len(buffers) - 1}
@@ -473,7 +529,7 @@ class Channel:
             buffers.append(np.ascontiguousarray(array).tobytes())
             return {"t": "tensor", "d": array.dtype.str, "s": list(array.shape), "b": len(buffers) - 1,
                     "g": bool(value.requires_grad)}
-        if torch is not None and kind is torch.dtype and self.trusted:
+        if torch is not None and kind is torch.dtype:
             return {"t": "torchdtype", "v": str(value).removeprefix("torch.")}
         return {"t": "mine", "h": self.export(value)}
 
@@ -501,6 +557,10 @@ class Channel:
             return slice(*(self.decode(x, buffers) for x in v))
         if tag == "...":
             return Ellipsis
+        if tag == "path":
+            return Path(str(v))
+        if tag == "rng":
+            return self.borrowed_generator(int(data["k"]), self.decode(data["state"], buffers))
         if tag == "bytes":
             return bytes(buffers[data["b"]])
         if tag in ("array", "scalar", "tensor"):
@@ -889,6 +949,12 @@ def install(settings: dict, packages: tuple[str, ...]) -> None:
     with contextlib.suppress(Exception):  # same user without root: no /proc/<pid>/mem or fd of ours for it
         import ctypes
         ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
+
+
+def forget_generators() -> None:
+    """(In the test process, before each test.) The generators lent so far belong to finished tests."""
+    if STUDENT is not None and STUDENT.channel is not None:
+        STUDENT.channel.lent.clear()
 
 
 def shutdown() -> None:

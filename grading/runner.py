@@ -59,7 +59,7 @@ def child_command(stage: Stage, homes: dict[str, Path], log: Path, exercises: li
         "-q", "--tb=no", "--continue-on-collection-errors", "-p", "no:cacheprovider", "-o", "addopts=",
     ]
     if student_process is not None:
-        cmd += ["--student-process", json.dumps(student_process)]
+        cmd += ["--student-process", json.dumps(student_process), "--basetemp", student_process["exchange"]]
     else:
         for package, root in homes.items():
             cmd += ["--implementation", f"{package}={root}"]
@@ -217,8 +217,10 @@ def prepare_student_process(tmpdir: Path, homes: dict[str, Path], identity: sand
     output = tmpdir / "student-output.txt"
     output.write_bytes(b"")
     (tmpdir / "holds-student").mkdir()
+    (tmpdir / "exchange").mkdir(mode=0o711)
     settings = {
         "template": str(template.root), "workspace": str(student.root), "output": str(output),
+        "exchange": str(tmpdir / "exchange" / "pytest"),  # the tests' tmp_path folders, which both processes use
         "homes": {package: str(folder) for package, folder in student.workspace_homes().items()},
         "uid": identity.uid if identity is not None else None, "holds": str(tmpdir / "holds-student"),
         "hide": [str(sandbox.hidden_folder()), str(tmpdir / "ws"), str(template.root)],

@@ -66,6 +66,27 @@ def pytest_configure(config):
     sys.meta_path.insert(0, StagePackageFinder(homes))
 
 
+@pytest.fixture(autouse=True)
+def _generators_of_earlier_tests_forgotten(request):
+    if request.config.getoption("--student-process"):
+        from grading import remote  # noqa: PLC0415
+
+        remote.forget_generators()
+
+
+@pytest.fixture
+def tmp_path(request, tmp_path_factory) -> Path:
+    """pytest's own ``tmp_path``, except in authoritative grading: there the test process runs no student code
+    and the code under test cannot write its files, so a test's folder is one both can write, like /tmp
+    (world-writable and sticky: neither can remove or replace the other's files)."""
+    name = "".join(c if c.isalnum() or c in "-_" else "_" for c in request.node.name)[:30]
+    path = tmp_path_factory.mktemp(name, numbered=True)
+    if request.config.getoption("--student-process"):
+        for folder in [path, *path.parents[:2]]:  # the test's folder, and the two pytest made above it
+            folder.chmod(0o1777 if folder == path else 0o711)
+    return path
+
+
 def pytest_unconfigure(config):
     if config.getoption("--student-process"):
         from grading import remote  # noqa: PLC0415

@@ -16,7 +16,7 @@ from stage4_gpt.model import GPT, GPTConfig
 from stage4_gpt.sample import complete, main
 from stage4_gpt.tokenizer import CharTokenizer
 from tests.helpers import assert_equal, assert_raises
-from tests.stage4.launch import reraise_not_implemented, run_module
+from tests.student_side import reraise_not_implemented, run_module
 
 pytestmark = pytest.mark.exercise("4.7")
 

@@ -21,7 +21,7 @@ from stage4_gpt.torch_gpt import (Distributed, TorchGPT, from_torch, main, setup
                                   wrap_for_training)
 from stage4_gpt.train import load_checkpoint, model_from_checkpoint
 from tests.helpers import assert_close, assert_equal, assert_in_range, assert_raises
-from tests.stage4.launch import child_environment, module_command, reraise_not_implemented
+from tests.student_side import child_environment, module_command, reraise_not_implemented
 from tests.stage4.torch_reference import ReferenceGPT
 
 pytestmark = pytest.mark.exercise("4.9")

@@ -23,7 +23,7 @@ from stage4_gpt.train import (evaluate, load_checkpoint, main, model_from_checkp
                               save_checkpoint, train_step)
 from stage4_gpt.tokenizer import CharTokenizer, tokenizer_from_json
 from tests.helpers import assert_close, assert_equal, assert_in_range, assert_raises
-from tests.stage4.launch import reraise_not_implemented, start_module
+from tests.student_side import reraise_not_implemented, start_module
 from tests.stage4.torch_reference import ReferenceGPT
 from tests.stage4.torch_training import torch_adamw, torch_schedule
 

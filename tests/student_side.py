@@ -1,8 +1,16 @@
-"""Run a module of the code under test in a fresh Python process, as ``python -m stage4_gpt.train ...`` would,
-with the same stage packages this test process imports (the student's, the reference's, or a mix).
+"""What the tests run beside the code under test, in the process that imports it.
 
-A plain ``python -m`` in a child process would find the stage packages on ``sys.path`` instead of where
-the test run chose them (``tests/conftest.py``), so the child installs the same finder first.
+In authoritative grading the tests run in a process of their own and the stage packages in a student
+process (``grading.remote``); a module named ``student_side`` is imported in the student process, and the
+tests hold proxies of what it returns. Here:
+- ``run_module``/``start_module``: run a module of the code under test in a fresh Python process, as
+  ``python -m stage4_gpt.train ...`` would, with the same stage packages (the student's, the reference's,
+  or a mix). A plain ``python -m`` would find the stage packages on ``sys.path`` instead of where the run
+  chose them, so the new process installs the same finder first.
+- ``printed``: what a call prints, for the tests of command lines and progress lines.
+
+Everything computed here is the student process's word, like any value its code returns: the tests use it
+to drive and observe the code under test, and decide every verdict themselves, on values.
 """
 
 from __future__ import annotations
@@ -13,14 +21,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import StagePackageFinder
+import contextlib
+import io
 
-REPO_ROOT = Path(__file__).resolve().parents[2]
+from grading.stage_imports import StagePackageFinder
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 _BOOT = """
 import json, runpy, sys
 from pathlib import Path
-from tests.conftest import StagePackageFinder
+from grading.stage_imports import StagePackageFinder
 homes = {name: Path(folder) for name, folder in json.loads(sys.argv[1]).items()}
 sys.meta_path.insert(0, StagePackageFinder(homes))
 module = sys.argv[2]
@@ -34,7 +45,7 @@ def stage_homes() -> dict[str, str]:
     for finder in sys.meta_path:
         if isinstance(finder, StagePackageFinder):
             return {name: str(folder) for name, folder in finder.homes.items()}
-    raise RuntimeError("the stage packages' finder of tests/conftest.py is not installed")
+    raise RuntimeError("the stage packages' finder (grading.stage_imports) is not installed")
 
 
 def module_command(module: str, *args: str) -> list[str]:
@@ -70,3 +81,11 @@ def reraise_not_implemented(stderr: str) -> None:
     lines = stderr.strip().splitlines()
     if lines and lines[-1].startswith("NotImplementedError"):
         raise NotImplementedError(lines[-1].partition(": ")[2] or lines[-1])
+
+
+def printed(fn, *args, **kwargs) -> tuple[object, str]:
+    """``(fn(*args, **kwargs), what it printed to stdout)``."""
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        result = fn(*args, **kwargs)
+    return result, out.getvalue()
