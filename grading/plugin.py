@@ -21,9 +21,12 @@ from __future__ import annotations
 import contextlib
 import errno
 import functools
+import hashlib
+import hmac
 import importlib
 import importlib.abc
 import json
+import os
 import sys
 import re
 import resource
@@ -38,6 +41,26 @@ from grading.remote import CodeUnderTestGone, RemoteModule
 from grading.sandbox import FILE_SIZE_CAP, PROCESS_CAP, describe_bytes
 
 STAGE_PACKAGES = re.compile(r"^stage\d+_\w+$")
+
+
+LOG_KEY_VARIABLE = "GRADING_LOG_KEY"
+
+
+def sign_record(key: bytes, sequence: int, record: dict) -> str:
+    """One log line: the record with its sequence number, after the HMAC of both under ``key``."""
+    body = json.dumps({**record, "seq": sequence})
+    return hmac.new(key, body.encode(), hashlib.sha256).hexdigest() + " " + body
+
+
+def verified_record(key: bytes, line: str, last_sequence: int) -> dict | None:
+    """The record of a log line signed with ``key`` and numbered after ``last_sequence``; None otherwise."""
+    mac, _, body = line.partition(" ")
+    if not hmac.compare_digest(mac, hmac.new(key, body.encode(), hashlib.sha256).hexdigest()):
+        return None
+    record = json.loads(body)
+    if not isinstance(record, dict) or not isinstance(record.get("seq"), int) or record["seq"] <= last_sequence:
+        return None
+    return record
 
 
 IMPORT_TIMEOUT = 30.0  # seconds to import one test module, and with it the code under test (and torch)
@@ -123,6 +146,10 @@ class GradingRecorder:
     def __init__(self, config, log_path: Path):
         self.config = config
         self.log = log_path.open("a", encoding="utf-8")
+        # Each line is signed with the key the parent gave (and then taken out of the environment that a
+        # student process inherits): a line the code under test forges does not verify and is ignored.
+        self.key = os.environ.pop(LOG_KEY_VARIABLE, "").encode()
+        self.sequence = 0
         # The grader runs one stage's test folder, tests/<stage>; its registry has the time limits.
         self.stage = load_stage(Path(config.args[0]).name)
         self.lost_exercises: set[str] = set()
@@ -131,7 +158,8 @@ class GradingRecorder:
         self.detailed: set[tuple[str | None, str]] = set()  # (exercise, outcome) pairs whose output is kept
 
     def write(self, **record) -> None:
-        self.log.write(json.dumps(record) + "\n")
+        self.sequence += 1
+        self.log.write(sign_record(self.key, self.sequence, record) + "\n")
         self.log.flush()
 
     def pytest_sessionfinish(self, session):

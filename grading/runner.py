@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
 import subprocess
 import tempfile
@@ -21,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from grading import sandbox
-from grading.plugin import import_time_limit
+from grading.plugin import LOG_KEY_VARIABLE, import_time_limit, verified_record
 from grading.registry import Stage, exercises_marked_in
 
 GRACE_SECONDS = 3.0  # after a test's own limit, before the parent kills a child that ignored the alarm
@@ -126,6 +127,7 @@ def run_stage(stage: Stage, homes: dict[str, Path], exercises: list[str], test_t
             functions: dict[str, tuple[str, ...]] = {}  # nodeid -> the functions it says it tests
             tests_before = 0
             for attempt in range(MAX_RESTARTS + 1):
+                key = secrets.token_hex(32).encode()  # signs the child's log lines (grading.plugin)
                 log_path.write_text("")
                 log_path.chmod(0o600)
                 if identity is not None and not authoritative:
@@ -146,13 +148,14 @@ def run_stage(stage: Stage, homes: dict[str, Path], exercises: list[str], test_t
                 out_path = tmpdir / f"pytest-output-{attempt}.txt"
                 with out_path.open("wb") as out:
                     process = subprocess.Popen(cmd, cwd=workspace.scratch, stdout=out, stderr=subprocess.STDOUT,
-                                               env=sandbox.child_environment(child_environment(), workspace),
+                                               env={**sandbox.child_environment(child_environment(), workspace),
+                                                    LOG_KEY_VARIABLE: key.decode()},
                                                stdin=subprocess.DEVNULL, start_new_session=True,
                                                preexec_fn=sandbox.preexec(tests_identity, holds))
                     with sandbox.tracked(process):
                         try:
                             state = follow(process, log_path, result, stage, test_timeout, deadline, memory_limit,
-                                           translate)
+                                           translate, key)
                         finally:  # also on Ctrl-C, and to end anything the code under test started in the background
                             kill_group(process)
                             sandbox.kill_survivors(identity)
@@ -268,10 +271,13 @@ class ChildState:
 
 
 def follow(process: subprocess.Popen, log_path: Path, result: RunResult, stage: Stage, test_timeout: float | None,
-           deadline: float, memory_limit: int = sandbox.DEFAULT_MEMORY_LIMIT, translate=lambda record: record) -> ChildState:
-    """Read the child's log as it grows until the child exits; kill it when a limit is passed.
-    ``translate`` turns each record's workspace paths into the real ones."""
+           deadline: float, memory_limit: int = sandbox.DEFAULT_MEMORY_LIMIT, translate=lambda record: record,
+           key: bytes = b"") -> ChildState:
+    """Read the child's log as it grows until the child exits; kill it when a limit is passed. Only lines
+    signed with ``key`` count (see grading.plugin.sign_record). ``translate`` turns each record's workspace
+    paths into the real ones."""
     state = ChildState()
+    last_sequence = 0
     started_at = collecting_since = finished_at = 0.0
     next_usage_check = 0.0
     exercise_of: dict[str, str | None] = {}
@@ -285,7 +291,11 @@ def follow(process: subprocess.Popen, log_path: Path, result: RunResult, stage: 
             *lines, pending = pending.split("\n")
             for line in lines:
                 try:
-                    record = translate(json.loads(line))
+                    record = verified_record(key, line, last_sequence)
+                    if record is None:
+                        continue  # not ours: a line the code under test managed to write into the log
+                    last_sequence = record["seq"]
+                    record = translate(record)
                     event = record["event"]
                 except (ValueError, KeyError, TypeError):
                     continue  # not ours: a line the code under test managed to write into the log
