@@ -29,9 +29,10 @@ from grading.stage_imports import StagePackageFinder
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 _BOOT = """
-import json, runpy, sys
+import json, runpy, signal, sys
 from pathlib import Path
 from grading.stage_imports import StagePackageFinder
+signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C -> KeyboardInterrupt, even if it was ignored
 homes = {name: Path(folder) for name, folder in json.loads(sys.argv[1]).items()}
 sys.meta_path.insert(0, StagePackageFinder(homes))
 module = sys.argv[2]

@@ -8,21 +8,14 @@ end of input and on Ctrl-C.
 """
 
 import json
-import os
 import re
 import signal
-import subprocess
-import sys
 import time
-from dataclasses import replace
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from stage1_autograd.tensor import Tensor
-from stage2_mlp.nn import Module
 from stage2_mlp.optim import SGD
 from stage3_transformer.addition import (
     VOCAB,
@@ -42,6 +35,9 @@ from stage3_transformer.addition import (
     train_step,
 )
 from tests.helpers import assert_close, assert_equal, assert_in_range, assert_raises
+# A Module of ours and the command-line launcher live beside the code under test.
+from tests.stage3.student_side import ScriptedModel, run_addition, start_addition
+from tests.student_side import printed
 
 pytestmark = pytest.mark.exercise("3.8")
 
@@ -49,7 +45,8 @@ TOKENS = ["<pad>", "<s>", "</s>", *"0123456789+"]
 PAD, START, END = 0, 1, 2
 
 # A model small enough to compare with PyTorch in milliseconds, deep enough to have every kind of layer twice.
-SMALL = AdditionConfig(digits=2, d_model=16, nhead=2, layers=2, ff=32, dropout=0.0, seed=0)
+SMALL_SETTINGS = dict(digits=2, d_model=16, nhead=2, layers=2, ff=32, dropout=0.0, seed=0)
+SMALL = AdditionConfig(**SMALL_SETTINGS)
 PROBLEMS = ["23+45", "9+9", "0+0", "99+99", "50+50", "7+93", "14+2", "88+11"]  # answers of 1, 2 and 3 digits
 
 
@@ -206,7 +203,7 @@ def test_logits_loss_and_gradients_match_torch(dtype):
 
 
 def test_model_is_seeded():
-    a, b, c = (AdditionModel(replace(SMALL, seed=seed)).state_dict() for seed in (0, 0, 1))
+    a, b, c = (AdditionModel(AdditionConfig(**SMALL_SETTINGS | {"seed": seed})).state_dict() for seed in (0, 0, 1))
     for name in a:
         assert_equal(a[name], b[name], f"AdditionModel with seed 0, built twice: parameter {name}")
     assert_in_range(np.abs(a["head.weight"] - c["head.weight"]).max(), 1e-6, None,
@@ -214,36 +211,9 @@ def test_model_is_seeded():
 
 
 # ---------------------------------------------------------------------- greedy decoding
-class ScriptedModel(Module):
-    """Stands in for an AdditionModel whose answers are known: at each call of ``decode`` it gives the last
-    position's logits a clear maximum at the next token of ``script(problem)`` followed by </s> (and <pad>
-    after that), while every earlier position points at '+' (only the last position may be read). It records
-    the decoder input of every call."""
-
-    def __init__(self, script, digits=2):
-        super().__init__()
-        self.config = AdditionConfig(digits=digits)
-        self.script = script
-        self.calls = []
-
-    def encode(self, source):
-        return Tensor(np.zeros((*np.shape(source), 8)))
-
-    def forward(self, source, decoder_input):
-        return self.decode(decoder_input, self.encode(source), source)
-
-    def decode(self, decoder_input, memory, source):
-        written = np.array(decoder_input)
-        self.calls.append(written)
-        rows, t = written.shape
-        logits = np.zeros((rows, t, len(TOKENS)))
-        logits[:, :, TOKENS.index("+")] = 5.0
-        for row, source_ids in enumerate(np.asarray(source).tolist()):
-            problem = "".join(TOKENS[i] for i in source_ids if i != PAD)
-            answer = [TOKENS.index(c) for c in self.script(problem)] + [END]
-            logits[row, -1] = 0.0
-            logits[row, -1, answer[t - 1] if t - 1 < len(answer) else TOKENS.index("7")] = 5.0
-        return Tensor(logits)
+# ScriptedModel (tests/stage3/student_side.py) stands in for an AdditionModel whose answers are known: at each
+# call of ``decode`` it gives the last position's logits a clear maximum at the next token of ``script(problem)``
+# followed by </s>, while every earlier position points at '+'. It records the decoder input of every call.
 
 
 def product_times_ten(problem):
@@ -327,42 +297,16 @@ def test_a_short_run_learns_to_add_problems_it_never_saw():
 
 
 # ---------------------------------------------------------------------- the command line
-PACKAGES = ("stage1_autograd", "stage2_mlp", "stage3_transformer")
-
-# Runs `python -m stage3_transformer.addition ARGS` on the implementation under test: each stage package is
-# imported from the folder this test process imported it from (the student's, or the reference).
-BOOTSTRAP = """
-import importlib.machinery, runpy, signal, sys
-homes = {homes!r}
-
-class StagePackages:
-    @staticmethod
-    def find_spec(name, path=None, target=None):
-        if name == "solutions":
-            raise ModuleNotFoundError("the solutions/ folder cannot be imported by the code under test")
-        return importlib.machinery.PathFinder.find_spec(name, [homes[name]]) if name in homes else None
-
-sys.meta_path.insert(0, StagePackages)
-signal.signal(signal.SIGINT, signal.default_int_handler)  # Ctrl-C -> KeyboardInterrupt, even if it was ignored
-sys.argv = ["python -m stage3_transformer.addition", *{args!r}]
-runpy.run_module("stage3_transformer.addition", run_name="__main__", alter_sys=True)
-"""
+# `python -m stage3_transformer.addition ARGS` runs on the implementation under test: run_addition and
+# start_addition (tests/stage3/student_side.py) start it from the process that imports the stage packages, on
+# the same packages (the student's, or the reference).
 
 
-def command(args):
-    homes = {name: str(Path(sys.modules[name].__file__).resolve().parent.parent) for name in PACKAGES}
-    return [sys.executable, "-c", BOOTSTRAP.format(homes=homes, args=list(args))]
-
-
-def environment():
-    return {**os.environ, "PYTHONIOENCODING": "utf-8", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1"}
-
-
-def test_command_line_train_then_ask(tmp_path, capsys):
+def test_command_line_train_then_ask(tmp_path):
     checkpoint = tmp_path / "tiny.npz"
-    status = main(["train", "--digits", "1", "--steps", "40", "--d-model", "16", "--nhead", "2", "--layers", "1",
-                   "--ff", "32", "--batch", "32", "--eval-every", "20", "--checkpoint", str(checkpoint)])
-    out = capsys.readouterr().out
+    status, out = printed(main, ["train", "--digits", "1", "--steps", "40", "--d-model", "16", "--nhead", "2",
+                                 "--layers", "1", "--ff", "32", "--batch", "32", "--eval-every", "20",
+                                 "--checkpoint", str(checkpoint)])
     assert_equal(status, 0, "main(['train', ...]): the exit status")
     assert_equal([int(m.group(1)) for m in map(PROGRESS.search, out.splitlines()) if m], [20, 40],
                  "python -m stage3_transformer.addition train --steps 40 --eval-every 20: the steps of the progress "
@@ -383,12 +327,12 @@ def test_command_line_train_then_ask(tmp_path, capsys):
     expected = [f"Model > {got} ✓" if got == answer_of(p) else f"Model > {got} ✗ (the sum is {answer_of(p)})"
                 for got, p in zip(answers, problems)]
     typed = ["3+4", "abc", "9+9", "12+3", "", " 0 + 0 ", "5+8"]
-    run = subprocess.run(command(["ask", "--checkpoint", str(checkpoint)]), input="\n".join(typed) + "\n",
-                         capture_output=True, text=True, encoding="utf-8", cwd=tmp_path, env=environment(), timeout=60)
-    transcript = f"stdout:\n{run.stdout}\nstderr:\n{run.stderr}"
-    assert_equal(run.returncode, 0, f"ask with {typed} then end of input: the exit status; {transcript}")
-    assert_equal("Traceback" in run.stderr, False, f"ask: a traceback on stderr; {transcript}")
-    replies = run.stdout.split("Problem > ")[1:]
+    run = run_addition("ask", "--checkpoint", str(checkpoint), stdin="\n".join(typed) + "\n", cwd=tmp_path, timeout=60)
+    stdout, stderr, returncode = run.stdout, run.stderr, run.returncode
+    transcript = f"stdout:\n{stdout}\nstderr:\n{stderr}"
+    assert_equal(returncode, 0, f"ask with {typed} then end of input: the exit status; {transcript}")
+    assert_equal("Traceback" in stderr, False, f"ask: a traceback on stderr; {transcript}")
+    replies = stdout.split("Problem > ")[1:]
     assert_equal(len(replies), len(typed) + 1, f"ask: the number of prompts 'Problem > ' for {len(typed)} lines "
                  f"then end of input (the prompt goes on after bad input); {transcript}")
     replies = [reply.rstrip("\n") for reply in replies[:-1]]
@@ -404,8 +348,7 @@ def test_command_line_train_then_ask(tmp_path, capsys):
                  "the model adds numbers of at most 1 digit")
 
     missing = tmp_path / "missing.npz"
-    status = main(["ask", "--checkpoint", str(missing)])
-    out = capsys.readouterr().out
+    status, out = printed(main, ["ask", "--checkpoint", str(missing)])
     assert_equal(status, 1, "main(['ask', '--checkpoint', a missing file]): the exit status")
     assert_equal("python -m stage3_transformer.addition train" in out, True,
                  f"ask with a missing checkpoint should say how to train one; it printed {out!r}")
@@ -416,8 +359,7 @@ def test_ask_ends_cleanly_on_ctrl_c(tmp_path):
     config = AdditionConfig(digits=1, d_model=16, nhead=2, layers=1, ff=32, steps=1, batch=8, eval_problems=5)
     model, _ = train(config, log=lambda line: None)
     save_checkpoint(checkpoint, model)
-    process = subprocess.Popen(command(["ask", "--checkpoint", str(checkpoint)]), stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp_path, env=environment())
+    process = start_addition("ask", "--checkpoint", str(checkpoint), cwd=tmp_path)
     try:
         seen = b""
         deadline = time.monotonic() + 60

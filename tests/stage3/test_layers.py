@@ -7,9 +7,9 @@ import pytest
 import torch
 
 from stage1_autograd.tensor import Tensor
-from stage2_mlp.nn import Module
 from stage3_transformer import nn
 from tests.helpers import assert_close, assert_equal, assert_in_range
+from tests.stage3.student_side import Scale  # a Module of ours: lives beside the code under test
 from tests.stage3.torch_parity import (TorchSwiGLU, assert_same_parameters, compare_modules, load_ours_into_torch,
                                        load_torch_into_ours, perturb_vectors)
 
@@ -193,17 +193,6 @@ def test_dropout_only_in_training(kind):
     ours.train()
     assert_in_range(np.abs(ours(*args).data - evaluated).max(), 1e-3, None,
                     f"{what} after train() again: the largest difference from eval mode")
-
-
-class Scale(Module):
-    """Stands in for one of our Dropout layers: multiplies by a known factor, so its place shows in the output."""
-
-    def __init__(self, factor):
-        super().__init__()
-        self.factor = factor
-
-    def forward(self, x):
-        return x * self.factor
 
 
 class TorchScale(torch.nn.Module):
