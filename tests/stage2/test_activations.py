@@ -8,6 +8,7 @@ from stage1_autograd.tensor import Tensor
 from stage2_mlp import functional as F
 from stage2_mlp import nn
 from tests.helpers import assert_close, assert_matches_central_differences, compare_with_torch
+from tests.stage2.student_side import DropoutNet  # a subclass of the Module under test, kept beside it
 
 pytestmark = pytest.mark.exercise("2.3")
 
@@ -158,15 +159,7 @@ def test_dropout_is_reproducible_with_a_seeded_generator():
 
 
 def test_dropout_layer_follows_train_and_eval():
-    class Net(nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.drop = nn.Dropout(0.5, rng=0)
-
-        def forward(self, x):
-            return self.drop(x)
-
-    net, x = Net(), positive_input((10, 10))
+    net, x = DropoutNet(), positive_input((10, 10))  # a Module whose forward is its nn.Dropout(0.5, rng=0), self.drop
     assert np.any(net(x).data == 0), "nn.Dropout(0.5) in training mode should drop some of 100 elements"
     net.eval()
     assert_close(net(x), x, "nn.Dropout inside a model after model.eval()")

@@ -10,57 +10,21 @@ import pytest
 import torch
 
 from stage1_autograd.tensor import Tensor
-from stage2_mlp.nn import IncompatibleKeys, Module, Parameter
+from stage2_mlp.nn import IncompatibleKeys, Parameter
 from tests.helpers import assert_close
+from tests.stage2.student_side import (
+    Net,
+    load_npz_state_dict,
+    load_then_write_into_state,
+    state_dict_then_shift_parameter,
+    write_into_state_dict,
+)
 
 pytestmark = pytest.mark.exercise("2.1")
 
 
 # ---------------------------------------------------------------------- the same model, ours and PyTorch's
-class Affine(Module):
-    """x @ W^T + b, W (n_out, n_in)."""
-
-    def __init__(self, n_in, n_out, rng):
-        super().__init__()
-        self.weight = Parameter(rng.standard_normal((n_out, n_in)))
-        self.bias = Parameter(rng.standard_normal(n_out))
-
-    def forward(self, x):
-        return x @ self.weight.T + self.bias
-
-
-class Block(Module):
-    def __init__(self, width, rng):
-        super().__init__()
-        self.gain = Parameter(rng.uniform(0.5, 1.5, width))
-        self.inner = Affine(width, width, rng)
-        self.layers = [Affine(width, width, rng), Affine(width, width, rng)]  # like nn.ModuleList
-        self.offsets = [Parameter(rng.standard_normal(width)), Parameter(rng.standard_normal(width))]  # nn.ParameterList
-        self.label = "block"  # not a parameter
-        self.scratch = Tensor(np.zeros(width), requires_grad=True)  # a plain Tensor is not a parameter either
-        self.sizes = [width, width]  # a list of numbers: nothing to register
-
-    def forward(self, x):
-        x = self.inner(x) * self.gain
-        for layer in self.layers:
-            x = layer(x).tanh()
-        return x + self.offsets[0] - self.offsets[1]
-
-
-class Net(Module):
-    def __init__(self, seed=0):
-        super().__init__()
-        rng = np.random.default_rng(seed)
-        self.embed = Affine(2, 3, rng)
-        self.blocks = [Block(3, rng), Block(3, rng)]
-        self.head = Affine(3, 1, rng)
-        self.temperature = Parameter(np.array(1.5))  # assigned last, yet listed first: it is the root's own
-
-    def forward(self, x):
-        x = self.embed(x)
-        for block in self.blocks:
-            x = block(x)
-        return self.head(x) / self.temperature
+# Ours (Affine, Block, Net) subclass the Module under test: they live in student_side.py, beside it.
 
 
 class TorchAffine(torch.nn.Module):
@@ -237,11 +201,12 @@ def test_state_dict_keys_match_pytorch_and_values_are_copies():
         assert isinstance(state[name], np.ndarray), f"state_dict()[{name!r}] should be an np.ndarray, got {type(state[name]).__name__}"
         assert_close(state[name], p.data, f"state_dict()[{name!r}]")
     before = net.embed.weight.data.copy()
-    state["embed.weight"][...] = 99.0
+    write_into_state_dict(net, "embed.weight", 99.0)  # state = net.state_dict(); state["embed.weight"][...] = 99.0
     assert_close(net.embed.weight.data, before, "embed.weight after changing the array state_dict() returned "
                                                 "(state_dict must hold copies, not the parameters' own arrays)")
-    net.head.bias.data += 1.0
-    assert not np.allclose(state["head.bias"], net.head.bias.data), (
+    # state = net.state_dict(); net.head.bias.data += 1.0 (in place); then state["head.bias"] as it is now:
+    earlier = state_dict_then_shift_parameter(net, "head.bias", 1.0)
+    assert not np.allclose(earlier, net.head.bias.data), (
         "changing a parameter changed an earlier state_dict(): it must hold copies"
     )
 
@@ -260,8 +225,7 @@ def test_round_trip_through_npz(tmp_path):
     trained, fresh = Net(seed=0), Net(seed=1)
     path = tmp_path / "checkpoint.npz"
     np.savez(path, **trained.state_dict())
-    with np.load(path, allow_pickle=False) as saved:
-        fresh.load_state_dict(saved)
+    load_npz_state_dict(fresh, path)  # with np.load(path, allow_pickle=False) as saved: fresh.load_state_dict(saved)
     for (name, p), (_, q) in zip(fresh.named_parameters(), trained.named_parameters()):
         assert_close(p, q, f"parameter {name!r} after np.savez(state_dict()) and load_state_dict(np.load(...))")
     assert_close(fresh(x), trained(x), "the output of the reloaded model")
@@ -286,14 +250,14 @@ def test_load_copies_values_and_keeps_dtypes():
     state = {k: np.full(v.shape, 0.25) for k, v in net.state_dict().items()}
     for p in net.parameters():
         p.data = p.data.astype(np.float32)
-    net.load_state_dict(state)
+    expected = {k: v.copy() for k, v in state.items()}
+    load_then_write_into_state(net, state, "head.weight", -7.0)  # net.load_state_dict(state), then state["head.weight"][...] = -7.0
     for name, p in net.named_parameters():
         assert p.dtype == np.float32, (
             f"{name}: a float32 parameter loaded from a float64 array should stay float32 (copy the values into "
             f"its array, e.g. np.copyto or p.data[...] = value), got {p.dtype}"
         )
-        assert_close(p, state[name], f"{name} after load_state_dict")
-    state["head.weight"][...] = -7.0
+        assert_close(p, expected[name], f"{name} after load_state_dict")
     assert not np.any(net.head.weight.data == -7.0), (
         "changing the state's array after load_state_dict changed the model: copy the values, don't keep the array"
     )

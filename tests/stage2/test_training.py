@@ -2,7 +2,6 @@
 of ``python -m stage2_mlp.train_mlp`` (through ``main``) must reach their accuracy targets."""
 
 import re
-import sys
 
 import numpy as np
 import pytest
@@ -10,10 +9,12 @@ import torch
 
 from stage1_autograd.tensor import Tensor
 from stage2_mlp.data import DataLoader
-from stage2_mlp.nn import Dropout, Linear, Module, Sequential, Tanh
+from stage2_mlp.nn import Dropout, Linear, Sequential, Tanh
 from stage2_mlp.optim import SGD
 from stage2_mlp.train_mlp import build_mlp, evaluate, main, predict, train_epoch
 from tests.helpers import assert_close
+from tests.stage2.student_side import RecordsGraph, printed_without_matplotlib
+from tests.student_side import printed
 
 pytestmark = pytest.mark.exercise("2.9")
 
@@ -27,9 +28,10 @@ def torch_copy(model, layers):
     return net
 
 
-def run_main(args, capsys):
-    history = main(args)
-    lines = capsys.readouterr().out.strip().splitlines()
+def run_main(args, without_matplotlib=False):
+    """main(args) run beside the code under test, with what it printed there."""
+    history, out = (printed_without_matplotlib if without_matplotlib else printed)(main, args)
+    lines = out.strip().splitlines()
     assert lines, f"main({args}) printed nothing"
     assert LAST_LINE.fullmatch(lines[-1].strip()), (
         f"main({args}): the last line printed should be 'test accuracy: 0.XXXX', got {lines[-1]!r}"
@@ -108,20 +110,7 @@ def test_train_epoch_takes_the_same_steps_as_torch():
 
 
 # ---------------------------------------------------------------------- predict and evaluate
-class RecordsGraph(Module):
-    """Wraps a model and remembers whether its output was part of a graph."""
-
-    def __init__(self, inner):
-        super().__init__()
-        self.inner = inner
-        self.output_required_grad = None
-
-    def forward(self, x):
-        out = self.inner(x)
-        self.output_required_grad = out.requires_grad
-        return out
-
-
+# RecordsGraph (student_side.py) wraps a model and remembers whether its output was part of a graph.
 def test_predict_and_evaluate_use_eval_mode_and_no_grad():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((40, 3)).astype(np.float32)
@@ -146,8 +135,8 @@ def test_predict_and_evaluate_use_eval_mode_and_no_grad():
 
 
 # ---------------------------------------------------------------------- whole runs
-def test_digits_reach_97_percent_test_accuracy(capsys):
-    history, lines, accuracy = run_main(["--dataset", "digits", "--no-plots"], capsys)
+def test_digits_reach_97_percent_test_accuracy():
+    history, lines, accuracy = run_main(["--dataset", "digits", "--no-plots"])
     epochs = len(history["test_accuracy"])
     assert len(epoch_lines(lines, epochs)) == epochs, (
         f"expected one progress line per epoch ('epoch k/{epochs} ...'), got:\n" + "\n".join(lines)
@@ -158,8 +147,8 @@ def test_digits_reach_97_percent_test_accuracy(capsys):
     )
 
 
-def test_spirals_fit_the_training_set(capsys):
-    history, lines, accuracy = run_main(["--dataset", "spirals", "--no-plots"], capsys)
+def test_spirals_fit_the_training_set():
+    history, lines, accuracy = run_main(["--dataset", "spirals", "--no-plots"])
     train_accuracy = history["train_accuracy"][-1]
     assert train_accuracy >= 0.99, (
         f"python -m stage2_mlp.train_mlp --dataset spirals: train accuracy {train_accuracy:.4f}, expected at least "
@@ -168,9 +157,9 @@ def test_spirals_fit_the_training_set(capsys):
     assert accuracy >= 0.9, f"spirals: test accuracy {accuracy:.4f} on the held-out points, expected at least 0.9"
 
 
-def test_plots_are_written(tmp_path, capsys):
+def test_plots_are_written(tmp_path):
     pytest.importorskip("matplotlib")
-    history, lines, _ = run_main(["--dataset", "spirals", "--epochs", "2", "--plots-dir", str(tmp_path)], capsys)
+    history, lines, _ = run_main(["--dataset", "spirals", "--epochs", "2", "--plots-dir", str(tmp_path)])
     assert len(epoch_lines(lines, 2)) == 2, "--epochs 2: expected two progress lines 'epoch 1/2 ...', 'epoch 2/2 ...', got:\n" + "\n".join(lines)
     pngs = sorted(p.name for p in tmp_path.glob("*.png"))
     assert pngs == ["spirals_decision_boundary.png", "spirals_loss.png"], (
@@ -181,10 +170,8 @@ def test_plots_are_written(tmp_path, capsys):
         assert any(name in line for line in lines), f"the output should say where {name} was written"
 
 
-def test_training_goes_on_without_matplotlib(tmp_path, capsys, monkeypatch):
-    for name in [m for m in sys.modules if m == "matplotlib" or m.startswith("matplotlib.")]:
-        monkeypatch.delitem(sys.modules, name)
-    monkeypatch.setitem(sys.modules, "matplotlib", None)  # makes `import matplotlib` raise ImportError
-    _, lines, _ = run_main(["--dataset", "spirals", "--epochs", "1", "--plots-dir", str(tmp_path)], capsys)
+def test_training_goes_on_without_matplotlib(tmp_path):
+    # main runs with sys.modules["matplotlib"] = None there, which makes `import matplotlib` raise ImportError
+    _, lines, _ = run_main(["--dataset", "spirals", "--epochs", "1", "--plots-dir", str(tmp_path)], without_matplotlib=True)
     assert any("matplotlib" in line for line in lines[:-1]), "without matplotlib, main should say in one line that it makes no plots"
     assert not list(tmp_path.glob("*.png")), "without matplotlib there should be no PNG"
