@@ -10,6 +10,7 @@ import torch
 
 from stage4_gpt.model import GPT, GPTConfig, gpt2_config_from_state_dict
 from tests.helpers import assert_close, assert_equal, assert_in_range, assert_raises, assert_tensor
+from tests.stage4.student_side import call_on_fake_gpt2_state
 from tests.stage4.torch_reference import ReferenceGPT, hf_gpt2_state_dict, numpy_state, randomize
 
 pytestmark = pytest.mark.exercise("4.3")
@@ -222,30 +223,11 @@ def test_from_gpt2_state_dict_is_float32_by_default():
                  "relative)", atol=1e-4 * scale, rtol=1e-4)
 
 
-def fake_gpt2_state(n_embd: int, n_layer: int = 2, vocab: int = 11, block: int = 7) -> dict:
-    """The names and shapes of a GPT-2 checkpoint, with no memory behind them (every array is a broadcast 0)."""
-    def zeros(*shape):
-        return np.broadcast_to(np.float32(0), shape)
-
-    state = {"transformer.wte.weight": zeros(vocab, n_embd), "transformer.wpe.weight": zeros(block, n_embd)}
-    for i in range(n_layer):
-        h = f"transformer.h.{i}."
-        state.update({h + "ln_1.weight": zeros(n_embd), h + "ln_1.bias": zeros(n_embd),
-                      h + "attn.bias": zeros(1, 1, block, block),
-                      h + "attn.c_attn.weight": zeros(n_embd, 3 * n_embd), h + "attn.c_attn.bias": zeros(3 * n_embd),
-                      h + "attn.c_proj.weight": zeros(n_embd, n_embd), h + "attn.c_proj.bias": zeros(n_embd),
-                      h + "ln_2.weight": zeros(n_embd), h + "ln_2.bias": zeros(n_embd),
-                      h + "mlp.c_fc.weight": zeros(n_embd, 4 * n_embd), h + "mlp.c_fc.bias": zeros(4 * n_embd),
-                      h + "mlp.c_proj.weight": zeros(4 * n_embd, n_embd), h + "mlp.c_proj.bias": zeros(n_embd)})
-    state.update({"transformer.ln_f.weight": zeros(n_embd), "transformer.ln_f.bias": zeros(n_embd),
-                  "lm_head.weight": zeros(vocab, n_embd)})
-    return state
-
-
 @pytest.mark.under_test("gpt2_config_from_state_dict")
 @pytest.mark.parametrize("n_embd, n_head", [(768, 12), (1024, 16), (1280, 20), (1600, 25)])
 def test_gpt2_config_infers_the_published_sizes(n_embd, n_head):
-    config = gpt2_config_from_state_dict(fake_gpt2_state(n_embd, n_layer=3, vocab=50257, block=1024))
+    # The state's arrays are broadcast zeros, built beside the code under test (in full, GPT-2 XL's is 1 GB).
+    config = call_on_fake_gpt2_state(gpt2_config_from_state_dict, n_embd, n_layer=3, vocab=50257, block=1024)
     got = (config.vocab_size, config.block_size, config.n_layer, config.n_head, config.n_embd, config.ffn_dim)
     assert_equal(got, (50257, 1024, 3, n_head, n_embd, 4 * n_embd),
                  f"gpt2_config_from_state_dict(GPT-2 of width {n_embd}, 3 layers): (vocab_size, block_size, n_layer, "

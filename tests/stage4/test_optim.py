@@ -5,7 +5,8 @@ torch.nn.utils.clip_grad_norm_.
 The model here is a tiny language model made of stage 2 pieces (an embedding table, a gain vector, two
 Linear layers and an output layer tied to the embedding), so these tests need nothing from model.py: they
 grade the optimiser alone. It has what matters for the groups: matrices, biases, a 1-D gain and a tied
-weight that must be decayed once, not twice.
+weight that must be decayed once, not twice. As a subclass of stage 2's Module it is defined in
+tests/stage4/student_side.py, beside the code under test.
 """
 
 import io
@@ -14,35 +15,15 @@ import numpy as np
 import pytest
 import torch
 
-from stage2_mlp import functional as F
-from stage2_mlp.nn import Linear, Module, Parameter
+from stage2_mlp.nn import Parameter
 from stage4_gpt.optim import clip_grad_norm_, configure_optimizer, get_lr
 from tests.helpers import assert_close, assert_equal, assert_in_range
+from tests.stage4.student_side import TinyLM  # a Module subclass: it lives beside the code under test
 from tests.stage4.torch_training import torch_adamw, torch_schedule
 
 pytestmark = pytest.mark.exercise("4.5")
 
-VOCAB, WIDTH, HIDDEN = 7, 4, 6
-
-
-class TinyLM(Module):
-    """logits = head(x + fc2(tanh(fc1(wte[idx] * gain)))), with head.weight the same Parameter as wte."""
-
-    def __init__(self, seed: int = 0, dtype=np.float64):
-        super().__init__()
-        rng = np.random.default_rng(seed)
-        self.wte = Parameter(rng.standard_normal((VOCAB, WIDTH)).astype(dtype))
-        self.gain = Parameter((1 + 0.1 * rng.standard_normal(WIDTH)).astype(dtype))
-        self.fc1 = Linear(WIDTH, HIDDEN, rng=rng, dtype=dtype)
-        self.fc2 = Linear(HIDDEN, WIDTH, rng=rng, dtype=dtype)
-        self.head = Linear(WIDTH, VOCAB, rng=rng, dtype=dtype)
-        self.head.weight = self.wte  # tied, as GPT's lm_head and wte
-
-    def loss(self, idx, targets):
-        x = self.wte[idx]  # (B, T, C)
-        x = x + self.fc2(self.fc1(x * self.gain).tanh())
-        logits = self.head(x)
-        return F.cross_entropy(logits.reshape(-1, VOCAB), targets.reshape(-1))
+VOCAB, WIDTH, HIDDEN = 7, 4, 6  # TinyLM's sizes (tests/stage4/student_side.py)
 
 
 class TorchTinyLM(torch.nn.Module):

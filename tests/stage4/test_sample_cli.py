@@ -16,6 +16,7 @@ from stage4_gpt.model import GPT, GPTConfig
 from stage4_gpt.sample import complete, main
 from stage4_gpt.tokenizer import CharTokenizer
 from tests.helpers import assert_equal, assert_raises
+from tests.stage4.student_side import Output, always_predicts, working_directory
 from tests.student_side import reraise_not_implemented, run_module
 
 pytestmark = pytest.mark.exercise("4.7")
@@ -28,17 +29,6 @@ def tokenizer_and_model(seed: int = 0, **fields):
     config = GPTConfig(**{**dict(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=1, n_head=2, n_embd=16),
                           **fields})
     return tokenizer, GPT(config, rng=seed)
-
-
-def always_predicts(model: GPT, token: int) -> GPT:
-    """Make ``token`` the most likely next token everywhere: the final LayerNorm's output becomes its bias b
-    (weight 0), and lm_head scores b against a row that is b for ``token`` and 0 for every other token."""
-    model.transformer.ln_f.weight.data[...] = 0.0
-    b = np.random.default_rng(0).standard_normal(model.config.n_embd).astype(np.float32)
-    model.transformer.ln_f.bias.data[...] = b
-    model.lm_head.weight.data[...] = 0.0
-    model.lm_head.weight.data[token] = b
-    return model
 
 
 def write_checkpoint(path, model: GPT, tokenizer) -> None:
@@ -89,65 +79,70 @@ def test_complete_starts_an_empty_prompt_from_endoftext_and_rejects_unknown_char
 
 
 # ---------------------------------------------------------------------- the command line
-def test_command_line_prints_prompt_and_sample(tmp_path, capsys):
+def test_command_line_prints_prompt_and_sample(tmp_path):
     tokenizer, model = tokenizer_and_model(seed=1)
     path = tmp_path / "ckpt.npz"
     write_checkpoint(path, model, tokenizer)
-    code = main(["--checkpoint", str(path), "--prompt", "fade", "--max-new-tokens", "9", "--seed", "7",
-                 "--temperature", "0.9", "--top-k", "5", "--no-cache"])
+    output = Output()  # what main prints where it runs (capsys would see only this process's output)
+    code = output.run(main, ["--checkpoint", str(path), "--prompt", "fade", "--max-new-tokens", "9", "--seed", "7",
+                             "--temperature", "0.9", "--top-k", "5", "--no-cache"])
     expected = "fade" + complete(model, tokenizer, "fade", 9, temperature=0.9, top_k=5, rng=np.random.default_rng(7),
                                use_cache=False)
     assert_equal(code, 0, "exit code of python -m stage4_gpt.sample --checkpoint ... --prompt fade")
-    assert_equal(capsys.readouterr().out, expected + "\n", "what the sampler prints: the prompt and its continuation "
-                                                           "(--seed 7, --temperature 0.9, --top-k 5)")
+    assert_equal(output.readouterr()[0], expected + "\n", "what the sampler prints: the prompt and its continuation "
+                                                          "(--seed 7, --temperature 0.9, --top-k 5)")
 
 
-def test_command_line_reads_the_training_default_checkpoint(tmp_path, capsys, monkeypatch):
+def test_command_line_reads_the_training_default_checkpoint(tmp_path):
     """With no --checkpoint, the sampler reads runs/gpt/ckpt.npz, where python -m stage4_gpt.train writes; if
     there is none yet, it says how to make one."""
-    monkeypatch.chdir(tmp_path)
-    error = assert_raises(SystemExit, lambda: main(["--prompt", "ab"]),
-                          "python -m stage4_gpt.sample without --checkpoint, before any training")
-    message = capsys.readouterr().err
-    assert_equal(("runs/gpt/ckpt.npz" in message, "python -m stage4_gpt.train" in message), (True, True),
-                 f"the message names the default checkpoint and how to train one; it was {message.strip()!r}")
-    assert_equal(error.code, 2, "exit code without a checkpoint (a usage error)")
-    tokenizer, model = tokenizer_and_model(seed=2)
-    (tmp_path / "runs" / "gpt").mkdir(parents=True)
-    write_checkpoint(tmp_path / "runs" / "gpt" / "ckpt.npz", model, tokenizer)
-    code = main(["--prompt", "bead", "--max-new-tokens", "5", "--seed", "3", "--no-cache"])
-    expected = "bead" + complete(model, tokenizer, "bead", 5, temperature=0.8, rng=np.random.default_rng(3),
-                                 use_cache=False)
-    assert_equal(code, 0, "exit code of python -m stage4_gpt.sample --prompt bead (no --checkpoint)")
-    assert_equal(capsys.readouterr().out, expected + "\n", "what the sampler prints from runs/gpt/ckpt.npz")
+    with working_directory(tmp_path):  # that of the process that runs main (monkeypatch.chdir changes only ours)
+        output = Output()
+        error = assert_raises(SystemExit, lambda: output.run(main, ["--prompt", "ab"]),
+                              "python -m stage4_gpt.sample without --checkpoint, before any training")
+        message = output.readouterr()[1]
+        assert_equal(("runs/gpt/ckpt.npz" in message, "python -m stage4_gpt.train" in message), (True, True),
+                     f"the message names the default checkpoint and how to train one; it was {message.strip()!r}")
+        assert_equal(error.code, 2, "exit code without a checkpoint (a usage error)")
+        tokenizer, model = tokenizer_and_model(seed=2)
+        (tmp_path / "runs" / "gpt").mkdir(parents=True)
+        write_checkpoint(tmp_path / "runs" / "gpt" / "ckpt.npz", model, tokenizer)
+        code = output.run(main, ["--prompt", "bead", "--max-new-tokens", "5", "--seed", "3", "--no-cache"])
+        expected = "bead" + complete(model, tokenizer, "bead", 5, temperature=0.8, rng=np.random.default_rng(3),
+                                     use_cache=False)
+        assert_equal(code, 0, "exit code of python -m stage4_gpt.sample --prompt bead (no --checkpoint)")
+        assert_equal(output.readouterr()[0], expected + "\n", "what the sampler prints from runs/gpt/ckpt.npz")
 
 
 @pytest.mark.parametrize("flags, named", [(["--top-p", "0"], "top-p"), (["--top-p", "1.5"], "top-p"),
                                           (["--temperature", "-0.5"], "temperature"), (["--top-k", "0"], "top-k")])
-def test_command_line_rejects_settings_without_a_distribution(tmp_path, capsys, flags, named):
+def test_command_line_rejects_settings_without_a_distribution(tmp_path, flags, named):
     tokenizer, model = tokenizer_and_model()
     path = tmp_path / "ckpt.npz"
     write_checkpoint(path, model, tokenizer)
-    assert_equal(main(["--checkpoint", str(path), "--prompt", "ab", "--max-new-tokens", "2", "--no-cache"]), 0,
-                 "exit code with good settings")
-    capsys.readouterr()
-    error = assert_raises(SystemExit, lambda: main(["--checkpoint", str(path), "--prompt", "ab", "--no-cache", *flags]),
+    output = Output()
+    assert_equal(output.run(main, ["--checkpoint", str(path), "--prompt", "ab", "--max-new-tokens", "2", "--no-cache"]),
+                 0, "exit code with good settings")
+    output.readouterr()
+    error = assert_raises(SystemExit,
+                          lambda: output.run(main, ["--checkpoint", str(path), "--prompt", "ab", "--no-cache", *flags]),
                           f"python -m stage4_gpt.sample ... {' '.join(flags)}")
     assert_equal(error.code, 2, f"exit code of python -m stage4_gpt.sample ... {' '.join(flags)} (a usage error)")
-    message = capsys.readouterr().err
+    message = output.readouterr()[1]
     assert_equal(named in message, True, f"the message for {' '.join(flags)} names the flag --{named}; it was "
                                          f"{message.strip()!r}")
 
 
-def test_command_line_names_characters_the_tokenizer_lacks(tmp_path, capsys):
+def test_command_line_names_characters_the_tokenizer_lacks(tmp_path):
     tokenizer, model = tokenizer_and_model()
     path = tmp_path / "ckpt.npz"
     write_checkpoint(path, model, tokenizer)
-    assert_equal(main(["--checkpoint", str(path), "--prompt", "bad€", "--max-new-tokens", "2", "--no-cache"]), 2,
-                 "exit code for a prompt with a character the tokenizer does not know ('€')")
-    captured = capsys.readouterr()
-    assert_equal("€" in captured.err, True, f"the message names the unknown character '€'; it was {captured.err!r}")
-    assert_equal(captured.out, "", "what is printed to stdout when the prompt cannot be encoded")
+    output = Output()
+    code = output.run(main, ["--checkpoint", str(path), "--prompt", "bad€", "--max-new-tokens", "2", "--no-cache"])
+    assert_equal(code, 2, "exit code for a prompt with a character the tokenizer does not know ('€')")
+    out, err = output.readouterr()
+    assert_equal("€" in err, True, f"the message names the unknown character '€'; it was {err!r}")
+    assert_equal(out, "", "what is printed to stdout when the prompt cannot be encoded")
 
 
 def test_interactive_mode_answers_each_line(tmp_path):

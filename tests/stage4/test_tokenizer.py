@@ -7,6 +7,7 @@ import pytest
 
 from stage4_gpt.tokenizer import BOS, ENDOFTEXT, EOS, ByteTokenizer, CharTokenizer, tokenizer_from_json
 from tests.helpers import assert_equal, assert_raises
+from tests.stage4.student_side import type_name, type_of
 
 pytestmark = pytest.mark.exercise("4.1")
 
@@ -114,15 +115,15 @@ def test_byte_decode_replaces_invalid_utf8():
 def test_save_load_and_from_json(kind, tmp_path):
     specials = (ENDOFTEXT, BOS, EOS)
     tok = CharTokenizer.fit(TEXT, special_tokens=specials) if kind == "char" else ByteTokenizer(specials)
-    cls = type(tok)
+    cls, name = type_of(tok), type_name(tok)
     path = tmp_path / "tokenizer.json"
     tok.save(path)
     saved = json.loads(path.read_text(encoding="utf-8"))
-    assert_equal(saved["type"], kind, f"the 'type' field of a saved {cls.__name__}")
+    assert_equal(saved["type"], kind, f"the 'type' field of a saved {name}")
     text = BOS + TEXT + EOS + ENDOFTEXT
-    rebuilt = ((f"{cls.__name__}.load", cls.load(path)), ("tokenizer_from_json", tokenizer_from_json(tok.to_json())))
+    rebuilt = ((f"{name}.load", cls.load(path)), ("tokenizer_from_json", tokenizer_from_json(tok.to_json())))
     for how, loaded in rebuilt:
-        assert_equal(type(loaded).__name__, cls.__name__, f"{how}: the type of the rebuilt tokenizer")
+        assert_equal(type_name(loaded), name, f"{how}: the type of the rebuilt tokenizer")
         assert_equal(loaded.vocab_size, tok.vocab_size, f"{how}: vocab_size")
         assert_equal(tuple(loaded.special_tokens), specials, f"{how}: special_tokens")
         assert_equal(loaded.encode(text), tok.encode(text), f"{how}: encode({text!r})")

@@ -8,7 +8,6 @@ The data-parallel test is skipped only where torch.distributed is unavailable (a
 
 import json
 import socket
-import subprocess
 import time
 
 import numpy as np
@@ -21,8 +20,9 @@ from stage4_gpt.torch_gpt import (Distributed, TorchGPT, from_torch, main, setup
                                   wrap_for_training)
 from stage4_gpt.train import load_checkpoint, model_from_checkpoint
 from tests.helpers import assert_close, assert_equal, assert_in_range, assert_raises
-from tests.student_side import child_environment, module_command, reraise_not_implemented
+from tests.stage4.student_side import Output, shift_in_place, start_module_with_environment
 from tests.stage4.torch_reference import ReferenceGPT
+from tests.student_side import reraise_not_implemented
 
 pytestmark = pytest.mark.exercise("4.9")
 
@@ -99,7 +99,7 @@ def test_to_torch_gives_the_same_logits_loss_and_gradients(variant):
     for name, p in ours.named_parameters():
         assert_close(grads[name], p.grad, f"{what}: gradient of {name!r}, torch vs ours")
     p = next(iter(ours.parameters()))
-    p.data[...] += 1.0
+    shift_in_place(p, 1.0)  # p.data[...] += 1.0, where p lives (p.data here is a copy in authoritative grading)
     assert_close(next(iter(theirs.parameters())).detach().numpy(), p.data - 1.0,
                  f"{what}: the torch weights after changing ours (to_torch must copy, not share, the arrays)")
 
@@ -175,16 +175,17 @@ def test_single_process_setup_and_shards(monkeypatch):
     assert_raises(ValueError, lambda: shard(torch.arange(7), third), "shard(7 rows, 3 processes)")
 
 
-def test_training_entry_point_writes_a_checkpoint_numpy_reads(tmp_path, capsys, monkeypatch):
+def test_training_entry_point_writes_a_checkpoint_numpy_reads(tmp_path, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     data = tmp_path / "corpus.txt"
     data.write_text("".join(f"{i} squared is {i * i}.\n" for i in range(200)), encoding="utf-8")
     out = tmp_path / "run"
-    code = main(["--data", str(data), "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "8",
-                 "--batch-size", "4", "--max-steps", "3", "--warmup-steps", "1", "--eval-batches", "2",
-                 "--out", str(out)])
+    output = Output()  # what main prints where it runs (capsys would see only this process's output)
+    code = output.run(main, ["--data", str(data), "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
+                             "--block-size", "8", "--batch-size", "4", "--max-steps", "3", "--warmup-steps", "1",
+                             "--eval-batches", "2", "--out", str(out)])
     assert_equal(code, 0, "exit code of python -m stage4_gpt.torch_gpt (3 steps on the CPU)")
-    printed = capsys.readouterr().out
+    printed = output.readouterr()[0]
     assert_equal("cpu" in printed or "cuda" in printed, True, f"the run says which device it uses; it printed "
                                                               f"{printed[:200]!r}")
     model, tokenizer = model_from_checkpoint(load_checkpoint(out / "ckpt.npz"))
@@ -219,12 +220,11 @@ def test_two_processes_average_the_gradients_of_one(tmp_path):
              **{f"model.{name}": value for name, value in ours.state_dict().items()})
     port = free_port()
     processes = []
-    for rank in range(2):
-        env = child_environment() | {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank),
-                                     "LOCAL_RANK": str(rank), "WORLD_SIZE": "2", "CUDA_VISIBLE_DEVICES": ""}
-        processes.append(subprocess.Popen(module_command("tests.stage4.ddp_worker", inputs, tmp_path / f"{rank}.npz"),
-                                          cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                          text=True))
+    for rank in range(2):  # started by the process that runs the code under test, as torchrun would
+        env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank), "LOCAL_RANK": str(rank),
+               "WORLD_SIZE": "2", "CUDA_VISIBLE_DEVICES": ""}
+        processes.append(start_module_with_environment("tests.stage4.ddp_worker", inputs, tmp_path / f"{rank}.npz",
+                                                       cwd=tmp_path, environment=env))
     deadline = time.monotonic() + 60
     outputs = []
     try:

@@ -23,6 +23,7 @@ from stage4_gpt.train import (evaluate, load_checkpoint, main, model_from_checkp
                               save_checkpoint, train_step)
 from stage4_gpt.tokenizer import CharTokenizer, tokenizer_from_json
 from tests.helpers import assert_close, assert_equal, assert_in_range, assert_raises
+from tests.stage4.student_side import Output
 from tests.student_side import reraise_not_implemented, start_module
 from tests.stage4.torch_reference import ReferenceGPT
 from tests.stage4.torch_training import torch_adamw, torch_schedule
@@ -220,14 +221,16 @@ def history_of(out: Path) -> dict[str, np.ndarray]:
     return {key: value for key, value in checkpoint.items() if key.startswith(("history.", "model.", "step"))}
 
 
-def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, capsys):
+def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path):
     data = corpus_file(tmp_path)
     flags = TINY_FLAGS + ["--data", str(data), "--dropout", "0.1", "--grad-accum", "2", "--eval-interval", "2",
                           "--no-plot", "--seed", "3"]
-    assert_equal(main(flags + ["--max-steps", "6", "--out", str(tmp_path / "whole")]), 0, "exit code of a 6-step run")
-    assert_equal(main(flags + ["--max-steps", "3", "--lr-decay-steps", "6", "--out", str(tmp_path / "split")]), 0,
-                 "exit code of the first 3 steps of a 6-step schedule")
-    assert_equal(main(["--resume", "--max-steps", "6", "--out", str(tmp_path / "split")]), 0,
+    output = Output()  # what main prints where it runs (capsys would see only this process's output)
+    assert_equal(output.run(main, flags + ["--max-steps", "6", "--out", str(tmp_path / "whole")]), 0,
+                 "exit code of a 6-step run")
+    first_half = ["--max-steps", "3", "--lr-decay-steps", "6", "--out", str(tmp_path / "split")]
+    assert_equal(output.run(main, flags + first_half), 0, "exit code of the first 3 steps of a 6-step schedule")
+    assert_equal(output.run(main, ["--resume", "--max-steps", "6", "--out", str(tmp_path / "split")]), 0,
                  "exit code of --resume --max-steps 6")
     whole, split = history_of(tmp_path / "whole"), history_of(tmp_path / "split")
     assert_equal(int(split["step"]), 6, "the step in the resumed run's last checkpoint")
@@ -236,7 +239,7 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, capsys):
     for key, value in whole.items():
         if key.startswith("model."):
             assert_equal(split[key], value, f"{key} after 6 steps, resumed vs uninterrupted")
-    out = capsys.readouterr().out
+    out = output.readouterr()[0]
     progress = [line for line in out.splitlines() if line.startswith("step ") and "|" in line]
     assert_in_range(len(progress), 12, None, "the number of progress lines printed (one per step, --log-interval 1)")
     pattern = r"^step +\d+/\d+ \| loss \d+\.\d+ \| lr [\d.e+-]+ \| norm [\d.]+ \| [\d,]+ tok/s \| ETA \d+m\d\ds$"
@@ -244,9 +247,10 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path, capsys):
                                                              "'step N/M | loss L | lr R | norm G | T tok/s | ETA 0m00s'")
 
 
-def test_default_corpus_run_writes_a_loss_curve(tmp_path, capsys):
+def test_default_corpus_run_writes_a_loss_curve(tmp_path):
     out = tmp_path / "run"
-    assert_equal(main(TINY_FLAGS + ["--max-steps", "2", "--corpus-chars", "20000", "--out", str(out)]), 0,
+    output = Output()  # what main prints where it runs (capsys would see only this process's output)
+    assert_equal(output.run(main, TINY_FLAGS + ["--max-steps", "2", "--corpus-chars", "20000", "--out", str(out)]), 0,
                  "exit code of python -m stage4_gpt.train on the default corpus")
     checkpoint = load_checkpoint(out / "ckpt.npz")
     tokenizer = tokenizer_from_json(str(checkpoint["tokenizer"]))
@@ -261,7 +265,7 @@ def test_default_corpus_run_writes_a_loss_curve(tmp_path, capsys):
     assert_equal(sorted(tokenizer.chars), sorted(set(text)), "the characters of the checkpoint's CharTokenizer")
     png = (out / "loss.png").read_bytes()[:8]
     assert_equal(png, b"\x89PNG\r\n\x1a\n", "the first bytes of <out>/loss.png (a PNG image)")
-    printed = capsys.readouterr().out.splitlines()
+    printed = output.readouterr()[0].splitlines()
     assert_in_range(len(printed), 4, None, "lines printed by the run")
     command = f"python -m stage4_gpt.sample --checkpoint {out / 'ckpt.npz'}"
     assert_equal(command in printed[-1], True, f"the run's last line says how to sample from its checkpoint "
