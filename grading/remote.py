@@ -126,7 +126,10 @@ def describe_for_wire(exc: BaseException) -> dict:
         "args": list(exc.args) if len(exc.args) <= 4 and all(type(a) in (str, int, float, bool) or a is None
                                                               for a in exc.args) else [],
         "chain": chain,
-        "text": _short("".join(traceback.format_exception(exc))),
+        # the frames and message, without Python's "Traceback (most recent call last):" headers (the grader
+        # shows students places and messages, never a raw traceback)
+        "text": _short("".join(line for line in traceback.format_exception(exc)
+                               if not line.startswith("Traceback (most recent call last)"))),
     }
     if isinstance(exc, SyntaxError):
         record["syntax"] = [exc.msg, exc.filename, exc.lineno, exc.offset, exc.text]
