@@ -15,6 +15,7 @@ import torch
 
 from stage1_autograd.tensor import Tensor
 from tests.helpers import assert_close
+from tests.stage2.student_side import DataArrays, set_one_gradient_array
 
 SHAPES = {"w1": (4, 3), "b1": (4,), "w2": (2, 4), "b2": (2,), "sometimes": (2,), "unused": (3,)}
 
@@ -43,7 +44,7 @@ def run_side_by_side(make_ours, make_theirs, label: str, steps: int = 12, seed: 
     ours = {name: Tensor(value, requires_grad=True) for name, value in start.items()}
     theirs = {name: torch.tensor(value, requires_grad=True) for name, value in start.items()}
     opt_ours, opt_theirs = make_ours(list(ours.values())), make_theirs(list(theirs.values()))
-    arrays = {name: p.data for name, p in ours.items()}
+    arrays = DataArrays(list(ours.values()))  # each parameter's .data array, held where it lives to see it replaced
 
     for step in range(1, steps + 1):
         x, y = batch(step)
@@ -60,8 +61,9 @@ def run_side_by_side(make_ours, make_theirs, label: str, steps: int = 12, seed: 
         opt_ours.step()
         opt_theirs.step()
 
+        replaced = dict(zip(ours, arrays.replaced()))
         for name, p in ours.items():
-            assert p.data is arrays[name], (
+            assert not replaced[name], (
                 f"{label}: step {step} replaced {name}.data by a new array; update it in place (p.data -= ...), "
                 "so that everything holding the parameter's array sees the new values"
             )
@@ -81,8 +83,7 @@ def shared_gradient_step(make_ours, make_theirs, label: str) -> None:
     theirs = [torch.tensor(v, requires_grad=True) for v in values]
     opt_ours, opt_theirs = make_ours(ours), make_theirs(theirs)
     for step in range(1, 4):
-        for p in ours:
-            p.grad = g  # the same array for both
+        set_one_gradient_array(ours, g)  # p.grad = g for both: the same array
         for p in theirs:
             p.grad = torch.tensor(g)
         opt_ours.step()

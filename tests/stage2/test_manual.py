@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from stage1_autograd.tensor import Tensor
 from stage2_mlp.manual import ManualCrossEntropy, ManualLinear, ManualMLP, ManualReLU
 from tests.helpers import assert_close
+from tests.stage2.student_side import gradient_descent_step, parameters_and_grads_are_the_layers_own, set_parameter_entry
 
 pytestmark = pytest.mark.exercise("2.8")
 
@@ -153,8 +154,13 @@ def test_mlp_layers_and_parameter_names():
     layers = {"fc1": mlp.fc1, "fc2": mlp.fc2}
     for name, param, grad in triples:
         layer, kind = layers[name.split(".")[0]], name.split(".")[1]
-        assert param is getattr(layer, kind), f"parameters_and_grads(): {name} should be the layer's own array, not a copy"
-        assert grad is getattr(layer, f"grad_{kind}"), f"parameters_and_grads(): the gradient of {name} should be the layer's grad_{kind}"
+        assert_close(param, getattr(layer, kind), f"parameters_and_grads(): {name}")
+        assert_close(grad, getattr(layer, f"grad_{kind}"), f"parameters_and_grads(): the gradient of {name}")
+    # Identity can only be seen where the arrays live (arrays reach the tests as copies):
+    for name, param_is_own, grad_is_own in parameters_and_grads_are_the_layers_own(mlp):
+        kind = name.split(".")[1]
+        assert param_is_own, f"parameters_and_grads(): {name} should be the layer's own array, not a copy"
+        assert grad_is_own, f"parameters_and_grads(): the gradient of {name} should be the layer's grad_{kind}"
 
 
 def test_mlp_gradients_match_autograd_and_torch():
@@ -192,13 +198,13 @@ def test_mlp_gradients_match_central_differences():
     for name, param, grad in mlp.parameters_and_grads():
         grad = grad.copy()  # the loss evaluations below run backward again
         numeric = np.zeros_like(param)
-        for i in np.ndindex(param.shape):
+        for i in np.ndindex(param.shape):  # param[i] = ... in the array parameters_and_grads() gave (in place)
             original = param[i]
-            param[i] = original + eps
+            set_parameter_entry(mlp, name, i, original + eps)
             up = ManualCrossEntropy().forward(mlp.forward(x), targets)
-            param[i] = original - eps
+            set_parameter_entry(mlp, name, i, original - eps)
             down = ManualCrossEntropy().forward(mlp.forward(x), targets)
-            param[i] = original
+            set_parameter_entry(mlp, name, i, original)
             numeric[i] = (up - down) / (2 * eps)
         assert_close(grad, numeric, f"gradient of {name}, compared with central differences (L(p+eps) - L(p-eps)) / 2eps",
                      atol=1e-7, rtol=1e-5)
@@ -213,8 +219,7 @@ def test_gradient_descent_by_hand_learns():
     for _ in range(300):
         loss, _ = manual_loss_and_grads(mlp, x, y)
         first = loss if first is None else first
-        for _, param, grad in mlp.parameters_and_grads():
-            param -= 0.5 * grad  # in place: the layer sees the new values
+        gradient_descent_step(mlp, 0.5)  # param -= 0.5 * grad for each of parameters_and_grads(), in place
     accuracy = (mlp.forward(x).argmax(axis=1) == y).mean()
     assert accuracy > 0.9, (
         f"300 steps of gradient descent with the manual gradients on the XOR of signs reached accuracy "
