@@ -79,12 +79,20 @@ def test_complete_starts_an_empty_prompt_from_endoftext_and_rejects_unknown_char
 
 
 # ---------------------------------------------------------------------- the command line
+def run_main(output: Output, argv: list[str]) -> int:
+    """``main(argv)``, printing into ``output``; a SystemExit of main is raised here again, with its code."""
+    code, exited = output.run_to_exit(main, argv)
+    if exited:
+        raise SystemExit(code)
+    return code
+
+
 def test_command_line_prints_prompt_and_sample(tmp_path):
     tokenizer, model = tokenizer_and_model(seed=1)
     path = tmp_path / "ckpt.npz"
     write_checkpoint(path, model, tokenizer)
     output = Output()  # what main prints where it runs (capsys would see only this process's output)
-    code = output.run(main, ["--checkpoint", str(path), "--prompt", "fade", "--max-new-tokens", "9", "--seed", "7",
+    code = run_main(output, ["--checkpoint", str(path), "--prompt", "fade", "--max-new-tokens", "9", "--seed", "7",
                              "--temperature", "0.9", "--top-k", "5", "--no-cache"])
     expected = "fade" + complete(model, tokenizer, "fade", 9, temperature=0.9, top_k=5, rng=np.random.default_rng(7),
                                use_cache=False)
@@ -98,7 +106,7 @@ def test_command_line_reads_the_training_default_checkpoint(tmp_path):
     there is none yet, it says how to make one."""
     with working_directory(tmp_path):  # that of the process that runs main (monkeypatch.chdir changes only ours)
         output = Output()
-        error = assert_raises(SystemExit, lambda: output.run(main, ["--prompt", "ab"]),
+        error = assert_raises(SystemExit, lambda: run_main(output, ["--prompt", "ab"]),
                               "python -m stage4_gpt.sample without --checkpoint, before any training")
         message = output.readouterr()[1]
         assert_equal(("runs/gpt/ckpt.npz" in message, "python -m stage4_gpt.train" in message), (True, True),
@@ -107,7 +115,7 @@ def test_command_line_reads_the_training_default_checkpoint(tmp_path):
         tokenizer, model = tokenizer_and_model(seed=2)
         (tmp_path / "runs" / "gpt").mkdir(parents=True)
         write_checkpoint(tmp_path / "runs" / "gpt" / "ckpt.npz", model, tokenizer)
-        code = output.run(main, ["--prompt", "bead", "--max-new-tokens", "5", "--seed", "3", "--no-cache"])
+        code = run_main(output, ["--prompt", "bead", "--max-new-tokens", "5", "--seed", "3", "--no-cache"])
         expected = "bead" + complete(model, tokenizer, "bead", 5, temperature=0.8, rng=np.random.default_rng(3),
                                      use_cache=False)
         assert_equal(code, 0, "exit code of python -m stage4_gpt.sample --prompt bead (no --checkpoint)")
@@ -121,11 +129,11 @@ def test_command_line_rejects_settings_without_a_distribution(tmp_path, flags, n
     path = tmp_path / "ckpt.npz"
     write_checkpoint(path, model, tokenizer)
     output = Output()
-    assert_equal(output.run(main, ["--checkpoint", str(path), "--prompt", "ab", "--max-new-tokens", "2", "--no-cache"]),
+    assert_equal(run_main(output, ["--checkpoint", str(path), "--prompt", "ab", "--max-new-tokens", "2", "--no-cache"]),
                  0, "exit code with good settings")
     output.readouterr()
     error = assert_raises(SystemExit,
-                          lambda: output.run(main, ["--checkpoint", str(path), "--prompt", "ab", "--no-cache", *flags]),
+                          lambda: run_main(output, ["--checkpoint", str(path), "--prompt", "ab", "--no-cache", *flags]),
                           f"python -m stage4_gpt.sample ... {' '.join(flags)}")
     assert_equal(error.code, 2, f"exit code of python -m stage4_gpt.sample ... {' '.join(flags)} (a usage error)")
     message = output.readouterr()[1]
@@ -138,7 +146,7 @@ def test_command_line_names_characters_the_tokenizer_lacks(tmp_path):
     path = tmp_path / "ckpt.npz"
     write_checkpoint(path, model, tokenizer)
     output = Output()
-    code = output.run(main, ["--checkpoint", str(path), "--prompt", "bad€", "--max-new-tokens", "2", "--no-cache"])
+    code = run_main(output, ["--checkpoint", str(path), "--prompt", "bad€", "--max-new-tokens", "2", "--no-cache"])
     assert_equal(code, 2, "exit code for a prompt with a character the tokenizer does not know ('€')")
     out, err = output.readouterr()
     assert_equal("€" in err, True, f"the message names the unknown character '€'; it was {err!r}")
