@@ -2,7 +2,8 @@
 
 - ``TinyLM`` (test_optim.py): a tiny language model made of stage 2 pieces (a Module subclass).
 - ``always_predicts`` (test_sample_cli.py): writes a GPT's weights in place so that one token is always likeliest.
-- ``shift_in_place`` (test_torch_port.py): adds a number to a parameter's array in place.
+- ``assign_in_place``, ``shift_in_place`` (test_kv_cache.py, test_model.py, test_sampling.py, test_torch_port.py):
+  write a parameter's array in place (in authoritative grading ``p.data`` in the test is a copy).
 - ``call_on_fake_gpt2_state`` (test_model.py): a function of a GPT-2 sized state dict whose arrays are broadcast
   zeros with no memory behind them (crossing to another process would copy them in full).
 - ``Output`` (the command-line tests): what calls print to stdout and stderr, like pytest's ``capsys``.
@@ -66,6 +67,11 @@ def always_predicts(model, token: int):
 
 
 # ---------------------------------------------------------------------- test_torch_port.py
+def assign_in_place(parameter, values) -> None:
+    """``parameter.data[...] = values``: the same array, its values replaced (cast to its dtype)."""
+    parameter.data[...] = values
+
+
 def shift_in_place(parameter, amount: float) -> None:
     """``parameter.data[...] += amount``: the same array, changed in place."""
     parameter.data[...] += amount

@@ -10,7 +10,7 @@ import torch
 
 from stage4_gpt.model import GPT, GPTConfig, gpt2_config_from_state_dict
 from tests.helpers import assert_close, assert_equal, assert_in_range, assert_raises, assert_tensor
-from tests.stage4.student_side import call_on_fake_gpt2_state
+from tests.stage4.student_side import assign_in_place, call_on_fake_gpt2_state
 from tests.stage4.torch_reference import ReferenceGPT, hf_gpt2_state_dict, numpy_state, randomize
 
 pytestmark = pytest.mark.exercise("4.3")
@@ -161,7 +161,7 @@ def randomize_like_training(model: GPT, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     for _, p in model.named_parameters():
         if p.ndim > 1:
-            p.data[...] = rng.normal(0, 0.3, p.shape)
+            assign_in_place(p, rng.normal(0, 0.3, p.shape))  # p.data[...] = ..., where p lives
 
 
 @pytest.mark.under_test("GPT.forward")

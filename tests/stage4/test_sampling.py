@@ -13,6 +13,7 @@ import torch
 
 from stage4_gpt.model import GPT, GPTConfig, sampling_distribution
 from tests.helpers import assert_close, assert_equal, assert_in_range, assert_raises
+from tests.stage4.student_side import assign_in_place
 
 pytestmark = pytest.mark.exercise("4.7")
 
@@ -53,7 +54,7 @@ def model(dtype=np.float64, seed: int = 0) -> GPT:
     rng = np.random.default_rng(seed + 100)
     for _, p in gpt.named_parameters():
         if p.ndim > 1:
-            p.data[...] = rng.normal(0, 0.3, p.shape)
+            assign_in_place(p, rng.normal(0, 0.3, p.shape))  # p.data[...] = ..., where p lives
     return gpt
 
 
