@@ -771,6 +771,9 @@ class StudentProcess:
         self.template, self.workspace, self.homes = template, workspace, homes
         self.uid, self.holds, self.hide = uid, holds, hide
         self.output = output
+        # The environment as the test process started, without the key that signs its log: not as it is when a
+        # student process is (re)started, after torch or a test has set variables that point into its workspace.
+        self.environment = {k: v for k, v in os.environ.items() if k != "GRADING_LOG_KEY"}
         self.process: subprocess.Popen | None = None
         self.channel: Channel | None = None
         self.generation = 0
@@ -792,7 +795,7 @@ class StudentProcess:
         ours, theirs = socket.socketpair()
         bootstrap = ("import sys; sys.path.insert(0, sys.argv[1]); from grading.remote import serve; "
                      "serve(int(sys.argv[2]), sys.argv[3])")
-        env = sandbox.child_environment(dict(os.environ), workspace)
+        env = sandbox.child_environment(self.environment, workspace)
         output = open(self.output, "ab")  # noqa: SIM115 - the student process's prints, for the report's -v
         self.process = subprocess.Popen(
             [sys.executable, "-s", "-P", "-B", "-c", bootstrap, str(self.workspace), str(theirs.fileno()),
@@ -846,8 +849,8 @@ class StudentProcess:
             self.stop()
             raise CodeUnderTestGone(message) from None
         except BaseException as exc:
-            if not isinstance(exc, Exception):  # the test's time limit struck while waiting: stop the process
-                self.stop()
+            if not isinstance(exc, Exception) and not hasattr(exc, "remote_chain"):
+                self.stop()  # the test's time limit struck while waiting (not a SystemExit the student's code raised)
             raise
 
 
