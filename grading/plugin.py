@@ -37,7 +37,8 @@ from pathlib import Path
 import pytest
 
 from grading.registry import exercises_marked_in, load_stage
-from grading.remote import CodeUnderTestGone, RemoteModule
+from grading import remote
+from grading.remote import CodeUnderTestGone, RemoteError, RemoteModule
 from grading.sandbox import FILE_SIZE_CAP, PROCESS_CAP, describe_bytes
 
 STAGE_PACKAGES = re.compile(r"^stage\d+_\w+$")
@@ -180,23 +181,28 @@ class GradingRecorder:
 
     def pytest_exception_interact(self, node, call, report):
         if isinstance(node, pytest.Module) and report.failed:
-            error = describe_exception(call.excinfo.value, during="importing the tests")
-            if isinstance(call.excinfo.value, TestTimedOut):
-                self.refuse_hung_import(call.excinfo.value)
+            value = call.excinfo.value
+            error = describe_exception(value, during="importing the tests")
+            if isinstance(value, TestTimedOut):
+                self.refuse_hung_import(value)
+            if isinstance(value, CodeUnderTestGone):  # authoritative grading: the student process died importing
+                error.update(type="crashed", message=value.describe(
+                    f"while importing {node.path.name} and the code under test it imports"))
             self.write(event="collect_error", path=str(node.path), exercises=exercises_marked_in(node.path), error=error)
 
     def refuse_hung_import(self, exc: BaseException) -> None:
         """Block the stage module whose top-level code was running when the import limit struck."""
         limit = import_time_limit(self.config.getoption("--grading-timeout"))
-        for frame, lineno in reversed(list(traceback.walk_tb(exc.__traceback__))):
-            location = stage_location(frame.f_code.co_filename, lineno)
-            if location and frame.f_code.co_name == "<module>":
+        for location in stage_frames(exc, follow_context=False):
+            if location["function"] == "<module>":
                 module = location["file"].removesuffix(".py").removesuffix("/__init__").replace("/", ".")
                 self.refuse(module, f"blocked: importing {location['file']} took longer than {limit:g} s earlier in "
-                            f"this run (it was at line {lineno}), so it is not tried again; make it import quickly")
+                            f"this run (it was at line {location['line']}), so it is not tried again; make it "
+                            "import quickly")
                 return
+        for frame, _ in reversed(list(traceback.walk_tb(exc.__traceback__))):
             remote = frame.f_locals.get("module") if frame.f_code.co_name == "exec_module" else None
-            if isinstance(remote, RemoteModule):  # authoritative grading: it was importing in the student process
+            if isinstance(remote, RemoteModule):  # authoritative grading, and the student process said nothing
                 self.refuse(remote.__name__, f"blocked: importing {remote.__name__} took longer than {limit:g} s "
                             "earlier in this run, so it is not tried again; make it import quickly")
                 return
@@ -205,6 +211,8 @@ class GradingRecorder:
         self.hung_imports.refusals[module] = why
         if self.hung_imports not in sys.meta_path:
             sys.meta_path.insert(0, self.hung_imports)
+        if remote.STUDENT is not None:  # a stage module imported inside the student process is refused there too
+            remote.STUDENT.refuse(module, why)
 
     def pytest_collection_modifyitems(self, config, items):
         wanted = config.getoption("--grading-exercises")
@@ -261,6 +269,16 @@ class GradingRecorder:
             return  # keep the first problem (a teardown error after a failure adds nothing)
         value = call.excinfo.value
         error = describe_exception(value, during=call.when)
+        if isinstance(value, RemoteError) and type(value).__name__ in ("KeyboardInterrupt", "Exit"):
+            # what would stop a test run that shared the student's process: the same verdict here
+            reason = error["type"] + (f": {error['message']}" if error["message"] else "")
+            error.update(type="crashed", message=f"the code under test stopped the whole test run ({reason})")
+            self.outcomes[item.nodeid] = ("crashed", error)
+            return
+        if isinstance(value, RemoteError) and type(value).__name__ == "Skipped":
+            error["message"] = "the code under test skipped this test (pytest.skip); a test passes only by running"
+            self.outcomes[item.nodeid] = ("error", error)
+            return
         if report.skipped:
             if error["location"] is None:  # skipped by the test itself (say, an optional package is missing)
                 reason = getattr(value, "msg", "") or error["message"]

@@ -44,10 +44,13 @@ import importlib.util
 import json
 import operator as _operator
 import os
+import re
+import signal
 import socket
 import struct
 import subprocess
 import sys
+import time
 import traceback
 import types
 import weakref
@@ -66,6 +69,18 @@ ARRAY_FUNCTIONS = {"asarray": np.asarray}
 
 class CodeUnderTestGone(Exception):
     """The student process ended (crashed, exited, was stopped) while a test was waiting for it."""
+
+    def __init__(self, returncode: int | None, reason: str | None = None):
+        self.returncode, self.reason = returncode, reason
+        super().__init__(self.describe("while the test waited for it"))
+
+    def describe(self, when: str) -> str:
+        from grading.sandbox import crash_message
+
+        if self.reason:
+            return f"the process running the code under test {self.reason} {when}; it was stopped"
+        return crash_message(self.returncode, when).replace("the Python process",
+                                                            "the Python process running the code under test")
 
 
 class ProtocolError(Exception):
@@ -731,6 +746,8 @@ class Channel:
             return isinstance(args[0], target)
         if op == "spec":
             return is_package(args[0])
+        if op == "refuse":
+            return refuse_imports(args[0])
         raise ValueError(f"unknown operation {op!r}")
 
     def refind(self, proxy: Proxy) -> None:
@@ -777,6 +794,7 @@ class StudentProcess:
         self.process: subprocess.Popen | None = None
         self.channel: Channel | None = None
         self.generation = 0
+        self.refused: dict[str, str] = {}  # module -> why its import is refused (grading.plugin.HungImports)
 
     def connect(self) -> Channel:
         if self.process is not None and self.process.poll() is None and self.channel is not None:
@@ -817,6 +835,8 @@ class StudentProcess:
             channel.proxies = weakref.WeakValueDictionary()
             channel.releases.clear()
         channel.generation = self.generation
+        if self.refused:
+            channel.request_raw("refuse", None, self.refused)
 
     def stop(self) -> None:
         if self.process is not None:
@@ -827,31 +847,50 @@ class StudentProcess:
             with contextlib.suppress(OSError):
                 self.channel.sock.close()
 
-    def ended(self) -> str:
-        """What became of the student process, in words, once its connection broke."""
-        from grading.runner import crash_message
-
+    def returncode(self) -> int | None:
         try:
-            code = self.process.wait(timeout=2) if self.process is not None else None
+            return self.process.wait(timeout=2) if self.process is not None else None
         except subprocess.TimeoutExpired:
-            code = None
-        return crash_message(code, "while the test waited for it").replace("the Python process",
-                                                                          "the Python process running the code under test")
+            return None
+
+    def where(self) -> list[list]:
+        """Where the student process is now, innermost frame last (it dumps its stack on SIGUSR1, see serve)."""
+        dump = self.workspace / "scratch" / STACK_FILE
+        with contextlib.suppress(OSError):
+            size = dump.stat().st_size
+            self.process.send_signal(signal.SIGUSR1)
+            until = time.monotonic() + 1.0
+            while time.monotonic() < until:
+                time.sleep(0.02)
+                text = dump.read_text(errors="replace")[size:]
+                if text.endswith("\n") and "File" in text:
+                    frames = [[file, int(line), function] for file, line, function in
+                              re.findall(r'File "(.+)", line (\d+) in (\S+)', text)]
+                    return frames[::-1]
+        return []
 
     def request(self, op: str, target=None, *args, **kwargs):
         channel = self.connect()
         try:
             return channel.request_raw(op, target, *args, **kwargs)
         except (ProtocolError, ConnectionError) as exc:
-            message = self.ended()
-            if "malformed" in str(exc):
-                message = f"the process running the code under test sent {str(exc).removeprefix('a ')}; it was stopped"
+            reason = f"sent {str(exc).removeprefix('a ')}" if "malformed" in str(exc) else None
+            gone = CodeUnderTestGone(None if reason else self.returncode(), reason)
             self.stop()
-            raise CodeUnderTestGone(message) from None
+            raise gone from None
         except BaseException as exc:
             if not isinstance(exc, Exception) and not hasattr(exc, "remote_chain"):
-                self.stop()  # the test's time limit struck while waiting (not a SystemExit the student's code raised)
+                # The test's time limit struck while it waited (not a SystemExit the student's code raised): say
+                # where the student process was, as a traceback would in one process, then stop it.
+                exc.remote_chain = [{"type": type(exc).__name__, "frames": self.where()}]
+                self.stop()
             raise
+
+    def refuse(self, module: str, why: str) -> None:
+        """Make importing ``module`` fail at once in this and every later student process (its import hung)."""
+        self.refused[module] = why
+        if self.process is not None and self.process.poll() is None:
+            self.request("refuse", None, self.refused)
 
 
 STUDENT: StudentProcess | None = None
@@ -971,8 +1010,38 @@ def shutdown() -> None:
 # ------------------------------------------------------------------------------------------- the student process
 
 
+STACK_FILE = "stack-dumps.txt"
+
+
+class ImportBlocked(ImportError):
+    """(In the student process.) Importing this module hung earlier in the run; it is not tried again."""
+
+
+class RefusedImports(importlib.abc.MetaPathFinder):
+    def __init__(self):
+        self.refusals: dict[str, str] = {}
+
+    def find_spec(self, name, path=None, target=None):
+        if name in self.refusals:
+            raise ImportBlocked(self.refusals[name], name=name)
+        return None
+
+
+REFUSED = RefusedImports()
+
+
+def refuse_imports(refusals: dict[str, str]) -> None:
+    REFUSED.refusals.update(refusals)
+    if REFUSED not in sys.meta_path:
+        sys.meta_path.insert(0, REFUSED)
+
+
 def serve(fd: int, homes_json: str) -> None:
-    """(The student process's entry point.) Import the stage packages from the folders chosen, then answer."""
+    """(The student process's entry point.) Import the stage packages from the folders chosen, then answer.
+    SIGUSR1 makes it write where it is to a file of its workspace, for a test that ran out of time."""
+    import faulthandler
+
+    faulthandler.register(signal.SIGUSR1, file=open(STACK_FILE, "a"), all_threads=False)  # noqa: SIM115
     from grading.stage_imports import StagePackageFinder
 
     homes = {name: Path(folder) for name, folder in json.loads(homes_json).items()}

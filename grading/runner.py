@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from grading import sandbox
+from grading.sandbox import crash_message
 from grading.plugin import LOG_KEY_VARIABLE, import_time_limit, verified_record
 from grading.registry import Stage, exercises_marked_in
 
@@ -355,13 +356,3 @@ def follow(process: subprocess.Popen, log_path: Path, result: RunResult, stage: 
 def problem(kind: str, message: str) -> dict:
     """An outcome's error record for what the parent saw itself (the child could not report it)."""
     return {"type": kind, "message": message, "location": None}
-
-
-def crash_message(returncode: int | None, when: str) -> str:
-    if returncode is not None and returncode < 0:
-        try:
-            name = signal.Signals(-returncode).name
-        except ValueError:
-            name = f"signal {-returncode}"
-        return f"the Python process was killed by {name} {when} (a crash in native code, or out of memory)"
-    return f"the Python process exited with code {returncode} {when} (os._exit() or a crash)"

@@ -464,3 +464,13 @@ def kill_survivors(identity: Identity | None, patience: float = 10.0) -> None:
 
 def is_file_too_large(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno == errno.EFBIG
+
+
+def crash_message(returncode: int | None, when: str) -> str:
+    if returncode is not None and returncode < 0:
+        try:
+            name = signal.Signals(-returncode).name
+        except ValueError:
+            name = f"signal {-returncode}"
+        return f"the Python process was killed by {name} {when} (a crash in native code, or out of memory)"
+    return f"the Python process exited with code {returncode} {when} (os._exit() or a crash)"
