@@ -73,9 +73,12 @@ def snapshot(root: Path) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------- whole stages
+@pytest.mark.parametrize("mode", ["--no-authoritative", "--authoritative"])
 @pytest.mark.parametrize("stage", STAGES, ids=lambda s: s.name)
-def test_solutions_earn_full_marks(stage):
-    code, output, data = grade(stage.name, "--solutions")
+def test_solutions_earn_full_marks(stage, mode):
+    """In both modes: a correct submission loses nothing to authoritative grading (its tests drive the code
+    through proxies, grading.remote, and must not rely on sharing a process with it)."""
+    code, output, data = grade(stage.name, "--solutions", mode)
     assert code == 0, output
     assert data["score"] == data["max_score"] == 100, output
     assert data["implementation"] == "solutions"
