@@ -405,8 +405,8 @@ class Channel:
     def recv(self) -> tuple[dict, list[bytearray]]:
         try:
             return self._recv()
-        except (ValueError, TypeError, KeyError, struct.error) as exc:
-            raise ProtocolError(f"a malformed message ({exc})") from None
+        except (ValueError, TypeError, KeyError, RecursionError, struct.error) as exc:
+            raise ProtocolError(f"a malformed message ({type(exc).__name__})") from None
 
     def _recv(self) -> tuple[dict, list[bytearray]]:
         head_len, header_len = struct.unpack("<II", self._read(8))
@@ -644,8 +644,8 @@ class Channel:
                 if kind == "ret":
                     try:
                         result = self.decode(message.get("v"), buffers)
-                    except (ValueError, TypeError, KeyError, IndexError) as exc:
-                        raise ProtocolError(f"a malformed value ({exc})") from None
+                    except (ValueError, TypeError, KeyError, IndexError, RecursionError) as exc:
+                        raise ProtocolError(f"a malformed value ({type(exc).__name__})") from None
                     break
                 if kind == "err":
                     raise rebuild_exception(message.get("e") or {})
