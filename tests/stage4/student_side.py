@@ -122,15 +122,6 @@ class Output:
         with contextlib.redirect_stdout(self._out), contextlib.redirect_stderr(self._err):
             return fn(*args, **kwargs)
 
-    def run_to_exit(self, fn, *args, **kwargs) -> tuple[object, bool]:
-        """``(fn(*args, **kwargs), False)``, or ``(code, True)`` if it raised ``SystemExit(code)``: the test raises
-        it again. (In authoritative grading a SystemExit that crosses from this process ends it, and with it
-        every object of the test, such as this one and what it has kept.)"""
-        try:
-            return self.run(fn, *args, **kwargs), False
-        except SystemExit as exit:
-            return exit.code, True
-
     def readouterr(self) -> tuple[str, str]:
         out, err = self._out.getvalue(), self._err.getvalue()
         self._out, self._err = io.StringIO(), io.StringIO()

@@ -80,11 +80,8 @@ def test_complete_starts_an_empty_prompt_from_endoftext_and_rejects_unknown_char
 
 # ---------------------------------------------------------------------- the command line
 def run_main(output: Output, argv: list[str]) -> int:
-    """``main(argv)``, printing into ``output``; a SystemExit of main is raised here again, with its code."""
-    code, exited = output.run_to_exit(main, argv)
-    if exited:
-        raise SystemExit(code)
-    return code
+    """``main(argv)``, printing into ``output`` (its SystemExit, if any, propagates)."""
+    return output.run(main, argv)
 
 
 def test_command_line_prints_prompt_and_sample(tmp_path):
