@@ -42,7 +42,7 @@ def run() -> int:
 
 def checks_of_this_setup() -> list[Check]:
     return [python_version(), virtual_environment(), *requirements(REPO_ROOT / "requirements.txt"), torch_build(),
-            matplotlib_backend(), blas_threads(), *course_folders(), solutions_folder()]
+            matplotlib_backend(), blas_threads(), *course_folders(), solutions_folder(), *grading_host()]
 
 
 # ---------------------------------------------------------------------- versions
@@ -211,3 +211,21 @@ def solutions_folder() -> Check:
                            "`python -m pytest`, the course's self-test, work")
     return Check("ok", "solutions/ is not here (a student's copy): grading your own code needs nothing more; "
                        "--solutions, --reference-earlier and `python -m pytest` are for instructors")
+
+
+def grading_host() -> list[Check]:
+    """For an instructor's copy that grades submissions: what authoritative grading can promise on this machine
+    (see the README, "For instructors")."""
+    if not SOLUTIONS_DIR.is_dir() or not sys.platform.startswith("linux"):
+        return []
+    if os.geteuid() != 0:
+        return [Check("note", "grading submissions here (--submission, grading.batch) runs their code as your own "
+                              "user: it cannot forge a verdict, but it could read solutions/ or your files; grade "
+                              "untrusted work as root in a container")]
+    unprotected = [name for name in ("protected_symlinks", "protected_hardlinks")
+                   if Path(f"/proc/sys/fs/{name}").is_file() and Path(f"/proc/sys/fs/{name}").read_text().strip() == "0"]
+    if unprotected:
+        return [Check("note", f"fs.{' and fs.'.join(unprotected)} = 0 on this machine: a submission could plant a "
+                              "link in a test's tmp_path that the test process, as root, would follow when it writes "
+                              "there; grade untrusted work on a host where they are 1 (the usual default)")]
+    return [Check("ok", "grading submissions here runs their code as users of their own, apart from the tests")]
