@@ -6,6 +6,8 @@ absolute difference and where it is.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
@@ -282,38 +284,46 @@ def assert_matches_central_differences(fn, *arrays, eps: float = 1e-6, seed: int
 
 # ---------------------------------------------------------------------- reference ops for 1.7 and 1.8
 # The tests of the engine (1.7) and of gradient checking (1.8) build their graphs from these few ops,
-# made directly with the given ``Tensor._from_op`` and textbook gradients (``Tensor``, not ``type(a)``: in
-# authoritative grading ``a`` is a proxy of the student's tensor, and its type is the proxy's). Those exercises are then graded
+# made directly with the given ``Tensor._from_op`` and textbook gradients. Those exercises are then graded
 # on the engine and the checker alone, whatever the state of the student's ops (1.2-1.6).
+# Each op reads its inputs' arrays once, when it is made: in authoritative grading every read of ``a.data``
+# crosses to the student process, and the engine test chains 10,000 of these ops.
 
-def _tensor_class():
+@functools.cache
+def _from_op():
+    """``Tensor._from_op`` (``Tensor``, not ``type(a)``: in authoritative grading ``a`` is a proxy of the student's
+    tensor, and its type is the proxy's)."""
     from stage1_autograd.tensor import Tensor  # noqa: PLC0415 - the stage package under test, chosen at run time
 
-    return Tensor
+    return Tensor._from_op
 
 
 def ref_add(a, b):
     """a + b, for tensors of the same shape."""
-    return _tensor_class()._from_op(a.data + b.data, (a, b), lambda g: (g, g))
+    return _from_op()(a.data + b.data, (a, b), lambda g: (g, g))
 
 
 def ref_mul(a, b):
     """a * b, for tensors of the same shape."""
-    return _tensor_class()._from_op(a.data * b.data, (a, b), lambda g: (g * b.data, g * a.data))
+    a_data, b_data = a.data, b.data
+    return _from_op()(a_data * b_data, (a, b), lambda g: (g * b_data, g * a_data))
 
 
 def ref_sin(a):
-    return _tensor_class()._from_op(np.sin(a.data), (a,), lambda g: (g * np.cos(a.data),))
+    a_data = a.data
+    return _from_op()(np.sin(a_data), (a,), lambda g: (g * np.cos(a_data),))
 
 
 def ref_sum(a):
     """The sum of all elements, a 0-d tensor."""
-    return _tensor_class()._from_op(a.data.sum(), (a,), lambda g: (np.broadcast_to(g, a.shape),))
+    a_data = a.data
+    return _from_op()(a_data.sum(), (a,), lambda g: (np.broadcast_to(g, a_data.shape),))
 
 
 def ref_matmul(a, b):
     """a @ b for 2-D a and b."""
-    return _tensor_class()._from_op(a.data @ b.data, (a, b), lambda g: (g @ b.data.T, a.data.T @ g))
+    a_data, b_data = a.data, b.data
+    return _from_op()(a_data @ b_data, (a, b), lambda g: (g @ b_data.T, a_data.T @ g))
 
 
 def _shape_fix(got: tuple[int, ...], wanted: tuple[int, ...]) -> str:

@@ -25,9 +25,9 @@ def student():
     thread = threading.Thread(target=students.serve_forever, daemon=True)
     thread.start()
     yield tests, students
-    ours.close()
+    tests.close()
     thread.join(timeout=5)
-    theirs.close()
+    students.close()
 
 
 def handle_to(tests: Channel, students: Channel, obj) -> Proxy:
@@ -167,7 +167,7 @@ def test_a_malformed_answer_is_a_protocol_error(garbage):
     theirs.close()
     with pytest.raises(ProtocolError):
         tests.wait()
-    ours.close()
+    tests.close()
 
 
 def test_a_value_tagged_as_an_object_array_is_refused():
@@ -178,5 +178,5 @@ def test_a_value_tagged_as_an_object_array_is_refused():
     theirs.sendall(struct.pack("<II", len(sizes), len(header)) + sizes + header + b"\0" * 8)
     with pytest.raises(ProtocolError):
         tests.wait()
-    ours.close()
+    tests.close()
     theirs.close()
