@@ -739,6 +739,8 @@ class Channel:
             return {"float": float, "int": int, "complex": complex, "index": _operator.index}[op](target)
         if op == "array":
             return _as_value_array(target)
+        if op in ("repr", "str") and self.trusted:
+            return "<an object of the tests>"  # a callback's repr names its test: no hint to the code under test
         if op == "repr":
             return _short(repr(target))
         if op == "str":

@@ -28,7 +28,9 @@ def as_array(x) -> np.ndarray | None:
 
 
 def assert_close(got, expected, what: str, atol: float = ATOL, rtol: float = RTOL) -> None:
-    """Assert ``got`` equals ``expected`` elementwise within tolerance; ``what`` names the quantity."""
+    """Assert ``got`` equals ``expected`` elementwise within tolerance; ``what`` names the quantity.
+    NaN is never close to anything, itself included: an expected value that came out NaN (say, from inputs the
+    code under test handed back) must not let a NaN answer pass."""
     got_arr, exp_arr = as_array(got), as_array(expected)
     if got_arr is None:
         raise AssertionError(f"{what}: expected an array of shape {exp_arr.shape}, got None")
@@ -37,7 +39,7 @@ def assert_close(got, expected, what: str, atol: float = ATOL, rtol: float = RTO
     if got_arr.size == 0:
         return
     got64, exp64 = got_arr.astype(np.float64), exp_arr.astype(np.float64)
-    bad = ~np.isclose(got64, exp64, atol=atol, rtol=rtol, equal_nan=True)
+    bad = ~np.isclose(got64, exp64, atol=atol, rtol=rtol)
     if bad.any():
         diff = np.array(np.abs(got64 - exp64))  # np.array: for 0-d inputs np.abs returns a scalar, not an array
         diff[~bad] = 0  # locate the worst among the elements that are actually out of tolerance
@@ -51,13 +53,13 @@ def assert_close(got, expected, what: str, atol: float = ATOL, rtol: float = RTO
 
 def assert_equal(got, expected, what: str) -> None:
     """Assert ``got == expected`` exactly: numbers, strings, tuples and lists, or arrays (same shape, same
-    values; NaN equals NaN). For anything computed in floating point, use ``assert_close``."""
+    values; NaN equals nothing, as in ``assert_close``). For anything computed in floating point, use ``assert_close``."""
     if isinstance(expected, np.ndarray) or isinstance(got, np.ndarray) or hasattr(got, "data"):
         got_arr, exp_arr = as_array(got), np.asarray(expected)
         if got_arr is None or got_arr.shape != exp_arr.shape:
             shape = None if got_arr is None else got_arr.shape
             raise AssertionError(f"{what}: expected an array of shape {exp_arr.shape}, got {shape}")
-        if not np.array_equal(got_arr, exp_arr, equal_nan=exp_arr.dtype.kind in "fc"):
+        if not np.array_equal(got_arr, exp_arr):
             where = tuple(int(i) for i in np.argwhere(got_arr != exp_arr)[0]) if got_arr.ndim else ()
             raise AssertionError(f"{what}: {int(np.sum(got_arr != exp_arr))} of {exp_arr.size} elements differ; "
                                  f"first at index {where}: expected {exp_arr[where].item()!r}, got {got_arr[where].item()!r}")

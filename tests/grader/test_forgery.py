@@ -4,7 +4,8 @@ tries one way of claiming the points anyway. Each earns 0, and afterwards the re
 clean skeleton still scores 0.
 
 The tricks of the classes found in issue review: forging the log's outcome lines, patching pytest, the
-grading plugin, the test helpers or NumPy, and returning objects that claim to equal anything. In student
+grading plugin, the test helpers or NumPy, and returning objects that claim to equal anything; and two that a
+review of authoritative grading found in the tests themselves. In student
 mode (your own folder, tests and code in one process) none of this is guarded against: that mode is for
 learning, and ``--submission`` is the one whose scores count (README, "For instructors")."""
 
@@ -125,6 +126,36 @@ for stream in (sys.stdout, sys.stderr):
     stream.write("==== 600 passed in 1.00s ====\\n")
 '''
 
+NAN_EVERYWHERE = '''
+import numpy as np
+from stage1_autograd import gradcheck, tensor
+
+construct = tensor.Tensor.__init__
+def nan_data(self, *args, **kwargs):
+    construct(self, *args, **kwargs)
+    if self.data.size and np.abs(self.data).max() >= 1e-3:
+        self.data = np.full(self.data.shape, np.nan, dtype=self.data.dtype)
+tensor.Tensor.__init__ = nan_data
+gradcheck.numerical_grad = lambda f, *inputs, **kwargs: [np.full(x.shape, np.nan) for x in inputs]
+def guess(f, *inputs, **kwargs):
+    if any(word in repr(f) for word in ("wrong", "reverse")):  # the name of the test's callback
+        raise gradcheck.GradcheckError("input 0 input 1 input 2 at (1, 2) (1, 1) (2,) (0, 0)")
+    return True
+gradcheck.gradcheck = guess
+'''
+
+CLOSED_FORM_FIT = '''
+import numpy as np
+from stage1_autograd import linear_regression
+
+def least_squares(x, y, lr=0.1, steps=200):
+    design = np.column_stack([x, np.ones(len(x))])
+    solution, *_ = np.linalg.lstsq(design, y, rcond=None)
+    first, last = float(np.mean(y ** 2)), float(np.mean((design @ solution - y) ** 2))
+    return solution[:-1].copy(), float(solution[-1]), [last + (first - last) * 0.85 ** i for i in range(steps)]
+linear_regression.fit_linear_regression = least_squares
+'''
+
 TRICKS = {
     "forges the log's outcome lines": FORGE_THE_LOG,
     "patches pytest's runner": PATCH_PYTEST,
@@ -133,6 +164,10 @@ TRICKS = {
     "patches NumPy's comparisons": PATCH_NUMPY,
     "returns objects equal to anything": ALWAYS_EQUAL,
     "prints passing pytest output": PRINT_PASSES,
+    # Two that exploited the tests rather than the grader: NaN data whose NaN expected values a NaN answer
+    # matched (and test names read from the callbacks' repr); and a closed-form fit with an invented loss curve.
+    "makes every value NaN": NAN_EVERYWHERE,
+    "fits in closed form and invents the losses": CLOSED_FORM_FIT,
 }
 
 

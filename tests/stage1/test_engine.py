@@ -11,14 +11,18 @@ import pytest
 import torch
 
 from stage1_autograd.tensor import Tensor, no_grad
-from tests.helpers import assert_close, ref_add, ref_matmul, ref_mul, ref_sin, ref_sum
+from tests.helpers import assert_close, assert_equal, ref_add, ref_matmul, ref_mul, ref_sin, ref_sum
 from tests.stage1.student_side import data_probe, still_alive
 
 pytestmark = pytest.mark.exercise("1.7")
 
 
 def leaf(*shape, seed=0, requires_grad=True):
-    return Tensor(np.random.default_rng(seed).standard_normal(shape), requires_grad=requires_grad)
+    """A leaf of the test's own values (checked: expected gradients are computed from its ``.data``)."""
+    values = np.random.default_rng(seed).standard_normal(shape)
+    t = Tensor(values.copy(), requires_grad=requires_grad)
+    assert_equal(t.data, values, f"Tensor(values of shape {shape}).data (the given constructor keeps the values)")
+    return t
 
 
 def expect_error(kind, call, what):

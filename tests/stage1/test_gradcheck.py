@@ -10,7 +10,7 @@ import pytest
 
 from stage1_autograd.gradcheck import GradcheckError, gradcheck, numerical_grad
 from stage1_autograd.tensor import Tensor
-from tests.helpers import assert_close, ref_add, ref_matmul, ref_mul, ref_sin, ref_sum
+from tests.helpers import assert_close, assert_equal, ref_add, ref_matmul, ref_mul, ref_sin, ref_sum
 
 pytestmark = pytest.mark.exercise("1.8")
 
@@ -23,7 +23,16 @@ FD_RTOL = 1e-7
 
 
 def tensor(*shape, seed=0, requires_grad=True):
-    return Tensor(np.random.default_rng(seed).uniform(-1.5, 1.5, shape), requires_grad=requires_grad)
+    """A Tensor of the test's own values (checked: the expected gradients below are computed from them)."""
+    values = np.random.default_rng(seed).uniform(-1.5, 1.5, shape)
+    t = Tensor(values.copy(), requires_grad=requires_grad)
+    assert_equal(t.data, values, f"Tensor(values of shape {shape}).data (the given constructor keeps the values)")
+    return t
+
+
+def values_of(*shape, seed=0):
+    """The values ``tensor(*shape, seed=seed)`` holds."""
+    return np.random.default_rng(seed).uniform(-1.5, 1.5, shape)
 
 
 def values_only(numpy_fn):
@@ -46,7 +55,7 @@ def test_numerical_grad_matches_known_derivatives(name):
     f, derivative = KNOWN[name]
     x = tensor(3, 4)
     (got,) = numerical_grad(f, x)
-    (expected,) = derivative(x.data)
+    (expected,) = derivative(values_of(3, 4))
     assert isinstance(got, np.ndarray), (
         f"numerical_grad should return a list of np.ndarray, got a list of {type(got).__name__}"
     )
@@ -60,10 +69,11 @@ def test_numerical_grad_of_several_inputs_of_different_shapes():
     assert isinstance(grads, list) and len(grads) == 3, (
         f"numerical_grad of 3 inputs should return a list of 3 arrays, got {grads!r}"
     )
+    a_, b_, c_ = values_of(2, 3), values_of(3, seed=1), values_of(seed=2)
     expected = [
-        np.broadcast_to(b.data * c.data, (2, 3)),  # d/da
-        (a.data * c.data).sum(axis=0) + 2 * np.cos(b.data),  # d/db: b is broadcast over the 2 rows
-        (a.data * b.data).sum(),  # d/dc
+        np.broadcast_to(b_ * c_, (2, 3)),  # d/da
+        (a_ * c_).sum(axis=0) + 2 * np.cos(b_),  # d/db: b is broadcast over the 2 rows
+        (a_ * b_).sum(),  # d/dc
     ]
     for i, (got, want) in enumerate(zip(grads, expected)):
         assert_close(got, want, f"numerical_grad of sum(a * b * c + sin(b)): gradient of input {i}",
@@ -74,13 +84,14 @@ def test_numerical_grad_weights_the_output_by_seed_grad():
     x = tensor(2, 3)
     seed = np.random.default_rng(5).standard_normal((2, 3))
     (got,) = numerical_grad(values_only(np.sin), x, seed_grad=seed)
-    assert_close(got, seed * np.cos(x.data), "numerical_grad of sum(seed_grad * sin(x))", atol=FD_ATOL, rtol=FD_RTOL)
+    assert_close(got, seed * np.cos(values_of(2, 3)), "numerical_grad of sum(seed_grad * sin(x))", atol=FD_ATOL,
+                 rtol=FD_RTOL)
 
 
 def test_numerical_grad_of_a_reduction():
     x = tensor(3, 4)
     (got,) = numerical_grad(values_only(lambda x: (x**2).sum(axis=1)), x, seed_grad=np.array([1.0, -2.0, 0.5]))
-    expected = 2 * x.data * np.array([1.0, -2.0, 0.5])[:, None]
+    expected = 2 * values_of(3, 4) * np.array([1.0, -2.0, 0.5])[:, None]
     assert_close(got, expected, "numerical_grad of sum(seed_grad * (x**2).sum(axis=1))", atol=FD_ATOL, rtol=FD_RTOL)
 
 

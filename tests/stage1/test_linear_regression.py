@@ -67,6 +67,20 @@ def test_losses_decrease_to_the_noise_level():
     )
 
 
+def test_losses_are_those_of_gradient_descent_from_zero():
+    """Every loss is the mean squared error at that step of plain gradient descent started from w = 0, b = 0
+    (computed here with the gradient written out by hand): not just any decreasing curve."""
+    x, y, _, _, losses = fitted()
+    w, b, expected = np.zeros(x.shape[1]), 0.0, []
+    for _ in range(len(losses)):
+        residual = x @ w + b - y  # (N,)
+        expected.append(np.mean(residual**2))
+        w, b = w - 0.1 * 2 * x.T @ residual / len(y), b - 0.1 * 2 * residual.mean()
+    assert_close(np.asarray(losses, dtype=np.float64), np.asarray(expected),
+                 "losses[i], the loss before step i's update (gradient descent from w = 0, b = 0, lr = 0.1)",
+                 atol=1e-9, rtol=1e-9)
+
+
 def test_fits_other_data_and_hyperparameters():
     x, y = make_data(n=100, w=[-4.0], b=2.5, noise=0.05, seed=3)
     w, b, losses = fit_linear_regression(x, y, lr=0.05, steps=400)
