@@ -248,6 +248,24 @@ def test_greedy_decode_of_a_model_with_known_answers():
                  "(stop as soon as every row has written </s>)")
 
 
+def true_sum(problem: str) -> str:
+    a, b = problem.split("+")
+    return str(int(a) + int(b))
+
+
+def test_exact_match_counts_only_answers_right_in_every_digit():
+    problems = ["3+4", "0+7", "12+3", "99+99", "10+10", "45+5", "8+80"]
+    # right for the problems whose first number is even, one digit off (or a digit short) for the others
+    script = lambda p: true_sum(p) if int(p.split("+")[0]) % 2 == 0 else str(int(true_sum(p)) + 1)  # noqa: E731
+    expected = sum(int(p.split("+")[0]) % 2 == 0 for p in problems) / len(problems)
+    for chunk in (1000, 3):
+        assert_close(exact_match(ScriptedModel(script), problems, chunk=chunk), expected,
+                     f"exact_match(chunk={chunk}) of a model right on {expected * len(problems):g} of {len(problems)} "
+                     "problems (the others one off)", atol=0, rtol=0)
+    assert_close(exact_match(ScriptedModel(true_sum), problems), 1.0, "exact_match of a model always right",
+                 atol=0, rtol=0)
+
+
 # ---------------------------------------------------------------------- training
 def test_train_step_clears_old_gradients_and_takes_one_step():
     batch = encode_batch(PROBLEMS, 2)
@@ -292,8 +310,9 @@ def test_a_short_run_learns_to_add_problems_it_never_saw():
     assert_in_range(accuracy, 0.5, None, "2-digit addition, 1000 steps: exact match on 200 held-out problems "
                     f"(by 250 steps: {', '.join(f'{v:.2f}' for v in history['held_out_accuracy'])})")
     held_out = split_problems(all_problems(2), config.held_out_fraction, np.random.default_rng(0))[1][:200]
-    assert_close(exact_match(model, held_out), accuracy, "exact_match(model, the 200 held-out problems) after "
-                 "training, compared with the last held_out_accuracy of the history", atol=0, rtol=0)
+    right = np.mean([got == true_sum(p) for got, p in zip(greedy_decode(model, held_out), held_out)])
+    assert_close(accuracy, right, "the last held_out_accuracy of the history, compared with the fraction of the 200 "
+                 "held-out problems whose greedy_decode answer is the true sum", atol=0, rtol=0)
 
 
 # ---------------------------------------------------------------------- the command line
