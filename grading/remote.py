@@ -8,9 +8,12 @@ submission and runs them; the test process holds handles to the objects living t
 What crosses between the two processes, and how (``Channel``):
 - Values cross as values: ``None``, ``bool``, ``int``, ``float``, ``complex``, ``str``, ``bytes``, lists,
   tuples, dicts, sets and slices of values, NumPy arrays and scalars of numeric, boolean or string dtype,
-  NumPy dtypes, and PyTorch tensors sent to the student process. They are rebuilt from plain data on the
-  receiving side (JSON and raw array bytes; nothing is ever unpickled), so a subclass sent as a value
-  arrives as its plain base type and keeps none of its methods.
+  NumPy dtypes, paths, and PyTorch tensors sent to the student process. They are rebuilt from plain data on
+  the receiving side (JSON and raw array bytes; nothing is ever unpickled), so a subclass sent as a value
+  arrives as its plain base type and keeps none of its methods. Two kinds cross in their own way: a NumPy
+  Generator as its state, kept in step on both sides message by message (so the student's
+  ``isinstance(rng, np.random.Generator)`` holds and the draws are those of one generator), and a student's
+  exception class as a class of the same name and builtin bases (``pytest.raises(GradcheckError)``).
 - Every other object stays where it lives and crosses as a handle. The test process sees a ``Proxy``:
   attribute access, calls and operators are carried out in the student process, and their results come
   back by the same rule.
@@ -19,12 +22,17 @@ Why verdicts cannot be forged: the student process only ever answers questions (
 array); the comparisons with expected values, computed in the test process with PyTorch or by hand, happen
 in the test process on values it has rebuilt itself. Nothing the student process sends can patch pytest,
 the grading plugin, the helpers or NumPy in the test process, and an object that claims to equal anything
-stays a handle whose equality is identity. Three rules close the remaining doors:
+stays a handle whose equality is identity. These rules close the remaining doors:
 - A proxy compares equal only to itself unless both sides are proxies, so an expected value is never
   handed to the student process to be echoed back.
 - ``with proxy:`` never suppresses an exception of the test, whatever ``__exit__`` returns.
 - The student process may only call, index, iterate and measure the objects the tests hand to it
-  (callbacks, datasets); it cannot read their attributes, so it has no path to the test process's modules.
+  (callbacks, datasets); it cannot read their attributes, so it has no path to the test process's modules,
+  and a callback's repr tells it nothing (not even its test's name).
+- A test's failed check inside a callback fails the test, even if the student's code catches the error.
+What stays the student process's word: anything only it can observe about itself (an array updated in place,
+a graph freed, what it printed), which the tests' ``student_side`` modules look at there; every exercise is
+also checked on values.
 
 The student process runs in its own workspace, with the grader's sandbox (``grading.sandbox``): as root,
 under an unprivileged user of its own in a mount namespace; always with the file-size cap, and counted in
