@@ -1,17 +1,24 @@
 """Exercise 4.8: the key/value cache. ``KVCache.update``; logits computed through the cache equal those of
 the whole sequence (one token at a time, or several), with learned and rotary positions; generation with the
 cache gives exactly the tokens of generation without it, greedy and sampled, also past block_size (where the
-documented behaviour is to rebuild the cache on the last block_size tokens); and each new token costs one
-position's work: counted by the rows that reach every layer's c_attn and lm_head, not by timing.
+documented behaviour is to rebuild the cache on the last block_size tokens), and sampled generation with the
+cache draws every token as replayed here; the cache holds the keys and values a PyTorch reference computes,
+and keeps them when the weights change afterwards (a model that recomputes the past gets other logits); and
+each new token costs one position's work: counted by the rows that reach every layer's c_attn and lm_head,
+not by timing.
 """
 
 import numpy as np
 import pytest
+import torch
+from torch.nn import functional as TF
 
 from stage1_autograd.tensor import Tensor
 from stage4_gpt.model import GPT, GPTConfig, KVCache
-from tests.helpers import assert_close, assert_equal, assert_raises, assert_tensor
+from tests.helpers import assert_close, assert_equal, assert_in_range, assert_raises, assert_tensor
 from tests.stage4.student_side import assign_in_place
+from tests.stage4.test_sampling import draw_as_specified, expected_distribution
+from tests.stage4.torch_reference import ReferenceGPT
 
 pytestmark = pytest.mark.exercise("4.8")
 
@@ -101,6 +108,114 @@ def test_generation_with_the_cache_gives_the_same_tokens(variant, settings):
     cached = gpt.generate(prompt, n, rng=11, use_cache=True, **settings)
     assert_equal(cached, without, f"GPT ({variant}).generate(prompt (2, 4), {n}, rng=11, {settings}): the tokens with "
                  "use_cache=True vs use_cache=False (including the steps past block_size=16)")
+
+
+def rotate_at(x: torch.Tensor, theta: float, positions: torch.Tensor) -> torch.Tensor:
+    """RoPE on x (B, h, T, hd) at the given positions (T,): each pair (x[..., 2i], x[..., 2i+1]) rotated by the
+    angle position * theta^(-2i/hd), as tests/stage4/torch_reference.py's rotate_interleaved does from position 0."""
+    hd = x.shape[-1]
+    frequencies = theta ** (-torch.arange(0, hd, 2, dtype=torch.float64) / hd)
+    angle = positions.to(torch.float64)[:, None] * frequencies[None, :]
+    cos, sin = torch.cos(angle).to(x.dtype), torch.sin(angle).to(x.dtype)
+    even, odd = x[..., 0::2], x[..., 1::2]
+    return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
+
+
+@torch.no_grad()
+def reference_with_cache(reference: ReferenceGPT, idx: np.ndarray, cache: list) -> np.ndarray:
+    """The logits (B, T, vocab) of the reference GPT for tokens idx (B, T) that follow the positions held in
+    ``cache`` (one (keys, values) per layer, or None while empty), whose keys and values it appends: what a
+    KV cache computes, written here with the reference's modules. Keys are stored after RoPE."""
+    c = reference.c
+    idx = torch.tensor(idx)
+    B, T = idx.shape
+    C, nh = c["n_embd"], c["n_head"]
+    start = 0 if cache[0] is None else cache[0][0].shape[-2]
+    positions = torch.arange(start, start + T)
+    x = reference.transformer.wte(idx)
+    if "wpe" in reference.transformer:
+        x = x + reference.transformer.wpe(positions)
+    for i, block in enumerate(reference.transformer.h):
+        q, k, v = block.attn.c_attn(block.ln_1(x)).split(C, dim=2)
+        q, k, v = (t.view(B, T, nh, C // nh).transpose(1, 2) for t in (q, k, v))
+        if c["pos"] == "rope":
+            q, k = rotate_at(q, c["rope_theta"], positions), rotate_at(k, c["rope_theta"], positions)
+        if cache[i] is not None:
+            k, v = torch.cat([cache[i][0], k], dim=2), torch.cat([cache[i][1], v], dim=2)
+        cache[i] = (k, v)
+        S = k.shape[-2]
+        mask = torch.tensor(np.tri(T, S, S - T, dtype=bool))  # the new queries see the cache and themselves
+        y = TF.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        x = x + block.attn.c_proj(y.transpose(1, 2).reshape(B, T, C))
+        x = x + block.mlp(block.ln_2(x))
+    return reference.lm_head(reference.transformer.ln_f(x)).numpy()
+
+
+@pytest.mark.under_test("CausalSelfAttention.forward")
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_the_cache_keeps_the_keys_and_values_computed_before(variant):
+    """Fill the cache with a prompt, then change the first layer's c_attn weights in place and feed one more token:
+    the cached positions keep the keys and values computed with the old weights (a cache computes them once), and
+    only the new position's come from the new weights. A model that recomputes the past gets other logits."""
+    gpt = model(variant)
+    gpt.eval()
+    reference = ReferenceGPT(**SMALL, **VARIANTS[variant]).double()
+    reference.load_state_dict({name: torch.tensor(value) for name, value in gpt.state_dict().items()})
+    seq = tokens(2, 6, seed=7)
+    cache, reference_cache = gpt.new_kv_cache(), [None] * SMALL["n_layer"]
+    logits, _ = gpt(seq[:, :5], kv_cache=cache)
+    assert_close(logits, reference_with_cache(reference, seq[:, :5], reference_cache),
+                 f"GPT ({variant}) with an empty KV cache, given a prompt of 5 tokens: the logits")
+    for i, (layer, (keys, values)) in enumerate(zip(cache, reference_cache)):
+        what = (f"GPT ({variant}) after a prompt (2, 5) through an empty KV cache: layer {i}'s cache.%s, (B, n_head, "
+                "5, head_dim)")
+        assert_close(np.asarray(layer.keys), keys.numpy(), what % "keys (after RoPE, if any)")
+        assert_close(np.asarray(layer.values), values.numpy(), what % "values")
+    # New values for the first layer's c_attn weight (a shift alone could vanish against a LayerNorm's output).
+    name = "transformer.h.0.attn.c_attn.weight"
+    changed = gpt.state_dict()[name] + np.random.default_rng(8).normal(0, 0.3, (3 * SMALL["n_embd"], SMALL["n_embd"]))
+    assign_in_place(gpt.transformer.h[0].attn.c_attn.weight, changed)  # p.data[...] = changed, where p lives
+    with torch.no_grad():
+        reference.transformer.h[0].attn.c_attn.weight.copy_(torch.tensor(changed))
+    expected = reference_with_cache(reference, seq[:, 5:], reference_cache)
+    with torch.no_grad():
+        recomputed = reference(torch.tensor(seq))[0][:, 5:].numpy()
+    # The test itself checks that recomputing every position with the new weights would give other logits.
+    assert_in_range(np.abs(recomputed - expected).max(), 1e-3, None, "the largest difference between the logits "
+                    "with the cached keys and values and those recomputed with the changed weights")
+    logits, _ = gpt(seq[:, 5:], kv_cache=cache)
+    assert_close(logits, expected, f"GPT ({variant}) with a KV cache of a 5-token prompt, after transformer.h.0.attn."
+                 "c_attn.weight was changed in place, given the 6th token: its logits (the cached positions "
+                 "keep the keys and values computed with the old weights; only the new position uses the new ones)")
+    assert_equal([len(layer) for layer in cache], [6] * SMALL["n_layer"], f"GPT ({variant}): the number of positions "
+                 "in each layer's cache after the prompt of 5 and one more token")
+
+
+def sampled_rollout(gpt: GPT, idx: np.ndarray, n: int, seed: int, **settings) -> np.ndarray:
+    """n sampling steps replayed here without any cache: each on the model's logits for the last position of the
+    whole sequence (at most block_size tokens), the distribution and the draw from default_rng(seed) computed here."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        logits, _ = gpt(idx[:, -SMALL["block_size"]:])
+        last = np.asarray(logits.data[:, -1], dtype=np.float64)
+        probs = np.stack([expected_distribution(row, **settings) for row in last])
+        idx = np.concatenate([idx, draw_as_specified(probs, rng)[:, None]], axis=1)
+    return idx
+
+
+@pytest.mark.under_test("GPT.next_token_logits")
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("settings", [dict(temperature=1.0, top_k=8), dict(temperature=0.9, top_p=0.9),
+                                      dict(temperature=1.4)], ids=str)
+def test_sampled_generation_with_the_cache_draws_every_token_from_its_distribution(variant, settings):
+    gpt = model(variant)
+    prompt = tokens(2, 4, seed=4)
+    n = 24  # 4 + 24 tokens: past block_size = 16, where the window slides
+    cached = gpt.generate(prompt, n, rng=11, use_cache=True, **settings)
+    assert_equal(cached, sampled_rollout(gpt, prompt, n, 11, **settings),
+                 f"GPT ({variant}).generate(prompt (2, 4), {n}, rng=11, {settings}, use_cache=True): the tokens vs "
+                 "those drawn here step by step from the logits of the whole sequence (one rng.random() per row and "
+                 "step, the first token whose cumulative probability exceeds it)")
 
 
 def record_positions(gpt: GPT) -> dict[str, list[int]]:

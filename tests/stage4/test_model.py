@@ -1,5 +1,6 @@
 """Exercise 4.3: the GPT model. nanoGPT's parameter names and shapes for every variant, tied weights,
-GPT-2's initialisation, the number of parameters, the shapes of the logits, causality, dropout, sequences
+GPT-2's initialisation, the number of parameters, the shapes of the logits, causality, dropout (every one at
+config.dropout, the attention weights' included), sequences
 longer than block_size, and GPT-2 checkpoints in Hugging Face's layout (compared with a PyTorch GPT-2)."""
 
 import math
@@ -184,6 +185,46 @@ def test_dropout_only_in_training_mode():
     evaluated, _ = model(idx)
     assert_close(evaluated, expected, "GPT(dropout=0.2) after eval(): the logits should equal those of the same "
                  "weights with dropout=0")
+
+
+@pytest.mark.under_test("GPT.__init__")
+@pytest.mark.parametrize("variant", ["gpt2", "llama"])
+def test_every_dropout_has_the_configs_rate(variant):
+    """config.dropout is the rate of every dropout: after the embeddings (transformer.drop), at the end of each
+    residual branch (attn.resid_dropout, mlp.dropout) and on the attention weights (attn.dropout)."""
+    fields = dict(SMALL, **VARIANTS[variant], dropout=0.3)
+    model = GPT(GPTConfig(**fields), rng=0, dtype=np.float64)
+    what = f"GPT({variant}, dropout=0.3)"
+    assert_equal(float(model.transformer.drop.p), 0.3, f"{what}: transformer.drop.p")
+    for i, block in enumerate(model.transformer.h):
+        assert_equal(float(block.attn.resid_dropout.p), 0.3, f"{what}: transformer.h.{i}.attn.resid_dropout.p")
+        assert_equal(float(block.mlp.dropout.p), 0.3, f"{what}: transformer.h.{i}.mlp.dropout.p")
+        assert_equal(float(block.attn.dropout), 0.3, f"{what}: transformer.h.{i}.attn.dropout (the probability of "
+                     "dropout on the attention weights)")
+
+
+@pytest.mark.under_test("CausalSelfAttention.forward")
+def test_attention_weight_dropout_acts_in_training_mode():
+    """Every Dropout module switched off (p = 0): what is left of dropout in training mode is the one on the
+    attention weights, which must still change the logits; after eval() it must not."""
+    model = GPT(GPTConfig(**dict(SMALL, dropout=0.3)), rng=0, dtype=np.float64)
+    randomize_like_training(model, seed=5)
+    model.transformer.drop.p = 0.0
+    for block in model.transformer.h:
+        block.attn.resid_dropout.p = 0.0
+        block.mlp.dropout.p = 0.0
+    idx = np.random.default_rng(4).integers(0, SMALL["vocab_size"], (2, 10))
+    model.eval()
+    expected, _ = model(idx)
+    model.train()
+    trained, _ = model(idx)
+    difference = np.abs(trained.data - expected.data).max()
+    assert_in_range(difference, 1e-3, None, "GPT(dropout=0.3) in training mode with transformer.drop, every "
+                    "attn.resid_dropout and every mlp.dropout set to p=0, vs eval(): the largest difference of the "
+                    "logits (dropout on the attention weights, at attn.dropout, must remain)")
+    model.eval()
+    evaluated, _ = model(idx)
+    assert_close(evaluated, expected, "GPT(dropout=0.3) after eval() again: the logits (no dropout at all)")
 
 
 # ---------------------------------------------------------------------- GPT-2 checkpoints

@@ -223,3 +223,33 @@ def test_optimizer_state_survives_npz_round_trip():
         assert_equal(dict(copy.named_parameters())[name].data, p.data,
                      f"parameter {name!r} after 2 steps, save, load into a new optimizer and a third step, vs without "
                      "the save (state_dict must hold every moment m, v and step count t)")
+
+
+def test_optimizer_state_dict_holds_torch_adamws_moments_and_steps():
+    """The state_dict's own values, checked here: after three steps, m.<name>, v.<name> and t.<name> for every
+    parameter are torch AdamW's exp_avg, exp_avg_sq and step after the same steps (a tied weight once)."""
+    lr, weight_decay, betas = 0.03, 0.1, (0.9, 0.95)
+    ours = TinyLM(seed=5)
+    theirs = TorchTinyLM(ours)
+    optimizer = configure_optimizer(ours, lr=lr, weight_decay=weight_decay, betas=betas)
+    torch_optimizer = torch_adamw(theirs, lr=lr, weight_decay=weight_decay, betas=betas)
+    for step in range(3):
+        optimizer.zero_grad()
+        torch_optimizer.zero_grad()
+        x, y = micro_batch(step, 0)
+        ours.loss(x, y).backward()
+        theirs.loss(torch.tensor(x), torch.tensor(y)).backward()
+        optimizer.step()
+        torch_optimizer.step()
+    state = optimizer.state_dict()
+    what = "configure_optimizer(TinyLM) after 3 steps: state_dict()"
+    names = [name for name, _ in theirs.named_parameters()]
+    expected_keys = sorted(f"{kind}.{name}" for name in names for kind in "mvt")
+    assert_equal(sorted(state), expected_keys, f"{what}: its keys, m.<name>, v.<name> and t.<name> for every parameter")
+    for name, p in theirs.named_parameters():
+        saved = torch_optimizer.state[p]
+        assert_close(state[f"m.{name}"], saved["exp_avg"], f"{what}['m.{name}'], the running mean of the gradients "
+                     "(torch AdamW's exp_avg)", atol=1e-12, rtol=1e-10)
+        assert_close(state[f"v.{name}"], saved["exp_avg_sq"], f"{what}['v.{name}'], the running mean of the squared "
+                     "gradients (torch AdamW's exp_avg_sq)", atol=1e-15, rtol=1e-10)
+        assert_equal(int(np.asarray(state[f"t.{name}"])), int(saved["step"]), f"{what}['t.{name}'], the step count")

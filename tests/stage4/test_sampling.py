@@ -1,6 +1,8 @@
 """Exercise 4.7: sampling. ``sampling_distribution`` (temperature, top-k, top-p) against distributions computed
 here independently; ``generate``: greedy decoding equals the argmax rollout, top_k=1 equals greedy, seeded
-runs repeat, the tokens drawn follow the distribution, stop_token, and clear errors for bad settings.
+runs repeat, the tokens drawn follow the distribution, every new token of a sampled run is the one drawn here
+step by step as specified (inverse CDF, one rng.random() per row), stop_token, and clear errors for bad
+settings.
 
 Every ``generate`` here runs with ``use_cache=False``: the cache is exercise 4.8.
 """
@@ -202,6 +204,41 @@ def test_seeded_runs_repeat():
                  "generate(..., rng=np.random.default_rng(123)) vs rng=123")
     other = gpt.generate(idx, 12, rng=124, **settings)
     assert_in_range(np.sum(other != first), 1, None, "the number of tokens that differ between rng=123 and rng=124")
+
+
+def draw_as_specified(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The lesson's draw, computed here: one u = rng.random() per row (a single call for the batch), scaled to the
+    row's total, and the first token whose cumulative probability exceeds u (never one of probability 0)."""
+    cdf = np.cumsum(probs, axis=-1)
+    u = rng.random((len(probs), 1)) * cdf[:, -1:]
+    tokens = (cdf <= u).sum(axis=-1)
+    last_possible = probs.shape[-1] - 1 - np.argmax(probs[:, ::-1] > 0, axis=-1)
+    return np.minimum(tokens, last_possible)
+
+
+def sampled_rollout(gpt: GPT, idx: np.ndarray, n: int, seed: int, **settings) -> np.ndarray:
+    """n sampling steps replayed here: each on the model's logits for the last position of (at most) block_size
+    tokens, the distribution computed here (expected_distribution), the token drawn here from default_rng(seed)."""
+    rng = np.random.default_rng(seed)
+    for _ in range(n):
+        logits, _ = gpt(idx[:, -FIELDS["block_size"]:])
+        last = np.asarray(logits.data[:, -1], dtype=np.float64)
+        probs = np.stack([expected_distribution(row, **settings) for row in last])
+        idx = np.concatenate([idx, draw_as_specified(probs, rng)[:, None]], axis=1)
+    return idx
+
+
+@pytest.mark.under_test("GPT.generate")
+@pytest.mark.parametrize("settings", [dict(temperature=1.3, top_k=20, top_p=0.95), dict(temperature=0.8, top_k=6),
+                                      dict(temperature=1.2, top_p=0.7), dict(temperature=1.0)], ids=str)
+def test_every_new_token_is_drawn_from_its_distribution(settings):
+    gpt, idx = model(), prompts(B=3, T=3, seed=6)
+    n = 16  # 3 + 16 tokens: past block_size = 16, where the context is cropped
+    got = gpt.generate(idx, n, rng=21, use_cache=False, **settings)
+    assert_equal(got, sampled_rollout(gpt, idx, n, 21, **settings),
+                 f"generate(idx (3, 3), {n}, rng=21, {settings}, use_cache=False): the tokens of every step, each drawn "
+                 "with one rng.random() per row from the distribution of that step's logits (temperature, then top_k, "
+                 "then top_p), the first token whose cumulative probability exceeds it")
 
 
 @pytest.mark.under_test("draw_tokens")

@@ -1,5 +1,7 @@
 """Exercise 4.6: batches, the split, the training step (gradient accumulation, clipping, the schedule) against
-a PyTorch GPT step by step, evaluation, checkpoints, a bit-exact --resume, Ctrl-C, and the command line.
+a PyTorch GPT step by step, evaluation, checkpoints (read back here: the optimizer's moments and the dropout
+generators' states are in the file), a bit-exact --resume (also in another process), Ctrl-C, and the command
+line.
 
 The PyTorch side is tests/stage4/torch_reference.py, a GPT written independently of the code under test;
 the optimiser on both sides is AdamW with nanoGPT's two groups (so this exercise builds on 4.5's
@@ -19,12 +21,12 @@ import torch
 from stage4_gpt.data import default_corpus, get_batch, split_tokens
 from stage4_gpt.model import GPT, GPTConfig
 from stage4_gpt.optim import configure_optimizer, get_lr
-from stage4_gpt.train import (evaluate, load_checkpoint, main, model_from_checkpoint, restore_training_state,
-                              save_checkpoint, train_step)
+from stage4_gpt.train import (evaluate, load_checkpoint, main, model_from_checkpoint, model_generators,
+                              restore_training_state, save_checkpoint, train_step)
 from stage4_gpt.tokenizer import CharTokenizer, tokenizer_from_json
 from tests.helpers import assert_close, assert_equal, assert_in_range, assert_raises
 from tests.stage4.student_side import Output
-from tests.student_side import reraise_not_implemented, start_module
+from tests.student_side import reraise_not_implemented, run_module, start_module
 from tests.stage4.torch_reference import ReferenceGPT
 from tests.stage4.torch_training import torch_adamw, torch_schedule
 
@@ -177,6 +179,31 @@ def test_checkpoint_holds_everything_as_plain_arrays(tmp_path):
         assert_equal(saved.get(f"model.{name}"), value, f"{what}: 'model.{name}'")
     for key, value in optimizer.state_dict().items():
         assert_equal(saved.get(f"optimizer.{key}"), value, f"{what}: 'optimizer.{key}'")
+    # The optimizer's memory itself, in the file: the moments and step count of every parameter.
+    for name, p in model.named_parameters():
+        for kind in "mv":
+            assert_equal(np.shape(saved.get(f"optimizer.{kind}.{name}")), p.shape, f"{what}: the shape of "
+                         f"'optimizer.{kind}.{name}' (the optimizer's {'first' if kind == 'm' else 'second'} moment of "
+                         "the parameter, in the file)")
+        assert_in_range(np.abs(saved[f"optimizer.m.{name}"]).max(), 1e-12, None, f"{what}: the largest entry of "
+                        f"'optimizer.m.{name}' after 2 steps (the running mean of its gradients)")
+        assert_equal(int(np.asarray(saved.get(f"optimizer.t.{name}", -1))), 2, f"{what}: 'optimizer.t.{name}', the "
+                     "parameter's step count after 2 steps")
+    # The dropout generators' states at the time of the save, in the file, by the name of the module holding each.
+    assert_equal("model_rngs" in saved, True, f"{what}: a 'model_rngs' entry (the states of the model's generators)")
+    model_rngs = json.loads(str(saved["model_rngs"]))
+    generators = {name: g.bit_generator.state for name, g in model_generators(model).items()}
+    assert_equal(model_rngs, generators, f"{what}: 'model_rngs', the state of each of model_generators(model)")
+    held = {}
+    for name, module in model.named_modules():
+        generator = getattr(module, "rng", None)
+        if isinstance(generator, np.random.Generator):
+            held[name] = generator.bit_generator.state
+    assert_equal(len(held) > 0, True, "GPT(dropout=0.2): modules holding a generator (an attribute rng)")
+    for name, state in model_rngs.items():
+        assert_equal(state, held.get(name), f"{what}: 'model_rngs'[{name!r}] vs the state of {name}.rng at the save")
+    missing = sorted(name for name, state in held.items() if state not in model_rngs.values())
+    assert_equal(missing, [], f"{what}: modules whose generator's state is not in 'model_rngs'")
     assert_equal(int(saved["step"]), 2, f"{what}: 'step'")
     assert_equal(json.loads(str(saved["rng"])), rng.bit_generator.state, f"{what}: 'rng', the generator's state")
     assert_equal(GPTConfig.from_dict(json.loads(str(saved["model_config"]))), model.config, f"{what}: 'model_config'")
@@ -245,6 +272,36 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path):
     pattern = r"^step +\d+/\d+ \| loss \d+\.\d+ \| lr [\d.e+-]+ \| norm [\d.]+ \| [\d,]+ tok/s \| ETA \d+m\d\ds$"
     assert_equal(bool(re.match(pattern, progress[0])), True, f"the progress line {progress[0]!r} has the form "
                                                              "'step N/M | loss L | lr R | norm G | T tok/s | ETA 0m00s'")
+
+
+def test_resume_in_another_process_continues_exactly(tmp_path):
+    """The first 3 steps in a process of their own (python -m stage4_gpt.train), --resume in another one: only
+    what the checkpoint file holds can carry the optimizer's moments and every generator's state across."""
+    data = corpus_file(tmp_path)
+    flags = TINY_FLAGS + ["--data", str(data), "--dropout", "0.1", "--grad-accum", "2", "--eval-interval", "2",
+                          "--no-plot", "--seed", "5"]
+    output = Output()
+    assert_equal(output.run(main, flags + ["--max-steps", "6", "--out", str(tmp_path / "whole")]), 0,
+                 "exit code of a 6-step run")
+    first_half = ["--max-steps", "3", "--lr-decay-steps", "6", "--out", str(tmp_path / "split")]
+    result = run_module("stage4_gpt.train", *flags, *first_half, cwd=tmp_path, timeout=120)
+    reraise_not_implemented(result.stderr)
+    assert_equal(result.returncode, 0, f"exit code of python -m stage4_gpt.train for the first 3 steps of a 6-step "
+                                       f"schedule (stderr ends with {result.stderr[-500:]!r})")
+    assert_equal(output.run(main, ["--resume", "--max-steps", "6", "--out", str(tmp_path / "split")]), 0,
+                 "exit code of --resume --max-steps 6 in another process")
+    with np.load(tmp_path / "whole" / "ckpt.npz", allow_pickle=False) as archive:
+        whole = {key: archive[key] for key in archive.files}
+    with np.load(tmp_path / "split" / "ckpt.npz", allow_pickle=False) as archive:
+        split = {key: archive[key] for key in archive.files}
+    assert_equal(int(split["step"]), 6, "the step in the resumed run's last checkpoint")
+    assert_equal(split["history.train_loss"], whole["history.train_loss"],
+                 "the 6 training losses: 3 steps in one process + --resume and 3 steps in another vs 6 steps in one go "
+                 "(bit for bit: the checkpoint file must hold the optimizer's moments and the dropout generators' "
+                 "states)")
+    for key, value in whole.items():
+        if key.startswith("model."):
+            assert_equal(split[key], value, f"{key} after 6 steps, resumed in another process vs uninterrupted")
 
 
 def test_default_corpus_run_writes_a_loss_curve(tmp_path):
