@@ -17,7 +17,7 @@ from stage1_autograd.tensor import Tensor
 from stage4_gpt.model import GPT, GPTConfig, KVCache
 from tests.helpers import assert_close, assert_equal, assert_in_range, assert_raises, assert_tensor
 from tests.stage4.student_side import assign_in_place
-from tests.stage4.test_sampling import draw_as_specified, expected_distribution
+from tests.stage4.test_sampling import sampled_rollout
 from tests.stage4.torch_reference import ReferenceGPT
 
 pytestmark = pytest.mark.exercise("4.8")
@@ -191,18 +191,6 @@ def test_the_cache_keeps_the_keys_and_values_computed_before(variant):
                  "in each layer's cache after the prompt of 5 and one more token")
 
 
-def sampled_rollout(gpt: GPT, idx: np.ndarray, n: int, seed: int, **settings) -> np.ndarray:
-    """n sampling steps replayed here without any cache: each on the model's logits for the last position of the
-    whole sequence (at most block_size tokens), the distribution and the draw from default_rng(seed) computed here."""
-    rng = np.random.default_rng(seed)
-    for _ in range(n):
-        logits, _ = gpt(idx[:, -SMALL["block_size"]:])
-        last = np.asarray(logits.data[:, -1], dtype=np.float64)
-        probs = np.stack([expected_distribution(row, **settings) for row in last])
-        idx = np.concatenate([idx, draw_as_specified(probs, rng)[:, None]], axis=1)
-    return idx
-
-
 @pytest.mark.under_test("GPT.next_token_logits")
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("settings", [dict(temperature=1.0, top_k=8), dict(temperature=0.9, top_p=0.9),
@@ -212,7 +200,7 @@ def test_sampled_generation_with_the_cache_draws_every_token_from_its_distributi
     prompt = tokens(2, 4, seed=4)
     n = 24  # 4 + 24 tokens: past block_size = 16, where the window slides
     cached = gpt.generate(prompt, n, rng=11, use_cache=True, **settings)
-    assert_equal(cached, sampled_rollout(gpt, prompt, n, 11, **settings),
+    assert_equal(cached, sampled_rollout(gpt, prompt, n, 11, SMALL["block_size"], **settings),
                  f"GPT ({variant}).generate(prompt (2, 4), {n}, rng=11, {settings}, use_cache=True): the tokens vs "
                  "those drawn here step by step from the logits of the whole sequence (one rng.random() per row and "
                  "step, the first token whose cumulative probability exceeds it)")

@@ -216,12 +216,14 @@ def draw_as_specified(probs: np.ndarray, rng: np.random.Generator) -> np.ndarray
     return np.minimum(tokens, last_possible)
 
 
-def sampled_rollout(gpt: GPT, idx: np.ndarray, n: int, seed: int, **settings) -> np.ndarray:
-    """n sampling steps replayed here: each on the model's logits for the last position of (at most) block_size
-    tokens, the distribution computed here (expected_distribution), the token drawn here from default_rng(seed)."""
+def sampled_rollout(gpt: GPT, idx: np.ndarray, n: int, seed: int, block_size: int = FIELDS["block_size"],
+                    **settings) -> np.ndarray:
+    """n sampling steps replayed here, without any cache: each on the model's logits for the last position of (at
+    most) block_size tokens, the distribution computed here (expected_distribution), the token drawn here from
+    default_rng(seed)."""
     rng = np.random.default_rng(seed)
     for _ in range(n):
-        logits, _ = gpt(idx[:, -FIELDS["block_size"]:])
+        logits, _ = gpt(idx[:, -block_size:])
         last = np.asarray(logits.data[:, -1], dtype=np.float64)
         probs = np.stack([expected_distribution(row, **settings) for row in last])
         idx = np.concatenate([idx, draw_as_specified(probs, rng)[:, None]], axis=1)
