@@ -53,6 +53,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="run the tests in a process of their own and the code under test in another, so that "
                              "no code under test can decide a verdict (default: on with --submission, as batch "
                              "grading and Gradescope use it; off for your own folder, which is faster)")
+    parser.add_argument("--isolation", choices=("auto", *sandbox.LEVELS), default="auto",
+                        help="(instructors, authoritative grading) how the code under test is kept apart: the best this "
+                             "machine gives (auto), or insist on one; `python grader.py doctor` says which is possible")
     parser.add_argument("--reference-earlier", action="store_true",
                         help="use the reference solutions for the earlier stages this stage builds on")
     parser.add_argument("-x", "--exercise", action="append", default=[], metavar="ID",
@@ -163,6 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     try:
         stage = check_usage(args)
         homes = choose_homes(stage, args) if stage is not None and args.hint is None else {}
+        if stage is not None and args.hint is None and is_authoritative(args):
+            if not sys.platform.startswith("linux"):
+                raise UsageProblem(f"authoritative grading (--submission, --authoritative) runs on Linux only, not on "
+                                   f"{sys.platform}; grade your own folder without them, or grade submissions on Linux")
+            choose_isolation(args).release()  # the level asked for can be had (each run takes it again)
     except UsageProblem as problem:
         parser.print_usage(sys.stderr)
         print(f"{ERROR} {problem}", file=sys.stderr)
@@ -195,8 +203,12 @@ def grade(stage: Stage, args, homes: dict[str, Path]) -> tuple[int, str]:
     changed_at = newest_change(homes[stage.package] / stage.package) if remember else 0.0
     print(f"Running the {stage.name} tests" + (f" of {', '.join(args.exercise)}" if args.exercise else "") + "...",
           flush=True)
-    authoritative = args.authoritative if args.authoritative is not None else args.submission is not None
-    run = run_stage(stage, homes, args.exercise, args.timeout, args.run_timeout, args.memory_limit, authoritative)
+    isolation = choose_isolation(args)
+    try:
+        run = run_stage(stage, homes, args.exercise, args.timeout, args.run_timeout, args.memory_limit, isolation)
+    finally:
+        if isolation is not None:
+            isolation.release()
     results = score_exercises(stage, selected, run)
     find_todos(stage, results, homes)
 
@@ -215,6 +227,7 @@ def grade(stage: Stage, args, homes: dict[str, Path]) -> tuple[int, str]:
         earlier_are_students=any(sources[p] == "student" for p in stage.requires),
         reference_earlier=reference_available(stage) and not args.reference_earlier and not args.solutions,
         hints_shown={e.id: state.hints_shown(e.id) for e in stage.exercises},
+        isolation=isolation.describe() if isolation is not None else None,
     )
     if all(r.status == "passed" for r in results):
         plan_next(stage, results, view, state if remember else None, args)
@@ -223,11 +236,28 @@ def grade(stage: Stage, args, homes: dict[str, Path]) -> tuple[int, str]:
     if args.json:
         implementation = "solutions" if args.solutions else "student"
         try:
-            write_json(args.json, stage, implementation, sources, results)
+            write_json(args.json, stage, implementation, sources, results,
+                       (isolation.level, isolation.reason) if isolation is not None
+                       else ("none", "not authoritative: the tests and the code under test share one process"))
         except OSError as error:
             print(f"{ERROR} could not write --json {args.json}: {error.strerror}", file=sys.stderr)
             return 2, text
     return (0 if all(r.status == "passed" for r in results) else 1), text
+
+
+def is_authoritative(args) -> bool:
+    return args.authoritative if args.authoritative is not None else args.submission is not None
+
+
+def choose_isolation(args) -> sandbox.Isolation | None:
+    """The isolation level of an authoritative run (None in student mode); raises UsageProblem if the level
+    asked for cannot be had here."""
+    if not is_authoritative(args):
+        return None
+    try:
+        return sandbox.choose_isolation(args.isolation)
+    except RuntimeError as error:
+        raise UsageProblem(f"--isolation {args.isolation}: {error}") from None
 
 
 def import_problems(stage: Stage, selected, run) -> list[str]:
@@ -329,8 +359,9 @@ def stop_on_signal(signum, frame):
 
 def run(argv: list[str] | None = None) -> int:
     """``main`` with the promise that a student never sees a traceback from the grader itself."""
-    for signum in (signal.SIGTERM, signal.SIGHUP):
-        signal.signal(signum, stop_on_signal)
+    for name in ("SIGTERM", "SIGHUP"):  # no SIGHUP on Windows
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), stop_on_signal)
     # Ctrl-C stops grading even when the grader was started with SIGINT ignored (a shell's background job).
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:

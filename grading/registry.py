@@ -23,6 +23,7 @@ class Exercise:
     file: str  # where the TODOs are, relative to the stage package
     hints: tuple[str, ...]  # from "what to think about" to "almost the answer"
     timeout: float = DEFAULT_TEST_TIMEOUT
+    torch: bool = False  # its code may import PyTorch (the port); every other exercise is NumPy only
 
     @property
     def hint(self) -> str:

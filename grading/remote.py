@@ -34,11 +34,12 @@ What stays the student process's word: anything only it can observe about itself
 a graph freed, what it printed), which the tests' ``student_side`` modules look at there; every exercise is
 also checked on values.
 
-The student process runs in its own workspace, with the grader's sandbox (``grading.sandbox``): as root,
-under an unprivileged user of its own in a mount namespace; always with the file-size cap, and counted in
-the parent's memory and process limits (it is a child of the test process). When it dies or hangs, the
-test that was waiting is charged with it, and the next use starts a fresh one; names imported from the
-stage packages find their objects again in the new process.
+The grader starts the student process when the test process asks (``grading.launcher``), at the run's
+isolation level (``grading.sandbox``): under bubblewrap it sees its own workspace, the Python installation
+and NumPy, nothing of the tests or the host, and no PyTorch outside the exercises that port to it. When it
+dies or hangs, the test that was waiting is charged with it, and the next use starts a fresh one; names
+imported from the stage packages find their objects again in the new process. Files cross as bytes: the
+test process never opens a path the student process can write (``tests.student_side.StudentFolder``).
 """
 
 from __future__ import annotations
@@ -56,7 +57,6 @@ import re
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import time
 import traceback
@@ -801,48 +801,33 @@ class Channel:
 
 
 class StudentProcess:
-    """The connection to the student process, started on first use and again after it has ended."""
+    """The connection to the student process, which the grader starts on first use and again after it has
+    ended (``grading.launcher``): the test process only asks."""
 
-    def __init__(self, template: Path, workspace: Path, homes: dict[str, str], uid: int | None, holds: Path,
-                 hide: list[Path], output: Path):
-        self.template, self.workspace, self.homes = template, workspace, homes
-        self.uid, self.holds, self.hide = uid, holds, hide
-        self.output = output
-        # The environment as the test process started, without the key that signs its log: not as it is when a
-        # student process is (re)started, after torch or a test has set variables that point into its workspace.
-        self.environment = {k: v for k, v in os.environ.items() if k != "GRADING_LOG_KEY"}
-        self.process: subprocess.Popen | None = None
+    def __init__(self, launcher):
+        self.launcher = launcher
         self.channel: Channel | None = None
+        self.alive = False
         self.generation = 0
+        self.torch = False  # whether the current test's exercise may use PyTorch (its port)
+        self.running_torch = False  # whether the running student process has it
         self.refused: dict[str, str] = {}  # module -> why its import is refused (grading.plugin.HungImports)
 
+    def allow_torch(self, allowed: bool) -> None:
+        """(Before each test.) PyTorch is in the student process only for the exercises that port to it: a
+        change restarts the process, and names imported from the stage packages find their objects again."""
+        self.torch = allowed
+
     def connect(self) -> Channel:
-        if self.process is not None and self.process.poll() is None and self.channel is not None:
+        if self.alive and self.channel is not None and self.running_torch == self.torch:
             return self.channel
         self.stop()
         self.start()
         return self.channel
 
     def start(self) -> None:
-        from grading import sandbox
-
-        identity = sandbox.Identity(self.uid, self.uid, -1) if self.uid is not None else None
-        workspace = sandbox.Workspace(self.workspace, {})
-        workspace.clone(self.template)
-        workspace.open_to(identity)
-        ours, theirs = socket.socketpair()
-        bootstrap = ("import sys; sys.path.insert(0, sys.argv[1]); from grading.remote import serve; "
-                     "serve(int(sys.argv[2]), sys.argv[3])")
-        env = sandbox.child_environment(self.environment, workspace)
-        output = open(self.output, "ab")  # noqa: SIM115 - the student process's prints, for the report's -v
-        self.process = subprocess.Popen(
-            [sys.executable, "-s", "-P", "-B", "-c", bootstrap, str(self.workspace), str(theirs.fileno()),
-             json.dumps(self.homes)],
-            cwd=workspace.scratch, env=env, stdin=subprocess.DEVNULL, stdout=output, stderr=subprocess.STDOUT,
-            pass_fds=[theirs.fileno()],
-            preexec_fn=sandbox.preexec(identity, self.holds, self.hide))
-        theirs.close()
-        output.close()
+        ours = self.launcher.start(torch=self.torch)
+        self.alive, self.running_torch = True, self.torch
         self.generation += 1
         channel = self.channel
         if channel is None:
@@ -859,33 +844,22 @@ class StudentProcess:
             channel.request_raw("refuse", None, self.refused)
 
     def stop(self) -> None:
-        if self.process is not None:
-            with contextlib.suppress(OSError):
-                self.process.kill()
-            self.process.wait()
+        if self.alive:
+            with contextlib.suppress(OSError, ValueError):
+                self.launcher.stop()
+        self.alive = False
         if self.channel is not None:
             self.channel.close()
 
     def returncode(self) -> int | None:
-        try:
-            return self.process.wait(timeout=2) if self.process is not None else None
-        except subprocess.TimeoutExpired:
-            return None
+        with contextlib.suppress(OSError, ValueError):
+            return self.launcher.returncode(wait=2.0)
+        return None
 
     def where(self) -> list[list]:
-        """Where the student process is now, innermost frame last (it dumps its stack on SIGUSR1, see serve)."""
-        dump = self.workspace / "scratch" / STACK_FILE
-        with contextlib.suppress(OSError):
-            size = dump.stat().st_size
-            self.process.send_signal(signal.SIGUSR1)
-            until = time.monotonic() + 1.0
-            while time.monotonic() < until:
-                time.sleep(0.02)
-                text = dump.read_text(errors="replace")[size:]
-                if text.endswith("\n") and "File" in text:
-                    frames = [[file, int(line), function] for file, line, function in
-                              re.findall(r'File "(.+)", line (\d+) in (\S+)', text)]
-                    return frames[::-1]
+        """Where the student process is now, innermost frame last."""
+        with contextlib.suppress(OSError, ValueError):
+            return self.launcher.where()
         return []
 
     def request(self, op: str, target=None, *args, **kwargs):
@@ -908,7 +882,7 @@ class StudentProcess:
     def refuse(self, module: str, why: str) -> None:
         """Make importing ``module`` fail at once in this and every later student process (its import hung)."""
         self.refused[module] = why
-        if self.process is not None and self.process.poll() is None:
+        if self.alive:
             self.request("refuse", None, self.refused)
 
 
@@ -1003,16 +977,17 @@ def is_student_side(name: str) -> bool:
 
 def install(settings: dict, packages: tuple[str, ...]) -> None:
     """(In the test process.) Make the stage packages proxies of the student process's. ``settings``, from the
-    grader's runner: ``template`` (the workspace to copy for each student process), ``workspace``, ``homes``
-    (package -> folder, inside the workspace), ``uid`` (or null), ``holds`` and ``hide`` (see grading.sandbox)."""
+    grader's runner: ``control_fd``, the socket on which the grader starts student processes."""
     global STUDENT
-    STUDENT = StudentProcess(Path(settings["template"]), Path(settings["workspace"]), settings["homes"],
-                             settings.get("uid"), Path(settings["holds"]), [Path(p) for p in settings.get("hide", [])],
-                             Path(settings["output"]))
+    from grading.launcher import LauncherClient  # noqa: PLC0415
+
+    STUDENT = StudentProcess(LauncherClient(int(settings["control_fd"])))
     sys.meta_path.insert(0, RemoteFinder(packages))
-    with contextlib.suppress(Exception):  # same user without root: no /proc/<pid>/mem or fd of ours for it
-        import ctypes
-        ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
+    if sys.platform.startswith("linux"):  # at level "none" a student process of the same uid could read our memory
+        with contextlib.suppress(Exception):
+            import ctypes  # noqa: PLC0415
+
+            ctypes.CDLL(None).prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE, 0
 
 
 def forget_generators() -> None:
@@ -1027,9 +1002,6 @@ def shutdown() -> None:
 
 
 # ------------------------------------------------------------------------------------------- the student process
-
-
-STACK_FILE = "stack-dumps.txt"
 
 
 class ImportBlocked(ImportError):
@@ -1055,12 +1027,14 @@ def refuse_imports(refusals: dict[str, str]) -> None:
         sys.meta_path.insert(0, REFUSED)
 
 
-def serve(fd: int, homes_json: str) -> None:
+def serve(fd: int, homes_json: str, stack_fd: int) -> None:
     """(The student process's entry point.) Import the stage packages from the folders chosen, then answer.
-    SIGUSR1 makes it write where it is to a file of its workspace, for a test that ran out of time."""
+    SIGUSR1 makes it write where it is to ``stack_fd``, a file of the grader's, for a test that ran out of time."""
     import faulthandler
 
-    faulthandler.register(signal.SIGUSR1, file=open(STACK_FILE, "a"), all_threads=False)  # noqa: SIM115
+    faulthandler.register(signal.SIGUSR1, file=os.fdopen(stack_fd, "w"), all_threads=False)  # noqa: SIM115
+    for variable in ("HOME", "TMPDIR"):  # in a fresh private scratch folder
+        os.makedirs(os.environ[variable], exist_ok=True)
     from grading.stage_imports import StagePackageFinder
 
     homes = {name: Path(folder) for name, folder in json.loads(homes_json).items()}
@@ -1070,4 +1044,3 @@ def serve(fd: int, homes_json: str) -> None:
     channel.serve_forever()
     sys.stdout.flush()
     os._exit(0)
-

@@ -215,10 +215,14 @@ class View:
     earlier_are_students: bool = False
     reference_earlier: bool = False  # --reference-earlier would work here
     hints_shown: dict[str, int] = field(default_factory=dict)  # exercise id -> hints seen (>= 1)
+    isolation: str | None = None  # authoritative grading: the level, in words (grading.sandbox.Isolation.describe)
 
 
 def render(stage: Stage, results: list[ExerciseResult], run: RunResult, view: View) -> str:
-    lines = [f"Scratch to GPT · {stage.name}: {stage.title}", "  " + "; ".join(view.sources), ""]
+    lines = [f"Scratch to GPT · {stage.name}: {stage.title}", "  " + "; ".join(view.sources)]
+    if view.isolation:
+        lines.append(f"  isolation: {view.isolation}")
+    lines.append("")
     if view.import_problems:
         lines += ["These files could not be imported, so the tests that need them could not run:"]
         lines += [f"  {p}" for p in view.import_problems] + [""]
@@ -359,11 +363,14 @@ def next_step(stage: Stage, results: list[ExerciseResult], view: View) -> list[s
     return lines
 
 
-def write_json(path: Path, stage: Stage, implementation: str, sources: dict[str, str], results: list[ExerciseResult]) -> None:
+def write_json(path: Path, stage: Stage, implementation: str, sources: dict[str, str], results: list[ExerciseResult],
+               isolation: tuple[str, str] = ("none", "student mode")) -> None:
     data = {
         "stage": stage.name,
         "implementation": implementation,
         "sources": sources,
+        "isolation": isolation[0],  # bubblewrap, uid or none (grading.sandbox)
+        "isolation_reason": isolation[1],
         "score": sum(r.score for r in results),
         "max_score": sum(r.exercise.points for r in results),
         "exercises": [

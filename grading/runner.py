@@ -15,13 +15,17 @@ import json
 import os
 import secrets
 import signal
+import socket
 import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 from grading import sandbox
+from grading.launcher import Launcher, StudentSettings, remove_scratch
 from grading.sandbox import crash_message
 from grading.plugin import LOG_KEY_VARIABLE, import_time_limit, verified_record
 from grading.registry import Stage, exercises_marked_in
@@ -50,18 +54,18 @@ class RunResult:
     run_timed_out: bool = False
 
 
-def child_command(stage: Stage, homes: dict[str, Path], log: Path, exercises: list[str], test_timeout: float | None,
+def child_command(stage: Stage, homes: dict[str, Path], log: str, exercises: list[str], test_timeout: float | None,
                   only: Path | None, ignored: list[str], student_process: dict | None = None) -> list[str]:
     """pytest's arguments (the runner starts pytest through ``sandbox.child_prefix``, in the workspace).
     With ``student_process`` (authoritative grading) the stage packages run in a process of their own."""
     cmd = [
         str(stage.tests_dir), *(str(d) for d in stage.extra_tests),
-        "-p", "grading.plugin", "--grading-log", str(log),
+        "-p", "grading.plugin", "--grading-log", log,
         # --tb=no: the plugin formats the few tracebacks the report can show (formatting all is slow)
         "-q", "--tb=no", "--continue-on-collection-errors", "-p", "no:cacheprovider", "-o", "addopts=",
     ]
     if student_process is not None:
-        cmd += ["--student-process", json.dumps(student_process), "--basetemp", student_process["exchange"]]
+        cmd += ["--student-process", json.dumps(student_process)]
     else:
         for package, root in homes.items():
             cmd += ["--implementation", f"{package}={root}"]
@@ -84,123 +88,153 @@ def child_environment() -> dict[str, str]:
     # and no oversubscription of a small machine's cores by NumPy and PyTorch at once.
     env["OPENBLAS_NUM_THREADS"] = env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = "1"
     env.pop("PYTEST_ADDOPTS", None)
+    env.pop(LOG_KEY_VARIABLE, None)
     env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"  # only our plugin: no installed plugin may reorder or change tests
     return env
 
 
-def kill_group(process: subprocess.Popen) -> None:
-    try:
-        os.killpg(process.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    process.wait()
+@dataclass
+class Processes:
+    """The processes of one test process's turn: it, the student processes it asked for, and (in student mode
+    on Linux) what they left behind and was re-parented to the grader."""
+
+    test: psutil.Popen
+    isolation: sandbox.Isolation | None
+    launcher: Launcher | None = None
+
+    def roots(self) -> list[int]:
+        students = self.launcher.pids() if self.launcher is not None else []
+        return [self.test.pid, *students, *sandbox.orphans({self.test.pid, *students})]
+
+    def kill(self) -> None:
+        sandbox.kill_tree(self.roots())
+        if self.launcher is not None:
+            self.launcher.stop()
+        if self.isolation is not None and self.isolation.level == "uid":
+            for uid in self.isolation.uids:  # what left the tree (a double fork) is still that uid's
+                sandbox.kill_user(uid)
+        sandbox.reap_orphans({self.test.pid})
+        with contextlib.suppress(psutil.Error, subprocess.TimeoutExpired):
+            self.test.wait(timeout=10)
 
 
 def run_stage(stage: Stage, homes: dict[str, Path], exercises: list[str], test_timeout: float | None,
               run_timeout: float, memory_limit: int = sandbox.DEFAULT_MEMORY_LIMIT,
-              authoritative: bool = False) -> RunResult:
+              isolation: sandbox.Isolation | None = None) -> RunResult:
     """Run ``stage``'s tests with each stage package imported from the folder ``homes`` gives.
 
     Each child runs in a fresh copy of the tests and of those packages (see ``grading.sandbox``); what it
     reports names the real files again. When this returns, nothing the child started is left running.
 
-    ``authoritative``: the child that runs the tests (and decides every verdict) has no student code; the
-    stage packages run in a student process it starts, in a workspace and as a user of their own
-    (``grading.remote``). Otherwise the tests and the code under test share the child."""
+    ``isolation`` (authoritative grading): the test process (which decides every verdict) has no student code;
+    the stage packages run in student processes the grader starts for it (``grading.launcher``), at that
+    isolation level. ``None``: student mode, the tests and the code under test share one process."""
     result = RunResult()
     deadline = time.monotonic() + run_timeout
     sandbox.become_subreaper()
-    identity = sandbox.acquire_identity()
+    authoritative = isolation is not None
+    test_uid = isolation.uids[0] if authoritative and isolation.uids else None
     outputs: list[str] = []
-    try:
-        with tempfile.TemporaryDirectory(prefix="grader-", ignore_cleanup_errors=True) as tmp:
-            tmpdir = Path(tmp).resolve()
-            log_path, only_path = tmpdir / "log.jsonl", tmpdir / "only.txt"
-            workspace = sandbox.Workspace(tmpdir / "ws", {} if authoritative else homes)
-            holds = tmpdir / "holds"  # where the child's mount namespace keeps what it mounts back (root only)
-            holds.mkdir()
-            student_process, translate = None, workspace.to_real
-            if authoritative:
-                student_process, student_workspace = prepare_student_process(tmpdir, homes, identity)
-                translate = lambda record: student_workspace.to_real(workspace.to_real(record))  # noqa: E731
-            ignored: list[str] = []
-            collected: dict[str, str | None] | None = None  # nodeid -> exercise, once the first child collected
-            functions: dict[str, tuple[str, ...]] = {}  # nodeid -> the functions it says it tests
-            tests_before = 0
-            for attempt in range(MAX_RESTARTS + 1):
-                key = secrets.token_hex(32).encode()  # signs the child's log lines (grading.plugin)
-                log_path.write_text("")
-                log_path.chmod(0o600)
-                if identity is not None and not authoritative:
-                    os.chown(log_path, identity.uid, identity.gid)
-                only = None
-                if collected is not None:
-                    todo = still_to_run(collected, result)
-                    if not todo:
-                        break
-                    only_path.write_text("\n".join(todo), encoding="utf-8")
-                    only = only_path
-                pytest_args = child_command(stage, workspace.workspace_homes(), log_path, exercises, test_timeout,
-                                            only, ignored, student_process)
-                cmd = sandbox.child_prefix(workspace) + workspace.adopt(pytest_args)
-                workspace.build()  # fresh for every child: nothing one leaves in it reaches the next
-                tests_identity = None if authoritative else identity  # who runs the tests
-                workspace.open_to(tests_identity)
-                out_path = tmpdir / f"pytest-output-{attempt}.txt"
-                with out_path.open("wb") as out:
-                    process = subprocess.Popen(cmd, cwd=workspace.scratch, stdout=out, stderr=subprocess.STDOUT,
-                                               env={**sandbox.child_environment(child_environment(), workspace),
-                                                    LOG_KEY_VARIABLE: key.decode()},
-                                               stdin=subprocess.DEVNULL, start_new_session=True,
-                                               preexec_fn=sandbox.preexec(tests_identity, holds))
-                    with sandbox.tracked(process):
-                        try:
-                            state = follow(process, log_path, result, stage, test_timeout, deadline, memory_limit,
-                                           translate, key)
-                        finally:  # also on Ctrl-C, and to end anything the code under test started in the background
-                            kill_group(process)
-                            sandbox.kill_survivors(identity)
-                outputs.append(translate(output_tail(out_path)))
-                if student_process is not None:
-                    outputs.append(translate(output_tail(Path(student_process["output"]))))
-                if state.cap is None and output_cap_reached(process.returncode, out_path):
-                    state.cap = OUTPUT_CAP_MESSAGE
-                if collected is None:
-                    collected = state.collected
-                functions.update(state.functions)
-                if state.run_timed_out:
-                    result.run_timed_out = True
-                    if state.current_test is not None:
-                        result.tests[state.current_test] = TestResult(
-                            state.current_test, (collected or {}).get(state.current_test), "timeout",
-                            problem("timeout", f"the whole run's time limit of {run_timeout:g} s was reached during this test"),
-                            functions.get(state.current_test, ()))
+    with tempfile.TemporaryDirectory(prefix="grader-", ignore_cleanup_errors=True) as tmp:
+        tmpdir = Path(tmp).resolve()
+        if test_uid is not None:
+            tmpdir.chmod(0o711)  # its uids pass through to their own folders, and list nothing
+        log_path, only_path = tmpdir / "log.jsonl", tmpdir / "only.txt"
+        workspace = sandbox.Workspace(tmpdir / "ws", {} if authoritative else homes)
+        launcher, translate = None, workspace.to_real
+        if authoritative:
+            launcher, student_workspace = prepare_student_processes(tmpdir, homes, isolation)
+            translate = lambda record: student_workspace.to_real(workspace.to_real(record))  # noqa: E731
+        ignored: list[str] = []
+        collected: dict[str, str | None] | None = None  # nodeid -> exercise, once the first child collected
+        functions: dict[str, tuple[str, ...]] = {}  # nodeid -> the functions it says it tests
+        tests_before = 0
+        for attempt in range(MAX_RESTARTS + 1):
+            key = secrets.token_hex(32).encode()  # signs the child's log lines (grading.plugin)
+            only = None
+            if collected is not None:
+                todo = still_to_run(collected, result)
+                if not todo:
                     break
-                if state.current_test is not None:  # the child died or was killed inside a test
-                    exercise = (collected or {}).get(state.current_test)
-                    error = (problem("crashed", f"{state.cap} during this test") if state.cap
-                             else problem("timeout", f"this test ran past its time limit of {stage.time_limit(exercise, test_timeout):g} s "
-                                          "and had to be stopped") if state.killed
-                             else problem("crashed", crash_message(process.returncode, "in the middle of this test")))
-                    result.tests[state.current_test] = TestResult(state.current_test, exercise, error["type"], error,
-                                                                  functions.get(state.current_test, ()))
-                elif state.collecting is not None and not state.finished:  # it died, or hung, while importing tests
-                    module = Path(state.collecting).name
-                    error = (problem("crashed", f"{state.cap} while importing {module} and the code under test it imports")
-                             if state.cap
-                             else problem("timeout", f"importing {module}, and the code under test it imports, took longer than "
-                                          f"{import_time_limit(test_timeout):g} s and had to be stopped") if state.killed
-                             else problem("crashed", crash_message(process.returncode, f"while importing {module} and "
-                                                                   "the code under test it imports")))
-                    result.collect_errors.append({"path": state.collecting,
-                                                  "exercises": exercises_marked_in(Path(state.collecting)), "error": error})
-                    ignored.append(state.collecting)
-                elif collected is None or len(result.tests) == tests_before:
-                    break  # the child finished (or made no progress: a restart would not either)
-                tests_before = len(result.tests)
-    finally:
-        if identity is not None:
-            identity.release()
+                only_path.write_text("\n".join(todo), encoding="utf-8")
+                only_path.chmod(0o644)
+                only = only_path
+            log_path.write_text("")
+            log_path.chmod(0o600)
+            log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND)  # the child writes its log to the grader's file
+            control = control_child = None
+            fds = [log_fd]
+            if authoritative:
+                control, control_child = socket.socketpair()
+                fds.append(control_child.fileno())
+            student_process = {"control_fd": control_child.fileno()} if authoritative else None
+            pytest_args = child_command(stage, workspace.workspace_homes(), f"fd:{log_fd}", exercises, test_timeout,
+                                        only, ignored, student_process)
+            cmd = sandbox.child_prefix(workspace) + workspace.adopt(pytest_args)
+            workspace.build()  # fresh for every child: nothing one leaves in it reaches the next
+            if test_uid is not None and isolation.level == "uid":
+                workspace.give_to(test_uid, test_uid)  # a 0700 folder of its own: the student's uid reads none of it
+            view = sandbox.View(readable=(workspace.root, *([only_path] if only is not None else [])),
+                                private=(workspace.scratch,))
+            cmd, setup = sandbox.confined(isolation, test_uid, view, cmd)
+            out_path = tmpdir / f"pytest-output-{attempt}.txt"
+            try:
+                with out_path.open("wb") as out:
+                    process = psutil.Popen(cmd, cwd=workspace.scratch, stdout=out, stderr=subprocess.STDOUT,
+                                           env={**sandbox.child_environment(child_environment(), workspace.scratch),
+                                                LOG_KEY_VARIABLE: key.decode()},
+                                           stdin=subprocess.DEVNULL, pass_fds=fds, preexec_fn=setup,
+                                           start_new_session=os.name == "posix")
+            finally:
+                os.close(log_fd)
+                if control_child is not None:
+                    control_child.close()
+            processes = Processes(process, isolation, launcher)
+            if launcher is not None:
+                launcher.serve_in_thread(control)
+            try:
+                state = follow(processes, log_path, result, stage, test_timeout, deadline, memory_limit, translate, key)
+            finally:  # also on Ctrl-C, and to end anything the code under test started in the background
+                processes.kill()
+            outputs.append(translate(output_tail(out_path)))
+            if state.cap is None and output_cap_reached(process.returncode, out_path):
+                state.cap = OUTPUT_CAP_MESSAGE
+            if collected is None:
+                collected = state.collected
+            functions.update(state.functions)
+            if state.run_timed_out:
+                result.run_timed_out = True
+                if state.current_test is not None:
+                    result.tests[state.current_test] = TestResult(
+                        state.current_test, (collected or {}).get(state.current_test), "timeout",
+                        problem("timeout", f"the whole run's time limit of {run_timeout:g} s was reached during this test"),
+                        functions.get(state.current_test, ()))
+                break
+            if state.current_test is not None:  # the child died or was killed inside a test
+                exercise = (collected or {}).get(state.current_test)
+                error = (problem("crashed", f"{state.cap} during this test") if state.cap
+                         else problem("timeout", f"this test ran past its time limit of {stage.time_limit(exercise, test_timeout):g} s "
+                                      "and had to be stopped") if state.killed
+                         else problem("crashed", crash_message(process.returncode, "in the middle of this test")))
+                result.tests[state.current_test] = TestResult(state.current_test, exercise, error["type"], error,
+                                                              functions.get(state.current_test, ()))
+            elif state.collecting is not None and not state.finished:  # it died, or hung, while importing tests
+                module = Path(state.collecting).name
+                error = (problem("crashed", f"{state.cap} while importing {module} and the code under test it imports")
+                         if state.cap
+                         else problem("timeout", f"importing {module}, and the code under test it imports, took longer than "
+                                      f"{import_time_limit(test_timeout):g} s and had to be stopped") if state.killed
+                         else problem("crashed", crash_message(process.returncode, f"while importing {module} and "
+                                                               "the code under test it imports")))
+                result.collect_errors.append({"path": state.collecting,
+                                              "exercises": exercises_marked_in(Path(state.collecting)), "error": error})
+                ignored.append(state.collecting)
+            elif collected is None or len(result.tests) == tests_before:
+                break  # the child finished (or made no progress: a restart would not either)
+            tests_before = len(result.tests)
+        if launcher is not None:
+            outputs.append(translate(output_tail(launcher.settings.output)))
+            remove_scratch(tmpdir)
     result.output = "".join(outputs)[-MAX_OUTPUT_CHARS:]
     if collected is not None:
         missing = (problem("timeout", f"not run: the whole run's time limit of {run_timeout:g} s was reached")
@@ -211,25 +245,18 @@ def run_stage(stage: Stage, homes: dict[str, Path], exercises: list[str], test_t
     return result
 
 
-def prepare_student_process(tmpdir: Path, homes: dict[str, Path], identity: sandbox.Identity | None):
-    """The settings the test process needs to start student processes (``grading.remote``): a workspace
-    built once as the template of each one's fresh copy, the user to run them as, and what to hide from them
-    (the repository and the test process's own workspace)."""
-    template = sandbox.Workspace(tmpdir / "student-template", homes)
+def prepare_student_processes(tmpdir: Path, homes: dict[str, Path], isolation: sandbox.Isolation):
+    """The grader's side of the student processes: the workspace they all start from (read-only to them),
+    and the launcher that starts them when the test process asks."""
+    template = sandbox.Workspace(tmpdir / "student", homes)
     template.build()
-    student = sandbox.Workspace(tmpdir / "student", homes)
-    output = tmpdir / "student-output.txt"
+    student_uid = isolation.uids[1] if isolation.uids else None
+    if student_uid is not None and isolation.level == "uid":
+        template.give_to(student_uid, student_uid, mode=0o750)  # root's, readable by the student's uid alone
+    output, stack = tmpdir / "student-output.txt", tmpdir / "student-stack.txt"
     output.write_bytes(b"")
-    (tmpdir / "holds-student").mkdir()
-    (tmpdir / "exchange").mkdir(mode=0o711)
-    settings = {
-        "template": str(template.root), "workspace": str(student.root), "output": str(output),
-        "exchange": str(tmpdir / "exchange" / "pytest"),  # the tests' tmp_path folders, which both processes use
-        "homes": {package: str(folder) for package, folder in student.workspace_homes().items()},
-        "uid": identity.uid if identity is not None else None, "holds": str(tmpdir / "holds-student"),
-        "hide": [str(sandbox.hidden_folder()), str(tmpdir / "ws"), str(template.root)],
-    }
-    return settings, student
+    settings = StudentSettings(template, sandbox.child_environment(child_environment(), template.scratch), output, stack)
+    return Launcher(isolation, settings, tmpdir), template
 
 
 OUTPUT_CAP_MESSAGE = (f"a file or the output grew past the {sandbox.describe_bytes(sandbox.FILE_SIZE_CAP)} cap "
@@ -245,7 +272,8 @@ def output_tail(path: Path) -> str:
 
 
 def output_cap_reached(returncode: int | None, out_path: Path) -> bool:
-    if returncode == -signal.SIGXFSZ:
+    file_too_large = getattr(signal, "SIGXFSZ", None)  # Unix; bubblewrap reports a signal as 128 + its number
+    if file_too_large is not None and returncode in (-file_too_large, 128 + file_too_large):
         return True
     with contextlib.suppress(OSError):
         return out_path.stat().st_size >= sandbox.FILE_SIZE_CAP
@@ -271,7 +299,7 @@ class ChildState:
     cap: str | None = None  # the limit the child was stopped for, in words (memory, processes, output)
 
 
-def follow(process: subprocess.Popen, log_path: Path, result: RunResult, stage: Stage, test_timeout: float | None,
+def follow(processes: Processes, log_path: Path, result: RunResult, stage: Stage, test_timeout: float | None,
            deadline: float, memory_limit: int = sandbox.DEFAULT_MEMORY_LIMIT, translate=lambda record: record,
            key: bytes = b"") -> ChildState:
     """Read the child's log as it grows until the child exits; kill it when a limit is passed. Only lines
@@ -286,7 +314,7 @@ def follow(process: subprocess.Popen, log_path: Path, result: RunResult, stage: 
     with log_path.open(encoding="utf-8") as log:
         pending = ""
         while True:
-            finished = process.poll() is not None
+            finished = processes.test.poll() is not None
             chunk = log.read()
             pending += chunk
             *lines, pending = pending.split("\n")
@@ -324,20 +352,23 @@ def follow(process: subprocess.Popen, log_path: Path, result: RunResult, stage: 
             if state.finished and now - finished_at > LINGER_SECONDS:
                 return state  # the results are in; whatever keeps the process alive is killed by the caller
             if now > deadline:
-                kill_group(process)
+                processes.kill()
                 state.run_timed_out = True
                 return state
             if now >= next_usage_check:
-                memory, processes = sandbox.usage(process.pid, memory_limit)
+                members = sandbox.tree(processes.roots())
+                memory = sandbox.usage(members)
+                if memory > memory_limit:  # a page shared by forked processes counted once per process: look closer
+                    memory = sandbox.proportional_usage(members)
                 # Reading many processes' memory is slow (a fork bomb's): the parent takes at most a tenth of a core
                 next_usage_check = now + max(USAGE_POLL_SECONDS, 10 * (time.monotonic() - now))
-                if processes > sandbox.PROCESS_CAP:
+                if len(members) > sandbox.PROCESS_CAP:
                     state.cap = f"it started more than {sandbox.PROCESS_CAP} processes at once and was stopped"
                 elif memory > memory_limit:
                     state.cap = (f"it used more than {sandbox.describe_bytes(memory_limit)} of memory (the grader's "
                                  "--memory-limit) and was stopped")
                 if state.cap:
-                    kill_group(process)
+                    processes.kill()
                     state.killed = True
                     return state
             if state.current_test is not None:
@@ -347,7 +378,7 @@ def follow(process: subprocess.Popen, log_path: Path, result: RunResult, stage: 
                 overdue = (state.collecting is not None
                            and now - collecting_since > import_time_limit(test_timeout) + GRACE_SECONDS)
             if overdue:
-                kill_group(process)
+                processes.kill()
                 state.killed = True
                 return state
             time.sleep(0.02)

@@ -1,61 +1,71 @@
-"""Where and as whom the grader's child process runs, what it may use, and how nothing it starts survives.
+"""Where, as whom and with what view the grader's processes run, and how nothing they start survives.
 
-Every run grades in a fresh workspace outside the repository: copies of ``tests/``, ``grading/`` and
-``pyproject.toml``, and the stage packages under test as ``.py`` files only (from the student's folder, a
-submission, or ``solutions/``). The child's current folder, HOME and TMPDIR lie in a scratch folder of that
-workspace, so nothing it writes reaches the repository or the next submission: the workspace is rebuilt
-for every child and removed afterwards.
+The grader (the parent) never imports code under test. It starts the *test process* (pytest with the
+grading plugin) and, in authoritative grading, every *student process* (the submission behind proxies, see
+``grading.remote``) on the test process's request (``grading.launcher``). Each grades in a fresh workspace
+outside the repository: copies of ``tests/``, ``grading/`` and ``pyproject.toml``, and the stage packages
+under test as ``.py`` files only.
 
-The limits:
-- RLIMIT_FSIZE: no file (pytest's captured output included) grows past ``FILE_SIZE_CAP``.
-- memory: the parent sums the resident memory of the child and everything it started, and kills them past
-  the limit. Not RLIMIT_AS: NumPy's BLAS and PyTorch reserve far more address space than they ever use
-  (a thread stack and arena each), so an address-space cap small enough to matter breaks honest code; the
-  child runs with one BLAS thread, and resident memory counts what is really used.
-- processes: at most ``PROCESS_CAP`` at once (RLIMIT_NPROC for the child's own user when the grader runs as
-  root; otherwise the parent counts them and stops the run past the cap).
+How well the student process is kept apart is decided once per run, never assumed, and recorded in the
+report, the JSON and ``grader.py doctor`` (``Isolation``):
 
-As root (a container), the child runs as an unprivileged user of its own (one per concurrent run), in a
-mount namespace where the repository is hidden under an empty tmpfs, so it cannot read ``solutions/``.
-Without root it keeps the rights of the user who runs the grader.
+- ``bubblewrap``: every process of the run starts in a bubblewrap sandbox (``bwrap``, the sandbox Flatpak
+  uses). A student process sees the Python installation and an allow-listed ``site-packages`` read-only
+  (NumPy and what the course's given code imports; PyTorch only for the exercises that port to it), its own
+  workspace read-only, a private writable scratch folder and ``/tmp``, a ``/proc`` of its own PID namespace,
+  no network and no other path of the host. When it dies, everything it started dies with it. As root each
+  process also runs as an unprivileged uid of its own (the test process's differs from the student's);
+  without root it keeps the grader's uid: the promise is the view, not a separate user.
+- ``uid``: root, without bubblewrap. Each process runs as its own unprivileged uid; the test process's
+  workspace is a 0700 folder of its uid, the student's files are readable by its uid alone; leftovers are
+  killed by uid. The student process can read whatever the host lets any user read.
+- ``none``: neither (or a uid that cannot run this Python). The code under test has the grader's rights.
 
-The parent is a child subreaper (Linux): a process the child started and left behind (a double-forked
-daemon) is re-parented to the grader instead of to init, and is killed when the child's turn ends.
+In student mode (``grader.py stage1`` on your own folder) the tests and your code share one process and
+nothing is isolated: it is your own code.
+
+Limits, at every level:
+- ``FILE_SIZE_CAP``: no file (pytest's captured output included) grows past it (RLIMIT_FSIZE, Unix).
+- memory: the parent sums the resident memory of the run's processes and stops them past the limit. Not
+  RLIMIT_AS: NumPy's BLAS and PyTorch reserve far more address space than they use.
+- processes: at most ``PROCESS_CAP`` at once (RLIMIT_NPROC for a process's own uid; the parent counts too).
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import errno
-import fcntl
+import functools
 import os
-import resource
 import shutil
 import signal
 import site
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import psutil
+
 from grading.registry import REPO_ROOT, SOLUTIONS_DIR
 
-FILE_SIZE_CAP = 64 * 2**20  # bytes, any one file the child writes (its output included)
-PROCESS_CAP = 256  # processes the child may run at once, itself included
-DEFAULT_MEMORY_LIMIT = 4 * 2**30  # bytes of resident memory, the child and everything it started
-SANDBOX_UID_BASE = 61000  # the child's own user when the grader runs as root: one uid per concurrent run
-SANDBOX_UID_SLOTS = 64
+FILE_SIZE_CAP = 64 * 2**20  # bytes, any one file a process writes (its output included)
+PROCESS_CAP = 256  # processes of one run at once
+DEFAULT_MEMORY_LIMIT = 4 * 2**30  # bytes of resident memory, all processes of one run together
+SCRATCH_SIZE = 256 * 2**20  # bytes, each private writable folder of a bubblewrap sandbox (memory-backed)
+SANDBOX_UID_BASE = 61000  # as root: uids BASE+2i (a run's test process) and BASE+2i+1 (its student process)
+SANDBOX_UID_SLOTS = 32
 
-PR_SET_CHILD_SUBREAPER = 36
-CLONE_NEWNS = 0x00020000
-MS_RDONLY, MS_NOSUID, MS_NODEV, MS_BIND, MS_MOVE, MS_REC, MS_PRIVATE = 1, 2, 4, 4096, 8192, 16384, 1 << 18
+# What a student process may import besides the standard library: NumPy, and what the course's given code
+# imports at run time (stage 2's digits, the plots, GPT-2's pre-tokeniser, the translation corpus), with what
+# they require. PyTorch is added only for the exercises that port to it (``torch = true`` in exercises.toml).
+STUDENT_DISTRIBUTIONS = ("numpy", "scipy", "scikit-learn", "matplotlib", "regex", "num2words")
+TORCH_DISTRIBUTIONS = ("torch",)
 
-# The bootstrap the child runs (``python -s -P -B -c BOOTSTRAP WORKSPACE pytest-args...``): only the workspace
-# on the import path, ahead of the installed packages, then pytest with the arguments the runner chose.
+# The bootstrap the test process runs (``python -s -P -B -c BOOTSTRAP WORKSPACE pytest-args...``): only the
+# workspace on the import path, ahead of the installed packages, then pytest with the runner's arguments.
 BOOTSTRAP = "import sys; sys.path.insert(0, sys.argv[1]); import pytest; sys.exit(pytest.main(sys.argv[2:]))"
 
 
@@ -73,8 +83,8 @@ def parse_size(text: str) -> int:
     return int(number * (scale or 2**20))
 
 
-def _libc():
-    return ctypes.CDLL(None, use_errno=True)
+def is_root() -> bool:
+    return hasattr(os, "geteuid") and os.geteuid() == 0
 
 
 # --------------------------------------------------------------------------- the workspace
@@ -87,7 +97,7 @@ _NO_CACHES = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
 
 @dataclass
 class Workspace:
-    """A fresh copy of what one child needs, at ``root``; ``homes`` are the real folders of the stage packages."""
+    """A fresh copy of what one process needs, at ``root``; ``homes`` are the real folders of the stage packages."""
 
     root: Path
     homes: dict[str, Path]
@@ -105,7 +115,7 @@ class Workspace:
 
     def build(self) -> None:
         if self.root.exists():
-            shutil.rmtree(self.root, ignore_errors=True)
+            shutil.rmtree(self.root, ignore_errors=True)  # never follows a link (fd-based on Linux)
         self.root.mkdir(parents=True)
         shutil.copytree(REPO_ROOT / "tests", self.root / "tests", ignore=_NO_CACHES)
         shutil.copytree(REPO_ROOT / "grading", self.root / "grading", ignore=_NO_CACHES)
@@ -117,20 +127,28 @@ class Workspace:
         for sub in ("home", "tmp"):
             (self.scratch / sub).mkdir(parents=True)
 
-    def clone(self, template: Path) -> None:
-        """This workspace as a fresh copy of another one, built earlier (the student process's, each start)."""
-        if self.root.exists():
-            shutil.rmtree(self.root, ignore_errors=True)
-        shutil.copytree(template, self.root, symlinks=True)
+    def give_to(self, uid: int, gid: int, mode: int = 0o700) -> None:
+        """(As root, right after ``build``, before any process of ``uid`` runs.) The workspace becomes ``uid``'s
+        alone, or with ``mode=0o750`` readable by group ``gid`` too, while root keeps owning it."""
+        owner = uid if mode == 0o700 else 0
+        for folder, _dirs, files in os.walk(self.root):
+            os.chown(folder, owner, gid, follow_symlinks=False)
+            os.chmod(folder, mode)
+            for name in files:
+                os.chown(os.path.join(folder, name), owner, gid, follow_symlinks=False)
+                os.chmod(os.path.join(folder, name), mode & 0o640 if mode != 0o700 else 0o600)
+        os.chown(self.scratch, uid, gid, follow_symlinks=False)
+        for sub in self.scratch.iterdir():
+            os.chown(sub, uid, gid, follow_symlinks=False)
 
     def adopt(self, cmd: list[str]) -> list[str]:
-        """The child's command with each path into the repository's tests, or into another folder of tests
-        the runner names, turned into the workspace's copy (new folders are copied on the next build)."""
+        """The command with each path into the repository's tests, or into another folder of tests the runner
+        names, turned into the workspace's copy (new folders are copied on the next build)."""
         tests = REPO_ROOT / "tests"
         adopted = []
         for arg in cmd:
             prefix, path = ("--ignore=", arg[len("--ignore="):]) if arg.startswith("--ignore=") else ("", arg)
-            if path.startswith("/") and not path.startswith(str(self.root)):
+            if os.path.isabs(path) and not path.startswith(str(self.root)):
                 real = Path(path)
                 if real == tests or tests in real.parents:
                     path = str(self.root / real.relative_to(REPO_ROOT))
@@ -160,75 +178,384 @@ class Workspace:
             return [self.to_real(item) for item in value]
         return value
 
-    def open_to(self, identity: Identity | None) -> None:
-        """Let the child's own user read the workspace and write only its scratch folder."""
-        if identity is None:
-            return
-        for folder, dirs, files in os.walk(self.root):
-            os.chmod(folder, 0o755)
-            for name in files:
-                os.chmod(os.path.join(folder, name), 0o644)
-        for folder, dirs, files in os.walk(self.scratch):
-            os.chown(folder, identity.uid, identity.gid)
-        os.chmod(self.root.parent, 0o711)
 
-
-def child_environment(base: dict[str, str], workspace: Workspace) -> dict[str, str]:
+def child_environment(base: dict[str, str], scratch: Path) -> dict[str, str]:
     """The environment without any PYTHON* variable of the user's (no PYTHONPATH to the repository, no
     PYTHONSTARTUP) nor the shell's record of the folder the grader was started in, with HOME and the
     temporary folder in the scratch folder."""
     env = {key: value for key, value in base.items()
            if not key.startswith("PYTHON") and key not in ("PWD", "OLDPWD", "_", "INIT_CWD")}
-    env.update(PWD=str(workspace.scratch), HOME=str(workspace.scratch / "home"), TMPDIR=str(workspace.scratch / "tmp"),
-               MPLCONFIGDIR=str(workspace.scratch / "home"), XDG_CACHE_HOME=str(workspace.scratch / "home"),
+    env.update(PWD=str(scratch), HOME=str(scratch / "home"), TMPDIR=str(scratch / "tmp"),
+               MPLCONFIGDIR=str(scratch / "home"), XDG_CACHE_HOME=str(scratch / "home"),
                PYTHONDONTWRITEBYTECODE="1", PYTHONHASHSEED="0", PYTHONNOUSERSITE="1")
     return env
 
 
-def child_prefix(workspace: Workspace) -> list[str]:
+def python_command(*args: str) -> list[str]:
     # -s: no user site folder; -P: no current folder on the path; -B: no bytecode written. Not -I: it would
     # also ignore PYTHONHASHSEED, and the environment is already ours (child_environment).
-    return [sys.executable, "-s", "-P", "-B", "-c", BOOTSTRAP, str(workspace.root)]
+    return [sys.executable, "-s", "-P", "-B", *args]
 
 
-# --------------------------------------------------------------------------- the child's own user (root only)
-@dataclass
-class Identity:
-    uid: int
-    gid: int
-    lock_fd: int
+def child_prefix(workspace: Workspace) -> list[str]:
+    return python_command("-c", BOOTSTRAP, str(workspace.root))
+
+
+# --------------------------------------------------------------------------- the isolation level
+@dataclass(frozen=True)
+class Isolation:
+    level: str  # "bubblewrap", "uid" or "none"
+    reason: str  # why this level and not a better one, in words
+    uids: tuple[int, int] | None = None  # as root: (test process, student process)
+    lock_fd: int | None = None
+
+    @property
+    def as_root(self) -> bool:
+        return self.uids is not None
 
     def release(self) -> None:
-        with contextlib.suppress(OSError):
-            os.close(self.lock_fd)
+        if self.lock_fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.lock_fd)
+
+    def describe(self) -> str:
+        return {
+            "bubblewrap": "bubblewrap: the code under test sees only the Python installation, NumPy and its own "
+                          "workspace" + (", as a uid of its own" if self.as_root else ", with the grader's uid"),
+            "uid": "uid: the code under test runs as a uid of its own, but sees what any user of this machine may read",
+            "none": "none: the code under test has the grader's own rights",
+        }[self.level] + f" ({self.reason})"
 
 
-def acquire_identity() -> Identity | None:
-    """When the grader runs as root, a user id no other grading run holds (a lock file per uid, so that
-    concurrent graders, even in separate processes, never share one); None otherwise."""
-    if not sys.platform.startswith("linux") or os.geteuid() != 0:
-        return None
+LEVELS = ("bubblewrap", "uid", "none")
+
+
+def choose_isolation(wanted: str = "auto") -> Isolation:
+    """The best level this machine gives (``wanted="auto"``), or the level asked for if it can be had.
+    Raises ``RuntimeError`` (with the reason) when a level asked for cannot."""
+    bubblewrap_problem = bubblewrap_unavailable()
+    if wanted in ("auto", "bubblewrap") and bubblewrap_problem is None:
+        uids, fd = acquire_uids() if is_root() else (None, None)
+        return Isolation("bubblewrap", "bubblewrap works here" + (", as root" if uids else ", without root"), uids, fd)
+    if wanted == "bubblewrap":
+        raise RuntimeError(f"bubblewrap cannot be used: {bubblewrap_problem}")
+    why_not_bwrap = f"bubblewrap cannot be used: {bubblewrap_problem}"
+    if wanted in ("auto", "uid"):
+        if not is_root():
+            if wanted == "uid":
+                raise RuntimeError("uid isolation needs the grader to run as root")
+            return Isolation("none", f"{why_not_bwrap}; and without root the code under test keeps the grader's uid")
+        uids, fd = acquire_uids()
+        problem = uid_cannot_run_python(uids[1])
+        if problem is None:
+            return Isolation("uid", why_not_bwrap if wanted == "auto" else "asked for", uids, fd)
+        os.close(fd)
+        if wanted == "uid":
+            raise RuntimeError(problem)
+        return Isolation("none", f"{why_not_bwrap}; and {problem}")
+    return Isolation("none", "asked for")
+
+
+@functools.lru_cache(maxsize=None)
+def bubblewrap_unavailable() -> str | None:
+    """Why bubblewrap cannot start a sandbox here (not Linux, not installed, or user namespaces forbidden);
+    None when it can. Tried once."""
+    if not sys.platform.startswith("linux"):
+        return f"it exists only on Linux, not on {sys.platform}"
+    if shutil.which("bwrap") is None:
+        return "the bwrap command is not installed (Debian/Ubuntu: apt-get install bubblewrap)"
+    if is_root() and shutil.which("setpriv") is None:
+        return "the setpriv command (util-linux) is not installed"
+    try:
+        completed = subprocess.run([*bwrap_prefix(View(python=False)), "true"], capture_output=True, text=True,
+                                   timeout=30, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"bwrap did not start ({exc})"
+    if completed.returncode != 0:
+        said = completed.stderr.strip().splitlines()
+        return f"bwrap could not make a sandbox ({said[-1] if said else f'exit code {completed.returncode}'})"
+    return None
+
+
+def uid_cannot_run_python(uid: int) -> str | None:
+    """Why ``uid`` cannot start this Python and import NumPy (a Python under /root, say); None if it can."""
+    try:
+        completed = subprocess.run(python_command("-c", "import numpy"), preexec_fn=switch_user(uid),
+                                   capture_output=True, timeout=60, stdin=subprocess.DEVNULL, cwd="/")
+    except (OSError, subprocess.SubprocessError) as exc:
+        return f"an unprivileged uid cannot start this Python ({exc})"
+    if completed.returncode != 0:
+        return (f"an unprivileged uid cannot run this Python and import NumPy (is it installed under a folder "
+                f"other users may not enter, like /root?): {sys.executable}")
+    return None
+
+
+def acquire_uids() -> tuple[tuple[int, int], int]:
+    """(As root.) Two uids no other grading run holds, test process's and student's, and the lock that holds
+    them (a lock file per slot, so that concurrent graders, even in separate processes, never share one)."""
+    import fcntl  # noqa: PLC0415 - Unix only, and only as root
+
     locks = Path(tempfile.gettempdir()) / "grader-users"
     locks.mkdir(mode=0o700, exist_ok=True)
-    for uid in range(SANDBOX_UID_BASE, SANDBOX_UID_BASE + SANDBOX_UID_SLOTS):
-        fd = os.open(locks / str(uid), os.O_CREAT | os.O_RDWR, 0o600)
+    if locks.is_symlink() or locks.stat().st_uid != 0:
+        raise RuntimeError(f"{locks} is not root's own folder")
+    for slot in range(SANDBOX_UID_SLOTS):
+        fd = os.open(locks / str(slot), os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
             continue
-        kill_user(uid)  # a leftover of a grader that was itself killed
-        identity = Identity(uid, uid, fd)
-        if not sandbox_user_works(identity):  # say, a Python it may not run: the child keeps the grader's user
-            identity.release()
-            return None
-        return identity
-    raise RuntimeError("every sandbox user id is in use by another grading run")
+        uids = (SANDBOX_UID_BASE + 2 * slot, SANDBOX_UID_BASE + 2 * slot + 1)
+        for uid in uids:
+            kill_user(uid)  # a leftover of a grader that was itself killed
+        return uids, fd
+    raise RuntimeError("every sandbox uid is in use by another grading run")
+
+
+# --------------------------------------------------------------------------- starting a confined process
+@dataclass
+class View:
+    """What a process under bubblewrap sees: the Python installation read-only (with only the
+    ``site-packages`` entries of ``distributions``, or all of them when None), ``readable`` folders read-only,
+    and ``private`` folders as empty writable memory-backed folders of its own."""
+
+    python: bool = True
+    distributions: tuple[str, ...] | None = None
+    readable: tuple[Path, ...] = ()
+    private: tuple[Path, ...] = ()
+
+
+def bwrap_prefix(view: View) -> list[str]:
+    # As root, no user namespace: with one, the sandboxed process would be uid 0 on the host. setpriv then
+    # drops to the process's own uid inside. Without root, --unshare-all makes a user namespace.
+    namespaces = (["--unshare-ipc", "--unshare-pid", "--unshare-net", "--unshare-uts", "--unshare-cgroup-try"]
+                  if is_root() else ["--unshare-all"])
+    cmd = ["bwrap", *namespaces, "--die-with-parent", "--new-session", "--proc", "/proc", "--dev", "/dev",
+           "--perms", "01777", "--size", str(SCRATCH_SIZE), "--tmpfs", "/tmp"]
+    for name in ("usr", "bin", "sbin", "lib", "lib32", "lib64"):
+        path = Path("/", name)
+        if path.is_symlink():
+            cmd += ["--symlink", os.readlink(path), str(path)]
+        elif path.is_dir():
+            cmd += ["--ro-bind", str(path), str(path)]
+    for name in ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "alternatives"):
+        if Path("/etc", name).exists():
+            cmd += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
+    made: set[Path] = {Path("/")}
+    bound: list[Path] = []
+    readable = [*(python_folders() if view.python else ()), *view.readable]
+    for folder in _outermost(readable):
+        cmd += _parents(folder, made) + ["--ro-bind", str(folder), str(folder)]
+        made.add(folder)
+        bound.append(folder)
+    if view.python and view.distributions is not None:
+        cmd += _only_distributions(view.distributions)
+    for folder in view.private:
+        inside = any(b in folder.parents for b in bound)  # its mount point is in that folder already
+        cmd += ([] if inside else _parents(folder, made)) + ["--perms", "01777", "--size", str(SCRATCH_SIZE), "--tmpfs", str(folder)]
+    return cmd
+
+
+def _parents(folder: Path, made: set[Path]) -> list[str]:
+    """Each folder above ``folder`` made traversable in the sandbox (the host's may be closed to other users)."""
+    cmd = []
+    for parent in reversed(folder.parents):
+        if parent not in made:
+            made.add(parent)
+            cmd += ["--perms", "0755", "--dir", str(parent)]
+    return cmd
+
+
+def _outermost(folders) -> list[Path]:
+    unique = sorted({Path(os.path.realpath(f)) for f in folders} | {Path(os.path.abspath(f)) for f in folders})
+    return [f for f in unique if not any(other in f.parents for other in unique)
+            and not f.is_relative_to("/usr") and f.exists()]
+
+
+def python_folders() -> list[Path]:
+    """The folders this Python runs from: its installation, and the virtual environment if it runs in one."""
+    return [Path(p) for p in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
+                              os.path.dirname(sys.executable), os.path.dirname(os.path.realpath(sys.executable))}]
+
+
+def site_folders() -> list[Path]:
+    """Every folder of installed packages of this Python and of the installation under its virtual environment."""
+    found = {*site.getsitepackages(), *site.getsitepackages([sys.base_prefix, sys.base_exec_prefix])}
+    if site.ENABLE_USER_SITE and site.getusersitepackages():
+        found.add(site.getusersitepackages())
+    return sorted(Path(os.path.realpath(p)) for p in found if os.path.isdir(p))
+
+
+@functools.lru_cache(maxsize=None)
+def distribution_entries(names: tuple[str, ...]) -> dict[Path, frozenset[str]]:
+    """The top-level entries (packages, modules, ``.dist-info``, bundled libraries) of the distributions
+    ``names`` and of everything they require, by the folder they are installed in."""
+    import importlib.metadata as metadata  # noqa: PLC0415
+
+    from packaging.requirements import Requirement  # noqa: PLC0415 - installed with pytest
+
+    entries: dict[Path, set[str]] = {}
+    todo, seen = list(names), set()
+    while todo:
+        name = todo.pop()
+        key = name.lower().replace("_", "-")
+        if key in seen:
+            continue
+        seen.add(key)
+        try:
+            dist = metadata.distribution(name)
+        except metadata.PackageNotFoundError:
+            continue  # an optional one this machine lacks: the student process lacks it too
+        home = Path(os.path.realpath(dist.locate_file("")))
+        tops = {Path(str(f)).parts[0] for f in dist.files or () if not str(f).startswith("..")}
+        entries.setdefault(home, set()).update(t for t in tops if t != "__pycache__")
+        for text in dist.requires or ():
+            requirement = Requirement(text)
+            if requirement.marker is None or requirement.marker.evaluate({"extra": ""}):
+                todo.append(requirement.name)
+    return {home: frozenset(names) for home, names in entries.items()}
+
+
+def _only_distributions(names: tuple[str, ...]) -> list[str]:
+    """Each folder of installed packages emptied, then the entries of ``names`` put back, read-only."""
+    entries = distribution_entries(names)
+    cmd = []
+    for folder in site_folders():
+        cmd += ["--tmpfs", str(folder)]
+        for name in sorted(entries.get(folder, ())):
+            if (folder / name).exists():
+                cmd += ["--ro-bind", str(folder / name), str(folder / name)]
+        cmd += ["--remount-ro", str(folder)]
+    return cmd
+
+
+def switch_user(uid: int | None, limits: bool = True):
+    """What runs in the new process before it executes (Unix): the limits, and the switch to ``uid``."""
+    if os.name != "posix":
+        return None
+
+    def setup() -> None:
+        import resource  # noqa: PLC0415 - Unix only
+
+        if limits:
+            resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_CAP, FILE_SIZE_CAP))
+            resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
+        if uid is not None:
+            resource.setrlimit(resource.RLIMIT_NPROC, (PROCESS_CAP, PROCESS_CAP))
+            os.setgroups([])
+            os.setgid(uid)
+            os.setuid(uid)
+
+    return setup
+
+
+def confined(isolation: Isolation | None, uid: int | None, view: View, cmd: list[str]) -> tuple[list[str], object]:
+    """The command that runs ``cmd`` at ``isolation``'s level (as ``uid`` when the grader is root), and the
+    function to run before it starts (``preexec_fn``). ``None``: only the limits (student mode)."""
+    if isolation is None or isolation.level == "none":
+        return cmd, switch_user(None)
+    if isolation.level == "uid":
+        return cmd, switch_user(uid)
+    prefix = bwrap_prefix(view)
+    if isolation.as_root:  # RLIMIT_NPROC then counts this uid's processes, which root's bwrap does not
+        prefix += ["--", "setpriv", f"--reuid={uid}", f"--regid={uid}", "--clear-groups", "--no-new-privs",
+                   "--inh-caps=-all", "--bounding-set=-all"]
+        setup = switch_user(None)
+
+        def with_process_cap() -> None:
+            import resource  # noqa: PLC0415
+
+            setup()
+            resource.setrlimit(resource.RLIMIT_NPROC, (PROCESS_CAP, PROCESS_CAP))
+
+        return [*prefix, *cmd], with_process_cap
+    return [*prefix, "--", *cmd], switch_user(None)
+
+
+# --------------------------------------------------------------------------- no survivors
+def become_subreaper() -> bool:
+    """Make orphans of the code under test the grader's children, not init's (Linux; False elsewhere)."""
+    if not sys.platform.startswith("linux"):
+        return False
+    import ctypes  # noqa: PLC0415
+
+    return ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0) == 0  # PR_SET_CHILD_SUBREAPER
+
+
+def tree(roots: list[int]) -> list[psutil.Process]:
+    """The processes ``roots`` and everything they started that is still alive (zombies aside)."""
+    found: dict[int, psutil.Process] = {}
+    for pid in roots:
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(pid)
+            for process in [root, *root.children(recursive=True)]:
+                found[process.pid] = process
+    alive = []
+    for process in found.values():
+        with contextlib.suppress(psutil.Error):
+            if process.status() != psutil.STATUS_ZOMBIE:
+                alive.append(process)
+    return alive
+
+
+def usage(processes: list[psutil.Process]) -> int:
+    """Resident memory in bytes of ``processes``. A page shared by forked processes counts once per process,
+    so past the limit the caller checks again with proportional memory (``proportional_usage``)."""
+    total = 0
+    for process in processes:
+        with contextlib.suppress(psutil.Error):
+            total += process.memory_info().rss
+    return total
+
+
+def proportional_usage(processes: list[psutil.Process]) -> int:
+    total = 0
+    for process in processes:
+        try:
+            total += process.memory_full_info().pss
+        except (psutil.Error, AttributeError):  # no PSS outside Linux: resident memory then
+            with contextlib.suppress(psutil.Error):
+                total += process.memory_info().rss
+    return total
+
+
+def kill_tree(roots: list[int], patience: float = 10.0) -> None:
+    """SIGKILL ``roots`` and everything they started, again until nothing is left (a fork bomb keeps forking
+    while the tree is walked). The same on every system."""
+    until = time.monotonic() + patience
+    while time.monotonic() < until:
+        processes = tree(roots)
+        if not processes:
+            return
+        for process in processes:
+            with contextlib.suppress(psutil.Error):
+                process.kill()
+        psutil.wait_procs(processes, timeout=0.5)
+
+
+def orphans(known: set[int]) -> list[int]:
+    """The grader's children that none of its runs started: left behind by code under test (subreaper)."""
+    with contextlib.suppress(psutil.Error):
+        return [child.pid for child in psutil.Process().children() if child.pid not in known]
+    return []
+
+
+def reap_orphans(known: set[int]) -> None:
+    """Kill and reap what the code under test left behind and was re-parented to the grader (Linux)."""
+    for _ in range(100):
+        left = orphans(known)
+        if not left:
+            return
+        kill_tree(left, patience=2.0)
+        for pid in left:
+            with contextlib.suppress(ChildProcessError, OSError):
+                os.waitpid(pid, os.WNOHANG)
 
 
 def kill_user(uid: int) -> None:
-    """SIGKILL every process of ``uid``: a process of that user sends kill(-1), which reaches all of them
-    at once (a fork bomb cannot outrun it)."""
+    """(Root, Unix.) SIGKILL every process of ``uid``: a process of that user sends kill(-1), which reaches all
+    of them at once (a fork bomb cannot outrun it)."""
     pid = os.fork()
     if pid == 0:  # only system calls here, then out: no Python-level cleanup in a forked copy of the grader
         try:
@@ -242,235 +569,16 @@ def kill_user(uid: int) -> None:
         os.waitpid(pid, 0)
 
 
-def hidden_folder() -> Path:
-    """What the child's mount namespace covers: the whole repository, unless the Python that runs the
-    child (a virtual environment inside the repository) or the temporary folder lies in it: then solutions/."""
-    needed = [Path(sys.prefix), Path(sys.executable).resolve(), Path(tempfile.gettempdir()).resolve()]
-    inside = any(path == REPO_ROOT or REPO_ROOT in path.parents for path in needed)
-    return SOLUTIONS_DIR if inside else REPO_ROOT
-
-
-def blocked_folders() -> dict[Path, set[str]]:
-    """Folders on the way to the Python that runs the child which other users may not enter (a Python
-    installed under /root, say), each with the names of the entries in it the child needs."""
-    needed = {Path(sys.executable).parent, Path(os.path.realpath(sys.executable)).parent, Path(sys.prefix),
-              Path(sys.base_prefix), *map(Path, site.getsitepackages())}
-    blocked: dict[Path, set[str]] = {}
-    for path in needed:
-        path = Path(os.path.realpath(path))
-        for folder in [*reversed(path.parents), path][:-1]:
-            with contextlib.suppress(OSError):
-                if not os.stat(folder).st_mode & 0o001:
-                    blocked.setdefault(folder, set()).add(path.relative_to(folder).parts[0])
-                    break
-    return blocked
-
-
-def _mount(source, target, kind, flags: int, options) -> None:
-    encode = lambda value: None if value is None else os.fsencode(value)  # noqa: E731
-    if _libc().mount(encode(source), encode(target), encode(kind), flags, encode(options)) != 0:
-        error = ctypes.get_errno()
-        raise OSError(error, f"mount {source} on {target}: {os.strerror(error)}")
-
-
-def _hide(folders: list[Path], blocked: dict[Path, set[str]], holds: Path) -> None:
-    """In the new process: a private mount namespace with an empty read-only tmpfs over each of ``folders``, and an
-    open tmpfs over each blocked folder with only the entries the child needs mounted back into it."""
-    if _libc().unshare(CLONE_NEWNS) != 0:
-        raise OSError(ctypes.get_errno(), "unshare(CLONE_NEWNS)")
-    _mount("none", "/", None, MS_REC | MS_PRIVATE, None)
-    for index, (parent, names) in enumerate(sorted(blocked.items())):
-        held = []
-        for name in sorted(names):
-            hold = holds / f"{index}-{name}"
-            hold.mkdir(exist_ok=True)
-            _mount(parent / name, hold, None, MS_BIND | MS_REC, None)
-            held.append((hold, parent / name))
-        _mount("tmpfs", parent, "tmpfs", MS_NOSUID | MS_NODEV, "size=64k,mode=0755")
-        for hold, target in held:
-            target.mkdir()
-            _mount(hold, target, None, MS_MOVE, None)
-    for folder in folders:
-        _mount("tmpfs", folder, "tmpfs", MS_RDONLY | MS_NOSUID | MS_NODEV, "size=4k,mode=0755")
-
-
-_works: dict[str, bool] = {}
-
-
-def _tried(name: str, cmd: list[str], setup) -> bool:
-    if name not in _works:
-        try:
-            completed = subprocess.run(cmd, preexec_fn=setup, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                       stderr=subprocess.DEVNULL, timeout=60)
-            _works[name] = completed.returncode == 0
-        except (OSError, subprocess.SubprocessError):
-            _works[name] = False
-    return _works[name]
-
-
-def can_hide_repository() -> bool:
-    """Whether this machine lets the grader start a process in a mount namespace (root, and a kernel or
-    container that allows it); tried once."""
-    with tempfile.TemporaryDirectory(prefix="grader-probe-") as holds, \
-            tempfile.TemporaryDirectory(prefix="grader-probe-") as folder:
-        return _tried("hide", ["true"], lambda: _hide([Path(folder)], blocked_folders(), Path(holds)))
-
-
-def sandbox_user_works(identity: Identity) -> bool:
-    """Whether the child's own user can start the grader's Python and import pytest and NumPy; tried once."""
-    with tempfile.TemporaryDirectory(prefix="grader-probe-") as holds:
-        return _tried("user", [sys.executable, "-s", "-P", "-B", "-c", "import pytest, numpy"],
-                      preexec(identity, Path(holds)))
-
-
-def preexec(identity: Identity | None, holds: Path, hide: list[Path] | None = None):
-    """What runs in the new process before the child's Python starts: the limits, and as root the
-    mount namespace (over ``hide``, by default the repository) and the switch to the child's own user.
-    ``holds``: an empty folder of the parent's."""
-    if identity is None or not can_hide_repository():
-        hide = None
-    elif hide is None:
-        hide = [hidden_folder()]
-    blocked = blocked_folders() if hide else {}
-
-    def setup() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_CAP, FILE_SIZE_CAP))
-        resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-        if identity is None:
-            return
-        if hide:
-            _hide(hide, blocked, holds)
-        resource.setrlimit(resource.RLIMIT_NPROC, (PROCESS_CAP, PROCESS_CAP))
-        os.setgroups([])
-        os.setgid(identity.gid)
-        os.setuid(identity.uid)
-
-    return setup
-
-
-# --------------------------------------------------------------------------- no survivors
-_children_lock = threading.Lock()
-_live_children: set[int] = set()  # the children runners started and still wait for (other threads' too)
-
-
-def become_subreaper() -> bool:
-    """Make orphans of the code under test the grader's children, not init's (Linux; False elsewhere)."""
-    if not sys.platform.startswith("linux"):
-        return False
-    return _libc().prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-
-
-@contextlib.contextmanager
-def tracked(process: subprocess.Popen):
-    with _children_lock:
-        _live_children.add(process.pid)
-    try:
-        yield process
-    finally:
-        with _children_lock:
-            _live_children.discard(process.pid)
-
-
-@dataclass
-class Proc:
-    ppid: int
-    rss_pages: int
-    zombie: bool
-
-
-def process_table() -> dict[int, Proc]:
-    table = {}
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as f:
-                text = f.read()
-        except OSError:
-            continue
-        fields = text[text.rindex(b")") + 2:].split()
-        table[int(entry.name)] = Proc(int(fields[1]), int(fields[21]), fields[0] == b"Z")
-    return table
-
-
-def descendants(roots: set[int], table: dict[int, Proc]) -> set[int]:
-    children: dict[int, list[int]] = {}
-    for pid, proc in table.items():
-        children.setdefault(proc.ppid, []).append(pid)
-    found, todo = set(), [r for r in roots if r in table]
-    while todo:
-        pid = todo.pop()
-        if pid not in found:
-            found.add(pid)
-            todo.extend(children.get(pid, ()))
-    return found
-
-
-def orphans(table: dict[int, Proc]) -> set[int]:
-    """The grader's children that no runner started: left behind by code under test (subreaper)."""
-    me = os.getpid()
-    with _children_lock:
-        live = set(_live_children)
-    return {pid for pid, proc in table.items() if proc.ppid == me and pid not in live}
-
-
-PAGE_SIZE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
-
-
-def usage(child_pid: int, memory_limit: int) -> tuple[int, int]:
-    """(memory in bytes, processes) of the child and everything it started, left-behind orphans included.
-    Resident memory counts a page shared by forked processes once per process, so a sum past the limit is
-    checked again with proportional memory (PSS: a shared page split among its users), slower to read."""
-    if not sys.platform.startswith("linux"):
-        return 0, 0
-    table = process_table()
-    pids = [pid for pid in descendants({child_pid} | orphans(table), table) if not table[pid].zombie]
-    memory = sum(table[pid].rss_pages for pid in pids) * PAGE_SIZE
-    if memory > memory_limit:
-        memory = sum(proportional_memory(pid) for pid in pids)
-    return memory, len(pids)
-
-
-def proportional_memory(pid: int) -> int:
-    with contextlib.suppress(OSError, ValueError), open(f"/proc/{pid}/smaps_rollup", "rb") as f:
-        for line in f:
-            if line.startswith(b"Pss:"):
-                return int(line.split()[1]) * 1024
-    return 0
-
-
-def kill_survivors(identity: Identity | None, patience: float = 10.0) -> None:
-    """After the child has ended: SIGKILL and reap everything it left behind, until nothing is left."""
-    if identity is not None:
-        kill_user(identity.uid)
-    if not sys.platform.startswith("linux"):
-        return
-    until = time.monotonic() + patience
-    while time.monotonic() < until:
-        table = process_table()
-        left = orphans(table)
-        if not left:
-            return
-        for pid in descendants(left, table):
-            with contextlib.suppress(OSError):
-                os.kill(pid, signal.SIGKILL)
-        for pid in left:  # reaping a zombie orphan lets its own orphans come to us in turn
-            with contextlib.suppress(ChildProcessError, OSError):
-                os.waitpid(pid, os.WNOHANG)
-        if identity is not None:
-            kill_user(identity.uid)
-        time.sleep(0.01)
-
-
 def is_file_too_large(exc: BaseException) -> bool:
     return isinstance(exc, OSError) and exc.errno == errno.EFBIG
 
 
 def crash_message(returncode: int | None, when: str) -> str:
-    if returncode is not None and returncode < 0:
+    if returncode is not None and (returncode < 0 or 129 <= returncode <= 159):
+        number = -returncode if returncode < 0 else returncode - 128  # bubblewrap reports a signal as 128 + it
         try:
-            name = signal.Signals(-returncode).name
+            name = signal.Signals(number).name
         except ValueError:
-            name = f"signal {-returncode}"
+            name = f"signal {number}"
         return f"the Python process was killed by {name} {when} (a crash in native code, or out of memory)"
     return f"the Python process exited with code {returncode} {when} (os._exit() or a crash)"

@@ -19,6 +19,7 @@ import pytest
 from grading.registry import REPO_ROOT, SOLUTIONS_DIR, all_stages
 from grading.source import functions_in, read_source
 from grading.stage_imports import StagePackageFinder
+from tests.helpers import StudentPath
 
 STAGE_PACKAGES = tuple(stage.package for stage in all_stages())
 HOMES = pytest.StashKey[dict]()  # package name -> the folder it is imported from, for the report header
@@ -67,24 +68,28 @@ def pytest_configure(config):
 
 
 @pytest.fixture(autouse=True)
-def _generators_of_earlier_tests_forgotten(request):
+def _student_process_for_this_test(request):
+    """Authoritative grading: generators lent to the student process by earlier tests are forgotten, and the
+    student process has PyTorch only while a test of an exercise that ports to it runs."""
     if request.config.getoption("--student-process"):
         from grading import remote  # noqa: PLC0415
 
         remote.forget_generators()
+        remote.student_process().allow_torch(_exercise_allows_torch(request.node))
 
 
 @pytest.fixture
-def tmp_path(request, tmp_path_factory) -> Path:
-    """pytest's own ``tmp_path``, except in authoritative grading: there the test process runs no student code
-    and the code under test cannot write its files, so a test's folder is one both can write, like /tmp
-    (world-writable and sticky: neither can remove or replace the other's files)."""
+def student_tmp(request) -> StudentPath:
+    """A fresh folder for the files the code under test reads and writes (see ``tests.helpers.StudentPath``)."""
+    from tests import student_side  # noqa: PLC0415 - the student process's module in authoritative grading
+
     name = "".join(c if c.isalnum() or c in "-_" else "_" for c in request.node.name)[:30]
-    path = tmp_path_factory.mktemp(name, numbered=True)
-    if request.config.getoption("--student-process"):
-        for folder in [path, *path.parents[:2]]:  # the test's folder, and the two pytest made above it
-            folder.chmod(0o1777 if folder == path else 0o711)
-    return path
+    return StudentPath(str(student_side.new_folder(name)))
+
+
+def _exercise_allows_torch(item) -> bool:
+    marker = item.get_closest_marker("exercise")  # ids are unique across stages (hidden tests carry them too)
+    return marker is not None and any(e.id == marker.args[0] and e.torch for s in all_stages() for e in s.exercises)
 
 
 def pytest_unconfigure(config):

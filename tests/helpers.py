@@ -7,6 +7,8 @@ absolute difference and where it is.
 from __future__ import annotations
 
 import functools
+import io
+import os
 
 import numpy as np
 import torch
@@ -339,3 +341,68 @@ def _shape_fix(got: tuple[int, ...], wanted: tuple[int, ...]) -> str:
         return ("spread it over that shape (a reduction's input: give g its reduced axes back as size 1 with "
                 "np.expand_dims, then np.broadcast_to the input's shape)")
     return "it has the right number of elements in the wrong arrangement: undo the forward's reshape or transpose"
+
+
+class StudentPath:
+    """A path where the code under test reads and writes files (the ``student_tmp`` fixture): in authoritative
+    grading, in the student process's private folder, which the test process cannot see. The test hands
+    ``str(path)`` to the code under test and reads or writes the file's bytes through ``tests.student_side``,
+    never by opening the path itself: a folder the code under test has touched may have become a link."""
+
+    def __init__(self, path: str):
+        self._path = str(path)
+
+    def __truediv__(self, name: str) -> StudentPath:
+        return StudentPath(os.path.join(self._path, name))
+
+    def __str__(self) -> str:
+        return self._path
+
+    def __repr__(self) -> str:
+        return f"StudentPath({self._path!r})"
+
+    @property
+    def name(self) -> str:
+        return os.path.basename(self._path)
+
+    def read_bytes(self) -> bytes:
+        from tests import student_side  # noqa: PLC0415 - the student process's module in authoritative grading
+
+        return bytes(student_side.read_bytes(self._path))
+
+    def read_text(self) -> str:
+        return self.read_bytes().decode("utf-8")
+
+    def write_bytes(self, data: bytes) -> None:
+        from tests import student_side  # noqa: PLC0415
+
+        student_side.write_bytes(self._path, bytes(data))
+
+    def write_text(self, text: str) -> None:
+        self.write_bytes(text.encode("utf-8"))
+
+    def exists(self) -> bool:
+        from tests import student_side  # noqa: PLC0415
+
+        return bool(student_side.exists(self._path))
+
+    def mkdir(self) -> None:
+        from tests import student_side  # noqa: PLC0415
+
+        student_side.make_folder(self._path)
+
+    def names(self, pattern: str = "*") -> list[str]:
+        """The sorted names in this folder that match ``pattern``."""
+        from tests import student_side  # noqa: PLC0415
+
+        return [str(name) for name in student_side.names(self._path, pattern)]
+
+    def load_npz(self) -> dict[str, np.ndarray]:
+        """The arrays of an ``.npz`` file, read here from its bytes (never unpickled)."""
+        with np.load(io.BytesIO(self.read_bytes()), allow_pickle=False) as archive:
+            return {name: archive[name] for name in archive.files}
+
+    def save_npz(self, **arrays) -> None:
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        self.write_bytes(buffer.getvalue())

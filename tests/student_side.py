@@ -8,6 +8,8 @@ tests hold proxies of what it returns. Here:
   or a mix). A plain ``python -m`` would find the stage packages on ``sys.path`` instead of where the run
   chose them, so the new process installs the same finder first.
 - ``printed``: what a call prints, for the tests of command lines and progress lines.
+- ``new_folder``, ``read_bytes``, ``write_bytes``, ...: the files the code under test reads and writes, for
+  ``tests.helpers.StudentPath`` (the ``student_tmp`` fixture).
 
 Everything computed here is the student process's word, like any value its code returns: the tests use it
 to drive and observe the code under test, and decide every verdict themselves, on values.
@@ -90,3 +92,35 @@ def printed(fn, *args, **kwargs) -> tuple[object, str]:
     with contextlib.redirect_stdout(out):
         result = fn(*args, **kwargs)
     return result, out.getvalue()
+
+
+# ---------------------------------------------------------------------- files of the code under test
+# In authoritative grading the test process never opens a path the code under test could have changed (it could
+# have swapped a folder for a link): files cross as bytes, read and written here, beside the code under test.
+def new_folder(name: str) -> str:
+    """A fresh empty folder in this process's temporary folder (private to it under bubblewrap); its path."""
+    import tempfile  # noqa: PLC0415
+
+    return tempfile.mkdtemp(prefix=f"{name}-")
+
+
+def read_bytes(path: str) -> bytes:
+    return Path(path).read_bytes()
+
+
+def write_bytes(path: str, data: bytes) -> None:
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_bytes(data)
+
+
+def exists(path: str) -> bool:
+    return Path(path).exists()
+
+
+def make_folder(path: str) -> None:
+    Path(path).mkdir(parents=True, exist_ok=True)
+
+
+def names(folder: str, pattern: str = "*") -> list[str]:
+    """The names in ``folder`` that match ``pattern``, sorted."""
+    return sorted(p.name for p in Path(folder).glob(pattern))
