@@ -31,6 +31,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
+from grading import sandbox
 from grading.registry import REPO_ROOT, Stage, load_stage, stage_for_command_line, stage_names
 
 SEARCH_DEPTH = 4  # how deep inside a submission a stage package is looked for
@@ -349,6 +350,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=float, metavar="SECONDS", help="time limit per test (the grader's default)")
     parser.add_argument("--run-timeout", type=float, metavar="SECONDS",
                         help="time limit for one submission (the grader's default, 600 s)")
+    parser.add_argument("--allow-unisolated", action="store_true",
+                        help="grade even where the submissions' code cannot be kept apart from the tests (isolation "
+                             "'none': no bubblewrap and not root; see `python grader.py doctor`)")
     return parser
 
 
@@ -361,6 +365,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(problem))
     if options.jobs < 1:
         parser.error("--jobs must be at least 1")
+    if not sys.platform.startswith("linux"):
+        parser.error(f"grading submissions runs on Linux only (their code must be kept apart), not on {sys.platform}")
+    isolation = sandbox.choose_isolation("auto")
+    isolation.release()
+    if isolation.level == "none" and not options.allow_unisolated:
+        parser.error(f"refusing to grade: {isolation.describe()}. Install bubblewrap or run as root, or pass "
+                     "--allow-unisolated to grade anyway")
+    print(f"isolation: {isolation.describe()}", file=sys.stderr)
     if not options.submissions.is_dir():
         parser.error(f"{options.submissions} is not a folder")
     if options.extra_tests is not None:

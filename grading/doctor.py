@@ -42,7 +42,8 @@ def run() -> int:
 
 def checks_of_this_setup() -> list[Check]:
     return [python_version(), virtual_environment(), *requirements(REPO_ROOT / "requirements.txt"), torch_build(),
-            matplotlib_backend(), blas_threads(), *course_folders(), solutions_folder(), *grading_host()]
+            matplotlib_backend(), blas_threads(), *course_folders(), solutions_folder(), *this_system(),
+            *grading_host()]
 
 
 # ---------------------------------------------------------------------- versions
@@ -213,19 +214,30 @@ def solutions_folder() -> Check:
                        "--solutions, --reference-earlier and `python -m pytest` are for instructors")
 
 
+def this_system() -> list[Check]:
+    """What the grader cannot promise on this system, said once (see the README's platform table)."""
+    if sys.platform.startswith("linux"):
+        return []
+    name = {"win32": "Windows", "darwin": "macOS"}.get(sys.platform, sys.platform)
+    caps = "" if os.name == "posix" else "; there is no cap on the size of a file the code under test writes"
+    return [Check("note", f"on {name} the grader grades your own work as on Linux: a test that hangs or uses too much "
+                          f"memory is stopped with everything it started; a process your code detaches from its "
+                          f"parent is not followed{caps}. Grading other people's submissions needs Linux")]
+
+
 def grading_host() -> list[Check]:
     """For an instructor's copy that grades submissions: what authoritative grading can promise on this machine
     (see the README, "For instructors")."""
     if not SOLUTIONS_DIR.is_dir() or not sys.platform.startswith("linux"):
         return []
-    if os.geteuid() != 0:
-        return [Check("note", "grading submissions here (--submission, grading.batch) runs their code as your own "
-                              "user: it cannot forge a verdict, but it could read solutions/ or your files; grade "
-                              "untrusted work as root in a container")]
-    unprotected = [name for name in ("protected_symlinks", "protected_hardlinks")
-                   if Path(f"/proc/sys/fs/{name}").is_file() and Path(f"/proc/sys/fs/{name}").read_text().strip() == "0"]
-    if unprotected:
-        return [Check("note", f"fs.{' and fs.'.join(unprotected)} = 0 on this machine: a submission could plant a "
-                              "link in a test's tmp_path that the test process, as root, would follow when it writes "
-                              "there; grade untrusted work on a host where they are 1 (the usual default)")]
-    return [Check("ok", "grading submissions here runs their code as users of their own, apart from the tests")]
+    from grading import sandbox  # noqa: PLC0415 - Linux only from here on
+
+    isolation = sandbox.choose_isolation("auto")
+    isolation.release()
+    if isolation.level == "bubblewrap":
+        return [Check("ok", f"grading submissions here: {isolation.describe()}")]
+    install = ("; install bubblewrap (Debian/Ubuntu: apt-get install bubblewrap; Fedora: dnf install bubblewrap) "
+               "for the best level")
+    return [Check("note", f"grading submissions here: {isolation.describe()}{install}"
+                          + ("; grading.batch and Gradescope refuse this level unless given --allow-unisolated"
+                             if isolation.level == "none" else ""))]

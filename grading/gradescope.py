@@ -27,6 +27,7 @@ import time
 import zipfile
 from pathlib import Path
 
+from grading import sandbox
 from grading.batch import BrokenSubmission, copy_packages, prepare_source
 from grading.registry import REPO_ROOT, SOLUTIONS_DIR, Stage, stage_for_command_line, stage_names
 
@@ -44,8 +45,10 @@ set -euo pipefail
 cd "${{AUTOGRADER_ROOT:-/autograder}}/source"
 PYTHON="${{AUTOGRADER_PYTHON:-python3}}"
 "$PYTHON" -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "this course needs Python 3.11 or newer")'
-if command -v apt-get > /dev/null && ! "$PYTHON" -m pip --version > /dev/null 2>&1; then
-    apt-get update && apt-get install -y python3-pip
+if command -v apt-get > /dev/null; then
+    # bubblewrap: the sandbox each submission's code runs in (python3 -m grading.gradescope --run checks it)
+    apt-get update && apt-get install -y bubblewrap
+    "$PYTHON" -m pip --version > /dev/null 2>&1 || apt-get install -y python3-pip
 fi
 # PyTorch's CPU-only build (a few hundred MB instead of gigabytes of CUDA libraries); see the README.
 "$PYTHON" -m pip install --break-system-packages -r requirements.txt --extra-index-url {CPU_TORCH_INDEX} \\
@@ -95,9 +98,9 @@ def add_file(zf: zipfile.ZipFile, name: str, data: bytes, executable: bool = Fal
 
 
 def build(stage: Stage, out: Path, reference_earlier: bool, exercises: list[str], visibility: str,
-          extra_tests: Path | None) -> list[str]:
+          extra_tests: Path | None, allow_unisolated: bool = False) -> list[str]:
     """Write the autograder zip to ``out``; returns the names it holds."""
-    arguments = [stage.name, "--visibility", visibility]
+    arguments = [stage.name, "--visibility", visibility] + (["--allow-unisolated"] if allow_unisolated else [])
     arguments += [a for e in exercises for a in ("-x", e)]
     if reference_earlier:
         arguments.append("--reference-earlier")
@@ -153,7 +156,23 @@ def gradescope_results(stage: Stage, graded: dict | None, output: str, seconds: 
     }
 
 
-def run(stage: Stage, reference_earlier: bool, exercises: list[str], visibility: str, extra_tests: str | None) -> int:
+def isolation_problem(allow_unisolated: bool) -> tuple[str, str]:
+    """(A line for the autograder's log, a problem that stops grading): the isolation this machine gives the
+    submission's code. "none" stops it unless the instructor allowed it; "uid" is graded with a warning."""
+    isolation = sandbox.choose_isolation("auto")
+    isolation.release()
+    line = f"isolation: {isolation.describe()}"
+    if isolation.level == "none" and not allow_unisolated:
+        return line, ("The autograder cannot keep the submission's code apart from the tests on this machine, so it "
+                      "did not run it (instructors: install bubblewrap in setup.sh, run as root, or rebuild the "
+                      "autograder with --allow-unisolated).")
+    if isolation.level == "uid":
+        line = f"warning: {line}"
+    return line, ""
+
+
+def run(stage: Stage, reference_earlier: bool, exercises: list[str], visibility: str, extra_tests: str | None,
+        allow_unisolated: bool = False) -> int:
     """Grade ``/autograder/submission`` (or ``$AUTOGRADER_ROOT/submission``) and write results.json."""
     root = Path(os.environ.get("AUTOGRADER_ROOT", "/autograder"))
     submission, results = root / "submission", root / "results"
@@ -161,13 +180,19 @@ def run(stage: Stage, reference_earlier: bool, exercises: list[str], visibility:
     started = time.monotonic()
     packages = [stage.package] + ([] if reference_earlier else list(stage.requires))
     graded, output, problem = None, "", ""
+    if sandbox.is_root():  # the disposable /autograder is ours: its source (hidden tests, reference) is root's alone
+        (root / "source").chmod(0o700)
+    isolation_line, problem = isolation_problem(allow_unisolated)
+    print(isolation_line, file=sys.stderr)
     with tempfile.TemporaryDirectory(prefix="gradescope-") as tmp:
         work = Path(tmp) / "submission"
         work.mkdir()
         try:
+            if problem:
+                raise BrokenSubmission(problem)
             copy_packages(prepare_source(submission, stage.package, Path(tmp)), stage, packages, work)
         except BrokenSubmission as error:
-            problem = f"Your submission could not be graded: {error}. Upload your {stage.package}/ folder " \
+            problem = problem or f"Your submission could not be graded: {error}. Upload your {stage.package}/ folder " \
                       f"(the folder itself, with its .py files inside)."
         else:
             json_path = Path(tmp) / "result.json"
@@ -210,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="grade only this exercise (repeatable; default: all)")
     parser.add_argument("--visibility", default="visible", choices=["visible", "after_published", "after_due_date", "hidden"],
                         help="when students see each exercise's result (default: %(default)s)")
+    parser.add_argument("--allow-unisolated", action="store_true",
+                        help="grade even where the submission's code cannot be kept apart from the tests (isolation "
+                             "'none': no bubblewrap and not root); by default such a run grades nothing and says why")
     parser.add_argument("--run", action="store_true", help=argparse.SUPPRESS)  # what run_autograder calls
     options = parser.parse_args(argv)
     try:
@@ -218,7 +246,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(str(problem))
     name = stage.name
     if options.run:
-        return run(stage, options.reference_earlier, options.exercise, options.visibility, options.extra_tests)
+        return run(stage, options.reference_earlier, options.exercise, options.visibility, options.extra_tests,
+                   options.allow_unisolated)
     if options.reference_earlier and not stage.requires:
         parser.error(f"{name} builds on no earlier stage, so --reference-earlier has nothing to add")
     if options.reference_earlier and not all((SOLUTIONS_DIR / p).is_dir() for p in stage.requires):
@@ -229,7 +258,8 @@ def main(argv: list[str] | None = None) -> int:
     out = options.out or Path(f"autograder-{name}.zip")
     if out.parent and not out.parent.is_dir():
         parser.error(f"--out {out}: the folder {out.parent} does not exist")
-    names = build(stage, out, options.reference_earlier, options.exercise, options.visibility, extra)
+    names = build(stage, out, options.reference_earlier, options.exercise, options.visibility, extra,
+                  options.allow_unisolated)
     print(f"wrote {out}: setup.sh, run_autograder and {len(names) - 2} course files; upload it as the "
           f"autograder of a Gradescope programming assignment (base image with Python 3.11 or newer)")
     return 0

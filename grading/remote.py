@@ -811,6 +811,7 @@ class StudentProcess:
         self.generation = 0
         self.torch = False  # whether the current test's exercise may use PyTorch (its port)
         self.running_torch = False  # whether the running student process has it
+        self.torch_modules: frozenset[str] = frozenset()  # the files of those exercises, as module names
         self.refused: dict[str, str] = {}  # module -> why its import is refused (grading.plugin.HungImports)
 
     def allow_torch(self, allowed: bool) -> None:
@@ -940,6 +941,8 @@ class RemoteLoader(importlib.abc.Loader):
         return module
 
     def exec_module(self, module):
+        if module.__name__ in student_process().torch_modules:  # the port's file imports torch at its top
+            student_process().allow_torch(True)
         _module_handle(module)  # imports it in the student process now: an import error fails the import here
 
 
@@ -977,11 +980,13 @@ def is_student_side(name: str) -> bool:
 
 def install(settings: dict, packages: tuple[str, ...]) -> None:
     """(In the test process.) Make the stage packages proxies of the student process's. ``settings``, from the
-    grader's runner: ``control_fd``, the socket on which the grader starts student processes."""
+    grader's runner: ``control_fd``, the socket on which the grader starts student processes, and
+    ``torch_modules``, the modules of the exercises whose code may import PyTorch."""
     global STUDENT
     from grading.launcher import LauncherClient  # noqa: PLC0415
 
     STUDENT = StudentProcess(LauncherClient(int(settings["control_fd"])))
+    STUDENT.torch_modules = frozenset(settings.get("torch_modules", ()))
     sys.meta_path.insert(0, RemoteFinder(packages))
     if sys.platform.startswith("linux"):  # at level "none" a student process of the same uid could read our memory
         with contextlib.suppress(Exception):

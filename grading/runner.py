@@ -28,7 +28,7 @@ from grading import sandbox
 from grading.launcher import Launcher, StudentSettings, remove_scratch
 from grading.sandbox import crash_message
 from grading.plugin import LOG_KEY_VARIABLE, import_time_limit, verified_record
-from grading.registry import Stage, exercises_marked_in
+from grading.registry import Stage, all_stages, exercises_marked_in
 
 GRACE_SECONDS = 3.0  # after a test's own limit, before the parent kills a child that ignored the alarm
 MAX_RESTARTS = 25  # a submission that kills every child it gets is not retried forever
@@ -167,7 +167,8 @@ def run_stage(stage: Stage, homes: dict[str, Path], exercises: list[str], test_t
             if authoritative:
                 control, control_child = socket.socketpair()
                 fds.append(control_child.fileno())
-            student_process = {"control_fd": control_child.fileno()} if authoritative else None
+            student_process = ({"control_fd": control_child.fileno(), "torch_modules": torch_modules()}
+                               if authoritative else None)
             pytest_args = child_command(stage, workspace.workspace_homes(), f"fd:{log_fd}", exercises, test_timeout,
                                         only, ignored, student_process)
             cmd = sandbox.child_prefix(workspace) + workspace.adopt(pytest_args)
@@ -243,6 +244,11 @@ def run_stage(stage: Stage, homes: dict[str, Path], exercises: list[str], test_t
                                                              missing)
                         for n, ex in collected.items()}
     return result
+
+
+def torch_modules() -> list[str]:
+    """The modules whose code may import PyTorch: the files of the exercises that port to it."""
+    return [f"{stage.package}.{Path(e.file).stem}" for stage in all_stages() for e in stage.exercises if e.torch]
 
 
 def prepare_student_processes(tmpdir: Path, homes: dict[str, Path], isolation: sandbox.Isolation):
