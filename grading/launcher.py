@@ -23,6 +23,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import threading
 import time
 from dataclasses import dataclass
@@ -33,7 +34,10 @@ import psutil
 from grading import sandbox
 
 SERVE = "grading.remote import serve"  # in every student process's command line: how the grader finds it
-BOOTSTRAP = f"import sys; sys.path.insert(0, sys.argv[1]); from {SERVE}; serve(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))"
+# The workspace first on the import path, and the grader's folders of packages it may not find by itself (one a .pth
+# file adds: the student process's site-packages keep only the allowed packages, not the .pth files)
+BOOTSTRAP = ("import json, sys; sys.path.insert(0, sys.argv[1]); sys.path += [p for p in json.loads(sys.argv[5]) if p "
+             f"not in sys.path]; from {SERVE}; serve(int(sys.argv[2]), sys.argv[3], int(sys.argv[4]))")
 
 
 @dataclass
@@ -121,7 +125,8 @@ class Launcher:
         stack = os.open(self.settings.stack, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         homes = {package: str(folder) for package, folder in template.workspace_homes().items()}
         cmd, setup = sandbox.confined(self.isolation, uid, view, sandbox.python_command(
-            "-c", BOOTSTRAP, str(template.root), str(theirs.fileno()), json.dumps(homes), str(stack)))
+            "-c", BOOTSTRAP, str(template.root), str(theirs.fileno()), json.dumps(homes), str(stack),
+            json.dumps([p for p in sys.path if Path(os.path.realpath(p)) in sandbox.site_folders()])))
         try:
             with open(self.settings.output, "ab") as output:
                 process = psutil.Popen(cmd, cwd=scratch, env=sandbox.child_environment(self.settings.environment, scratch),

@@ -194,7 +194,7 @@ def child_environment(base: dict[str, str], scratch: Path) -> dict[str, str]:
 def python_command(*args: str) -> list[str]:
     # -s: no user site folder; -P: no current folder on the path; -B: no bytecode written. Not -I: it would
     # also ignore PYTHONHASHSEED, and the environment is already ours (child_environment).
-    return [sys.executable, "-s", "-P", "-B", *args]
+    return [os.path.normpath(sys.executable), "-s", "-P", "-B", *args]
 
 
 def child_prefix(workspace: Workspace) -> list[str]:
@@ -282,12 +282,13 @@ def uid_cannot_run_python(uid: int) -> str | None:
     try:
         completed = subprocess.run(python_command("-c", "import numpy"), preexec_fn=switch_user(uid),
                                    capture_output=True, timeout=60, stdin=subprocess.DEVNULL, cwd="/")
-    except (OSError, subprocess.SubprocessError) as exc:
-        return f"an unprivileged uid cannot start this Python ({exc})"
-    if completed.returncode != 0:
-        return (f"an unprivileged uid cannot run this Python and import NumPy (is it installed under a folder "
-                f"other users may not enter, like /root?): {sys.executable}")
-    return None
+        works = completed.returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        works = False
+    if works:
+        return None
+    return (f"an unprivileged uid cannot run this Python and import NumPy (is it installed under a folder other "
+            f"users may not enter, like /root?): {sys.executable}")
 
 
 def acquire_uids() -> tuple[tuple[int, int], int]:
@@ -339,12 +340,12 @@ def bwrap_prefix(view: View) -> list[str]:
             cmd += ["--symlink", os.readlink(path), str(path)]
         elif path.is_dir():
             cmd += ["--ro-bind", str(path), str(path)]
-    for name in ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "alternatives"):
+    for name in ("ld.so.cache", "ld.so.conf", "ld.so.conf.d", "localtime", "alternatives", "fonts"):
         if Path("/etc", name).exists():
             cmd += ["--ro-bind", f"/etc/{name}", f"/etc/{name}"]
     made: set[Path] = {Path("/")}
     bound: list[Path] = []
-    readable = [*(python_folders() if view.python else ()), *view.readable]
+    readable = [*(python_folders() + site_folders() if view.python else ()), *view.readable]
     for folder in _outermost(readable):
         cmd += _parents(folder, made) + ["--ro-bind", str(folder), str(folder)]
         made.add(folder)
@@ -376,12 +377,15 @@ def _outermost(folders) -> list[Path]:
 def python_folders() -> list[Path]:
     """The folders this Python runs from: its installation, and the virtual environment if it runs in one."""
     return [Path(p) for p in {sys.prefix, sys.base_prefix, sys.exec_prefix, sys.base_exec_prefix,
-                              os.path.dirname(sys.executable), os.path.dirname(os.path.realpath(sys.executable))}]
+                              os.path.dirname(os.path.normpath(sys.executable)),
+                              os.path.dirname(os.path.realpath(sys.executable))}]
 
 
 def site_folders() -> list[Path]:
-    """Every folder of installed packages of this Python and of the installation under its virtual environment."""
-    found = {*site.getsitepackages(), *site.getsitepackages([sys.base_prefix, sys.base_exec_prefix])}
+    """Every folder of installed packages this Python uses (a ``.pth`` file may add one from elsewhere), and those
+    of the installation under its virtual environment."""
+    found = {*site.getsitepackages(), *site.getsitepackages([sys.base_prefix, sys.base_exec_prefix]),
+             *(p for p in sys.path if os.path.basename(p) in ("site-packages", "dist-packages"))}
     if site.ENABLE_USER_SITE and site.getusersitepackages():
         found.add(site.getusersitepackages())
     return sorted(Path(os.path.realpath(p)) for p in found if os.path.isdir(p))

@@ -157,21 +157,21 @@ def test_spirals_fit_the_training_set():
     assert accuracy >= 0.9, f"spirals: test accuracy {accuracy:.4f} on the held-out points, expected at least 0.9"
 
 
-def test_plots_are_written(tmp_path):
+def test_plots_are_written(student_tmp):
     pytest.importorskip("matplotlib")
-    history, lines, _ = run_main(["--dataset", "spirals", "--epochs", "2", "--plots-dir", str(tmp_path)])
+    history, lines, _ = run_main(["--dataset", "spirals", "--epochs", "2", "--plots-dir", str(student_tmp)])
     assert len(epoch_lines(lines, 2)) == 2, "--epochs 2: expected two progress lines 'epoch 1/2 ...', 'epoch 2/2 ...', got:\n" + "\n".join(lines)
-    pngs = sorted(p.name for p in tmp_path.glob("*.png"))
+    pngs = student_tmp.names("*.png")
     assert pngs == ["spirals_decision_boundary.png", "spirals_loss.png"], (
-        f"--plots-dir {tmp_path}: expected spirals_loss.png and spirals_decision_boundary.png there, got {pngs}"
+        f"--plots-dir {student_tmp}: expected spirals_loss.png and spirals_decision_boundary.png there, got {pngs}"
     )
     for name in pngs:
-        assert (tmp_path / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{name} is not a PNG file"
+        assert (student_tmp / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{name} is not a PNG file"
         assert any(name in line for line in lines), f"the output should say where {name} was written"
 
 
-def test_training_goes_on_without_matplotlib(tmp_path):
+def test_training_goes_on_without_matplotlib(student_tmp):
     # main runs with sys.modules["matplotlib"] = None there, which makes `import matplotlib` raise ImportError
-    _, lines, _ = run_main(["--dataset", "spirals", "--epochs", "1", "--plots-dir", str(tmp_path)], without_matplotlib=True)
+    _, lines, _ = run_main(["--dataset", "spirals", "--epochs", "1", "--plots-dir", str(student_tmp)], without_matplotlib=True)
     assert any("matplotlib" in line for line in lines[:-1]), "without matplotlib, main should say in one line that it makes no plots"
-    assert not list(tmp_path.glob("*.png")), "without matplotlib there should be no PNG"
+    assert not student_tmp.names("*.png"), "without matplotlib there should be no PNG"

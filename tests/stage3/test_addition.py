@@ -320,8 +320,8 @@ def test_a_short_run_learns_to_add_problems_it_never_saw():
 # the same packages (the student's, or the reference).
 
 
-def test_command_line_train_then_ask(tmp_path):
-    checkpoint = tmp_path / "tiny.npz"
+def test_command_line_train_then_ask(student_tmp):
+    checkpoint = student_tmp / "tiny.npz"
     status, out = printed(main, ["train", "--digits", "1", "--steps", "40", "--d-model", "16", "--nhead", "2",
                                  "--layers", "1", "--ff", "32", "--batch", "32", "--eval-every", "20",
                                  "--checkpoint", str(checkpoint)])
@@ -329,14 +329,13 @@ def test_command_line_train_then_ask(tmp_path):
     assert_equal([int(m.group(1)) for m in map(PROGRESS.search, out.splitlines()) if m], [20, 40],
                  "python -m stage3_transformer.addition train --steps 40 --eval-every 20: the steps of the progress "
                  f"lines on stdout, which was:\n{out}")
-    assert_equal(checkpoint.is_file(), True, f"train --checkpoint {checkpoint}: the file exists afterwards")
+    assert_equal(checkpoint.exists(), True, f"train --checkpoint {checkpoint}: the file exists afterwards")
 
-    with np.load(checkpoint, allow_pickle=False) as f:
-        arrays = {name: f[name] for name in f.files}
+    arrays = checkpoint.load_npz()  # np.load(checkpoint, allow_pickle=False), read from the file's bytes
     saved = json.loads(str(arrays.pop("config")))
     assert_equal((saved["digits"], saved["d_model"], saved["steps"]), (1, 16, 40),
                  "the checkpoint's config (JSON): digits, d_model and steps as given on the command line")
-    model, _ = load_checkpoint(checkpoint)
+    model, _ = load_checkpoint(str(checkpoint))
     for name, value in model.state_dict().items():
         assert_equal(arrays[name], value, f"load_checkpoint: parameter {name} as saved in the .npz")
 
@@ -345,7 +344,8 @@ def test_command_line_train_then_ask(tmp_path):
     expected = [f"Model > {got} ✓" if got == true_sum(p) else f"Model > {got} ✗ (the sum is {true_sum(p)})"
                 for got, p in zip(answers, problems)]
     typed = ["3+4", "abc", "9+9", "12+3", "", " 0 + 0 ", "5+8"]
-    run = run_addition("ask", "--checkpoint", str(checkpoint), stdin="\n".join(typed) + "\n", cwd=tmp_path, timeout=60)
+    run = run_addition("ask", "--checkpoint", str(checkpoint), stdin="\n".join(typed) + "\n", cwd=str(student_tmp),
+                       timeout=60)
     stdout, stderr, returncode = run.stdout, run.stderr, run.returncode
     transcript = f"stdout:\n{stdout}\nstderr:\n{stderr}"
     assert_equal(returncode, 0, f"ask with {typed} then end of input: the exit status; {transcript}")
@@ -365,19 +365,19 @@ def test_command_line_train_then_ask(tmp_path):
     assert_equal("1 digit" in replies[3], True, f"ask, 1-digit model: the reply to '12+3' ({replies[3]!r}) should say "
                  "the model adds numbers of at most 1 digit")
 
-    missing = tmp_path / "missing.npz"
+    missing = student_tmp / "missing.npz"
     status, out = printed(main, ["ask", "--checkpoint", str(missing)])
     assert_equal(status, 1, "main(['ask', '--checkpoint', a missing file]): the exit status")
     assert_equal("python -m stage3_transformer.addition train" in out, True,
                  f"ask with a missing checkpoint should say how to train one; it printed {out!r}")
 
 
-def test_ask_ends_cleanly_on_ctrl_c(tmp_path):
-    checkpoint = tmp_path / "tiny.npz"
+def test_ask_ends_cleanly_on_ctrl_c(student_tmp):
+    checkpoint = student_tmp / "tiny.npz"
     config = AdditionConfig(digits=1, d_model=16, nhead=2, layers=1, ff=32, steps=1, batch=8, eval_problems=5)
     model, _ = train(config, log=lambda line: None)
-    save_checkpoint(checkpoint, model)
-    process = start_addition("ask", "--checkpoint", str(checkpoint), cwd=tmp_path)
+    save_checkpoint(str(checkpoint), model)
+    process = start_addition("ask", "--checkpoint", str(checkpoint), cwd=str(student_tmp))
     try:
         seen = b""
         deadline = time.monotonic() + 60

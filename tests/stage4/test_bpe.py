@@ -272,12 +272,12 @@ def test_encode_iterable_is_lazy_and_equals_encode():
 
 
 # ---------------------------------------------------------------------- files
-def test_save_load_and_from_json(tmp_path):
+def test_save_load_and_from_json(student_tmp):
     tok = trained(special_tokens=(EOT, "<|pad|>"))
-    path = tmp_path / "tokenizer.json"
-    tok.save(path)
-    assert_equal(json.loads(path.read_text(encoding="utf-8"))["type"], "bpe", "the 'type' field of the saved JSON")
-    for how, loaded in (("BPETokenizer.load", BPETokenizer.load(path)),
+    path = student_tmp / "tokenizer.json"
+    tok.save(str(path))
+    assert_equal(json.loads(path.read_text())["type"], "bpe", "the 'type' field of the saved JSON")
+    for how, loaded in (("BPETokenizer.load", BPETokenizer.load(str(path))),
                         ("tokenizer_from_json", tokenizer_from_json(tok.to_json()))):
         assert_equal(type_name(loaded), "BPETokenizer", f"{how}: the type of the rebuilt tokenizer")
         assert_equal(dict(loaded.vocab), dict(tok.vocab), f"{how}: vocab")
@@ -290,12 +290,12 @@ def test_save_load_and_from_json(tmp_path):
 def write_gpt2_files(folder, vocab, merges, table):
     """vocab.json (token string -> id) and merges.txt (a #version line, then 'first second' per line)."""
     as_text = lambda b: "".join(table[x] for x in b)  # noqa: E731
-    (folder / "vocab.json").write_text(json.dumps({as_text(b): i for i, b in vocab.items()}), encoding="utf-8")
+    (folder / "vocab.json").write_text(json.dumps({as_text(b): i for i, b in vocab.items()}))  # UTF-8
     lines = ["#version: 0.2"] + [f"{as_text(a)} {as_text(b)}" for a, b in merges]
-    (folder / "merges.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (folder / "merges.txt").write_text("\n".join(lines) + "\n")
 
 
-def test_from_gpt2_files(tmp_path):
+def test_from_gpt2_files(student_tmp):
     table = gpt2_byte_table()
     _, merges = naive_train(TEXT, 330)
     # GPT-2 numbers its vocab.json as here: the visible bytes first, in byte order ("!" is 0), the 68 others
@@ -304,9 +304,9 @@ def test_from_gpt2_files(tmp_path):
     vocab = {i: bytes([b]) for i, b in enumerate(byte_order)}
     vocab.update({256 + k: a + b for k, (a, b) in enumerate(merges)})
     vocab[len(vocab)] = EOT.encode()
-    write_gpt2_files(tmp_path, vocab, merges, table)
+    write_gpt2_files(student_tmp, vocab, merges, table)
 
-    tok = BPETokenizer.from_gpt2_files(tmp_path / "vocab.json", tmp_path / "merges.txt")
+    tok = BPETokenizer.from_gpt2_files(str(student_tmp / "vocab.json"), str(student_tmp / "merges.txt"))
     assert_equal(dict(tok.vocab), vocab, "from_gpt2_files: vocab (id -> bytes)")
     assert_equal(list(tok.merges), merges, "from_gpt2_files: merges (pairs of bytes)")
     assert_equal(tok.special_token_id(EOT), len(vocab) - 1, "from_gpt2_files: the id of <|endoftext|> in vocab.json")

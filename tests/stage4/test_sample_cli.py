@@ -15,7 +15,7 @@ import pytest
 from stage4_gpt.model import GPT, GPTConfig
 from stage4_gpt.sample import complete, main
 from stage4_gpt.tokenizer import CharTokenizer
-from tests.helpers import assert_equal, assert_raises
+from tests.helpers import StudentPath, assert_equal, assert_raises
 from tests.stage4.student_side import Output, always_predicts, working_directory
 from tests.student_side import reraise_not_implemented, run_module
 
@@ -31,11 +31,12 @@ def tokenizer_and_model(seed: int = 0, **fields):
     return tokenizer, GPT(config, rng=seed)
 
 
-def write_checkpoint(path, model: GPT, tokenizer) -> None:
+def write_checkpoint(path: StudentPath, model: GPT, tokenizer) -> None:
+    """np.savez(path, ...), the file written beside the code under test (``student_tmp``)."""
     arrays = {f"model.{name}": value for name, value in model.state_dict().items()}
     arrays["model_config"] = np.array(json.dumps(model.config.to_dict()))
     arrays["tokenizer"] = np.array(tokenizer.to_json())
-    np.savez(path, **arrays)
+    path.save_npz(**arrays)
 
 
 # ---------------------------------------------------------------------- complete
@@ -84,9 +85,9 @@ def run_main(output: Output, argv: list[str]) -> int:
     return output.run(main, argv)
 
 
-def test_command_line_prints_prompt_and_sample(tmp_path):
+def test_command_line_prints_prompt_and_sample(student_tmp):
     tokenizer, model = tokenizer_and_model(seed=1)
-    path = tmp_path / "ckpt.npz"
+    path = student_tmp / "ckpt.npz"
     write_checkpoint(path, model, tokenizer)
     output = Output()  # what main prints where it runs (capsys would see only this process's output)
     code = run_main(output, ["--checkpoint", str(path), "--prompt", "fade", "--max-new-tokens", "9", "--seed", "7",
@@ -98,10 +99,10 @@ def test_command_line_prints_prompt_and_sample(tmp_path):
                                                           "(--seed 7, --temperature 0.9, --top-k 5)")
 
 
-def test_command_line_reads_the_training_default_checkpoint(tmp_path):
+def test_command_line_reads_the_training_default_checkpoint(student_tmp):
     """With no --checkpoint, the sampler reads runs/gpt/ckpt.npz, where python -m stage4_gpt.train writes; if
     there is none yet, it says how to make one."""
-    with working_directory(tmp_path):  # that of the process that runs main (monkeypatch.chdir changes only ours)
+    with working_directory(str(student_tmp)):  # that of the process that runs main (monkeypatch.chdir changes only ours)
         output = Output()
         error = assert_raises(SystemExit, lambda: run_main(output, ["--prompt", "ab"]),
                               "python -m stage4_gpt.sample without --checkpoint, before any training")
@@ -110,8 +111,8 @@ def test_command_line_reads_the_training_default_checkpoint(tmp_path):
                      f"the message names the default checkpoint and how to train one; it was {message.strip()!r}")
         assert_equal(error.code, 2, "exit code without a checkpoint (a usage error)")
         tokenizer, model = tokenizer_and_model(seed=2)
-        (tmp_path / "runs" / "gpt").mkdir(parents=True)
-        write_checkpoint(tmp_path / "runs" / "gpt" / "ckpt.npz", model, tokenizer)
+        (student_tmp / "runs" / "gpt").mkdir()  # with its parents
+        write_checkpoint(student_tmp / "runs" / "gpt" / "ckpt.npz", model, tokenizer)
         code = run_main(output, ["--prompt", "bead", "--max-new-tokens", "5", "--seed", "3", "--no-cache"])
         expected = "bead" + complete(model, tokenizer, "bead", 5, temperature=0.8, rng=np.random.default_rng(3),
                                      use_cache=False)
@@ -121,9 +122,9 @@ def test_command_line_reads_the_training_default_checkpoint(tmp_path):
 
 @pytest.mark.parametrize("flags, named", [(["--top-p", "0"], "top-p"), (["--top-p", "1.5"], "top-p"),
                                           (["--temperature", "-0.5"], "temperature"), (["--top-k", "0"], "top-k")])
-def test_command_line_rejects_settings_without_a_distribution(tmp_path, flags, named):
+def test_command_line_rejects_settings_without_a_distribution(student_tmp, flags, named):
     tokenizer, model = tokenizer_and_model()
-    path = tmp_path / "ckpt.npz"
+    path = student_tmp / "ckpt.npz"
     write_checkpoint(path, model, tokenizer)
     output = Output()
     assert_equal(run_main(output, ["--checkpoint", str(path), "--prompt", "ab", "--max-new-tokens", "2", "--no-cache"]),
@@ -138,9 +139,9 @@ def test_command_line_rejects_settings_without_a_distribution(tmp_path, flags, n
                                          f"{message.strip()!r}")
 
 
-def test_command_line_names_characters_the_tokenizer_lacks(tmp_path):
+def test_command_line_names_characters_the_tokenizer_lacks(student_tmp):
     tokenizer, model = tokenizer_and_model()
-    path = tmp_path / "ckpt.npz"
+    path = student_tmp / "ckpt.npz"
     write_checkpoint(path, model, tokenizer)
     output = Output()
     code = run_main(output, ["--checkpoint", str(path), "--prompt", "bad€", "--max-new-tokens", "2", "--no-cache"])
@@ -150,13 +151,13 @@ def test_command_line_names_characters_the_tokenizer_lacks(tmp_path):
     assert_equal(out, "", "what is printed to stdout when the prompt cannot be encoded")
 
 
-def test_interactive_mode_answers_each_line(tmp_path):
+def test_interactive_mode_answers_each_line(student_tmp):
     tokenizer, model = tokenizer_and_model(seed=2, tie_weights=False)
     always_predicts(model, tokenizer.encode("h")[0])
-    path = tmp_path / "ckpt.npz"
+    path = student_tmp / "ckpt.npz"
     write_checkpoint(path, model, tokenizer)
-    result = run_module("stage4_gpt.sample", "--checkpoint", path, "--interactive", "--max-new-tokens", "3",
-                        "--temperature", "0", "--no-cache", cwd=tmp_path, stdin="ab\nc€\nca\n\nnever read\n")
+    result = run_module("stage4_gpt.sample", "--checkpoint", str(path), "--interactive", "--max-new-tokens", "3",
+                        "--temperature", "0", "--no-cache", cwd=str(student_tmp), stdin="ab\nc€\nca\n\nnever read\n")
     if result.returncode:
         reraise_not_implemented(result.stderr)
     assert_equal(result.returncode, 0, f"exit code of python -m stage4_gpt.sample --interactive after an empty line "

@@ -112,16 +112,16 @@ def test_byte_decode_replaces_invalid_utf8():
 
 # ---------------------------------------------------------------------- files
 @pytest.mark.parametrize("kind", ["char", "byte"])
-def test_save_load_and_from_json(kind, tmp_path):
+def test_save_load_and_from_json(kind, student_tmp):
     specials = (ENDOFTEXT, BOS, EOS)
     tok = CharTokenizer.fit(TEXT, special_tokens=specials) if kind == "char" else ByteTokenizer(specials)
     cls, name = type_of(tok), type_name(tok)
-    path = tmp_path / "tokenizer.json"
-    tok.save(path)
-    saved = json.loads(path.read_text(encoding="utf-8"))
+    path = student_tmp / "tokenizer.json"
+    tok.save(str(path))
+    saved = json.loads(path.read_text())
     assert_equal(saved["type"], kind, f"the 'type' field of a saved {name}")
     text = BOS + TEXT + EOS + ENDOFTEXT
-    rebuilt = ((f"{name}.load", cls.load(path)), ("tokenizer_from_json", tokenizer_from_json(tok.to_json())))
+    rebuilt = ((f"{name}.load", cls.load(str(path))), ("tokenizer_from_json", tokenizer_from_json(tok.to_json())))
     for how, loaded in rebuilt:
         assert_equal(type_name(loaded), name, f"{how}: the type of the rebuilt tokenizer")
         assert_equal(loaded.vocab_size, tok.vocab_size, f"{how}: vocab_size")

@@ -175,11 +175,11 @@ def test_single_process_setup_and_shards(monkeypatch):
     assert_raises(ValueError, lambda: shard(torch.arange(7), third), "shard(7 rows, 3 processes)")
 
 
-def test_training_entry_point_writes_a_checkpoint_numpy_reads(tmp_path, monkeypatch):
+def test_training_entry_point_writes_a_checkpoint_numpy_reads(student_tmp, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
-    data = tmp_path / "corpus.txt"
-    data.write_text("".join(f"{i} squared is {i * i}.\n" for i in range(200)), encoding="utf-8")
-    out = tmp_path / "run"
+    data = student_tmp / "corpus.txt"
+    data.write_text("".join(f"{i} squared is {i * i}.\n" for i in range(200)))  # UTF-8
+    out = student_tmp / "run"
     output = Output()  # what main prints where it runs (capsys would see only this process's output)
     code = output.run(main, ["--data", str(data), "--n-layer", "1", "--n-head", "2", "--n-embd", "16",
                              "--block-size", "8", "--batch-size", "4", "--max-steps", "3", "--warmup-steps", "1",
@@ -188,9 +188,9 @@ def test_training_entry_point_writes_a_checkpoint_numpy_reads(tmp_path, monkeypa
     printed = output.readouterr()[0]
     assert_equal("cpu" in printed or "cuda" in printed, True, f"the run says which device it uses; it printed "
                                                               f"{printed[:200]!r}")
-    model, tokenizer = model_from_checkpoint(load_checkpoint(out / "ckpt.npz"))
+    model, tokenizer = model_from_checkpoint(load_checkpoint(str(out / "ckpt.npz")))
     assert_equal(model.config.vocab_size, tokenizer.vocab_size, "the checkpoint's vocab_size vs its tokenizer's")
-    assert_equal(int(load_checkpoint(out / "ckpt.npz")["step"]), 3, "the step in the checkpoint")
+    assert_equal(int(load_checkpoint(str(out / "ckpt.npz"))["step"]), 3, "the step in the checkpoint")
 
 
 def free_port() -> int:
@@ -199,7 +199,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def test_two_processes_average_the_gradients_of_one(tmp_path):
+def test_two_processes_average_the_gradients_of_one(student_tmp):
     if not torch.distributed.is_available():
         pytest.skip("torch.distributed is not available in this PyTorch build")
     fields = dict(SMALL)
@@ -215,16 +215,17 @@ def test_two_processes_average_the_gradients_of_one(tmp_path):
     expected = {name: p.grad.numpy() for name, p in reference.named_parameters()}
     TorchGPT(GPTConfig(**fields))  # the port must exist before two processes are started to run it
 
-    inputs = tmp_path / "input.npz"
-    np.savez(inputs, config=np.array(json.dumps(ours.config.to_dict())), x=idx, y=targets,
-             **{f"model.{name}": value for name, value in ours.state_dict().items()})
+    inputs = student_tmp / "input.npz"
+    inputs.save_npz(config=np.array(json.dumps(ours.config.to_dict())), x=idx, y=targets,
+                    **{f"model.{name}": value for name, value in ours.state_dict().items()})
     port = free_port()
     processes = []
     for rank in range(2):  # started by the process that runs the code under test, as torchrun would
         env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(port), "RANK": str(rank), "LOCAL_RANK": str(rank),
                "WORLD_SIZE": "2", "CUDA_VISIBLE_DEVICES": ""}
-        processes.append(start_module_with_environment("tests.stage4.ddp_worker", inputs, tmp_path / f"{rank}.npz",
-                                                       cwd=tmp_path, environment=env))
+        processes.append(start_module_with_environment("tests.stage4.ddp_worker", str(inputs),
+                                                       str(student_tmp / f"{rank}.npz"), cwd=str(student_tmp),
+                                                       environment=env))
     deadline = time.monotonic() + 60
     outputs = []
     try:
@@ -238,8 +239,7 @@ def test_two_processes_average_the_gradients_of_one(tmp_path):
             reraise_not_implemented(stderr)
         assert_equal(process.returncode, 0, f"exit code of DDP process {rank} (its stderr ends with {stderr[-600:]!r})")
     for rank in range(2):
-        with np.load(tmp_path / f"{rank}.npz", allow_pickle=False) as archive:
-            got = {key: archive[key] for key in archive.files}
+        got = (student_tmp / f"{rank}.npz").load_npz()  # np.load(..., allow_pickle=False), from the file's bytes
         what = f"DDP process {rank} of 2 (gloo on the CPU)"
         assert_equal((int(got["rank"]), int(got["world_size"])), (rank, 2), f"{what}: (rank, world_size) from setup_distributed")
         assert_equal(str(got["wrapped"]), "DistributedDataParallel", f"{what}: the type wrap_for_training returned")

@@ -24,7 +24,7 @@ from stage4_gpt.optim import configure_optimizer, get_lr
 from stage4_gpt.train import (evaluate, load_checkpoint, main, model_from_checkpoint, model_generators,
                               restore_training_state, save_checkpoint, train_step)
 from stage4_gpt.tokenizer import CharTokenizer, tokenizer_from_json
-from tests.helpers import assert_close, assert_equal, assert_in_range, assert_raises
+from tests.helpers import StudentPath, assert_close, assert_equal, assert_in_range, assert_raises
 from tests.stage4.student_side import Output
 from tests.student_side import reraise_not_implemented, run_module, start_module
 from tests.stage4.torch_reference import ReferenceGPT
@@ -42,11 +42,10 @@ def tokens_of(seed: int, n: int = 300, vocab: int = TINY["vocab_size"]) -> np.nd
     return np.random.default_rng(seed).integers(0, vocab, size=n)
 
 
-def corpus_file(folder: Path) -> Path:
-    """A small text with some structure to learn: numbered lines."""
+def corpus_file(folder: StudentPath) -> StudentPath:
+    """A small text with some structure to learn: numbered lines (written beside the code under test, UTF-8)."""
     path = folder / "corpus.txt"
-    path.write_text("".join(f"line {i}: {i * i % 97} is {'even' if i % 2 == 0 else 'odd'}\n" for i in range(300)),
-                    encoding="utf-8")
+    path.write_text("".join(f"line {i}: {i * i % 97} is {'even' if i % 2 == 0 else 'odd'}\n" for i in range(300)))
     return path
 
 
@@ -166,14 +165,13 @@ def two_steps(seed: int = 0, dropout: float = 0.0):
     return model, optimizer, rng, tokens
 
 
-def test_checkpoint_holds_everything_as_plain_arrays(tmp_path):
+def test_checkpoint_holds_everything_as_plain_arrays(student_tmp):
     model, optimizer, rng, _ = two_steps(dropout=0.2)
     tokenizer = CharTokenizer.fit("abcdefghijklmnopqrstuv")  # 22 characters + <|endoftext|> = TINY's 23 ids
-    path = tmp_path / "ckpt.npz"
-    save_checkpoint(path, model=model, optimizer=optimizer, step=2, rng=rng, tokenizer=tokenizer,
+    path = student_tmp / "ckpt.npz"
+    save_checkpoint(str(path), model=model, optimizer=optimizer, step=2, rng=rng, tokenizer=tokenizer,
                     settings={"lr": 0.01, "note": "any JSON"}, history={"train_loss": [3.1, 3.0]})
-    with np.load(path, allow_pickle=False) as archive:  # fails if anything needs pickle
-        saved = {key: archive[key] for key in archive.files}
+    saved = path.load_npz()  # np.load(allow_pickle=False) on the file's bytes: fails if anything needs pickle
     what = "save_checkpoint(...) read back with np.load(allow_pickle=False)"
     for name, value in model.state_dict().items():
         assert_equal(saved.get(f"model.{name}"), value, f"{what}: 'model.{name}'")
@@ -216,16 +214,16 @@ def test_checkpoint_holds_everything_as_plain_arrays(tmp_path):
                                                         "saved model's", atol=0, rtol=0)
 
 
-def test_restored_training_state_continues_bit_for_bit(tmp_path):
+def test_restored_training_state_continues_bit_for_bit(student_tmp):
     """Two steps, a checkpoint, then a third step from the checkpoint in a new model, optimizer and generator:
     the same loss and the same weights as a third step without the checkpoint, to the last bit (dropout on,
     so the model's own generator must be restored too)."""
     model, optimizer, rng, tokens = two_steps(dropout=0.2)
     tokenizer = CharTokenizer.fit("abcdefghijklmnopqrstuv")
-    path = tmp_path / "ckpt.npz"
-    save_checkpoint(path, model=model, optimizer=optimizer, step=2, rng=rng, tokenizer=tokenizer, settings={},
+    path = student_tmp / "ckpt.npz"
+    save_checkpoint(str(path), model=model, optimizer=optimizer, step=2, rng=rng, tokenizer=tokenizer, settings={},
                     history={})
-    checkpoint = load_checkpoint(path)
+    checkpoint = load_checkpoint(str(path))
     copy, _ = model_from_checkpoint(checkpoint)
     copy.train()
     copy_optimizer = configure_optimizer(copy, lr=1e-2, weight_decay=0.1, betas=(0.9, 0.95))
@@ -243,23 +241,23 @@ def test_restored_training_state_continues_bit_for_bit(tmp_path):
 
 
 # ---------------------------------------------------------------------- the command line
-def history_of(out: Path) -> dict[str, np.ndarray]:
-    checkpoint = load_checkpoint(out / "ckpt.npz")
+def history_of(out: StudentPath) -> dict[str, np.ndarray]:
+    checkpoint = load_checkpoint(str(out / "ckpt.npz"))
     return {key: value for key, value in checkpoint.items() if key.startswith(("history.", "model.", "step"))}
 
 
-def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path):
-    data = corpus_file(tmp_path)
+def test_resume_continues_exactly_as_an_uninterrupted_run(student_tmp):
+    data = corpus_file(student_tmp)
     flags = TINY_FLAGS + ["--data", str(data), "--dropout", "0.1", "--grad-accum", "2", "--eval-interval", "2",
                           "--no-plot", "--seed", "3"]
     output = Output()  # what main prints where it runs (capsys would see only this process's output)
-    assert_equal(output.run(main, flags + ["--max-steps", "6", "--out", str(tmp_path / "whole")]), 0,
+    assert_equal(output.run(main, flags + ["--max-steps", "6", "--out", str(student_tmp / "whole")]), 0,
                  "exit code of a 6-step run")
-    first_half = ["--max-steps", "3", "--lr-decay-steps", "6", "--out", str(tmp_path / "split")]
+    first_half = ["--max-steps", "3", "--lr-decay-steps", "6", "--out", str(student_tmp / "split")]
     assert_equal(output.run(main, flags + first_half), 0, "exit code of the first 3 steps of a 6-step schedule")
-    assert_equal(output.run(main, ["--resume", "--max-steps", "6", "--out", str(tmp_path / "split")]), 0,
+    assert_equal(output.run(main, ["--resume", "--max-steps", "6", "--out", str(student_tmp / "split")]), 0,
                  "exit code of --resume --max-steps 6")
-    whole, split = history_of(tmp_path / "whole"), history_of(tmp_path / "split")
+    whole, split = history_of(student_tmp / "whole"), history_of(student_tmp / "split")
     assert_equal(int(split["step"]), 6, "the step in the resumed run's last checkpoint")
     assert_equal(split["history.train_loss"], whole["history.train_loss"],
                  "the 6 training losses: 3 steps + --resume + 3 steps vs 6 steps in one go (bit for bit)")
@@ -274,26 +272,24 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(tmp_path):
                                                              "'step N/M | loss L | lr R | norm G | T tok/s | ETA 0m00s'")
 
 
-def test_resume_in_another_process_continues_exactly(tmp_path):
+def test_resume_in_another_process_continues_exactly(student_tmp):
     """The first 3 steps in a process of their own (python -m stage4_gpt.train), --resume in another one: only
     what the checkpoint file holds can carry the optimizer's moments and every generator's state across."""
-    data = corpus_file(tmp_path)
+    data = corpus_file(student_tmp)
     flags = TINY_FLAGS + ["--data", str(data), "--dropout", "0.1", "--grad-accum", "2", "--eval-interval", "2",
                           "--no-plot", "--seed", "5"]
     output = Output()
-    assert_equal(output.run(main, flags + ["--max-steps", "6", "--out", str(tmp_path / "whole")]), 0,
+    assert_equal(output.run(main, flags + ["--max-steps", "6", "--out", str(student_tmp / "whole")]), 0,
                  "exit code of a 6-step run")
-    first_half = ["--max-steps", "3", "--lr-decay-steps", "6", "--out", str(tmp_path / "split")]
-    result = run_module("stage4_gpt.train", *flags, *first_half, cwd=tmp_path, timeout=120)
+    first_half = ["--max-steps", "3", "--lr-decay-steps", "6", "--out", str(student_tmp / "split")]
+    result = run_module("stage4_gpt.train", *flags, *first_half, cwd=str(student_tmp), timeout=120)
     reraise_not_implemented(result.stderr)
     assert_equal(result.returncode, 0, f"exit code of python -m stage4_gpt.train for the first 3 steps of a 6-step "
                                        f"schedule (stderr ends with {result.stderr[-500:]!r})")
-    assert_equal(output.run(main, ["--resume", "--max-steps", "6", "--out", str(tmp_path / "split")]), 0,
+    assert_equal(output.run(main, ["--resume", "--max-steps", "6", "--out", str(student_tmp / "split")]), 0,
                  "exit code of --resume --max-steps 6 in another process")
-    with np.load(tmp_path / "whole" / "ckpt.npz", allow_pickle=False) as archive:
-        whole = {key: archive[key] for key in archive.files}
-    with np.load(tmp_path / "split" / "ckpt.npz", allow_pickle=False) as archive:
-        split = {key: archive[key] for key in archive.files}
+    whole = (student_tmp / "whole" / "ckpt.npz").load_npz()  # np.load(allow_pickle=False) on the file's bytes
+    split = (student_tmp / "split" / "ckpt.npz").load_npz()
     assert_equal(int(split["step"]), 6, "the step in the resumed run's last checkpoint")
     assert_equal(split["history.train_loss"], whole["history.train_loss"],
                  "the 6 training losses: 3 steps in one process + --resume and 3 steps in another vs 6 steps in one go "
@@ -304,12 +300,12 @@ def test_resume_in_another_process_continues_exactly(tmp_path):
             assert_equal(split[key], value, f"{key} after 6 steps, resumed in another process vs uninterrupted")
 
 
-def test_default_corpus_run_writes_a_loss_curve(tmp_path):
-    out = tmp_path / "run"
+def test_default_corpus_run_writes_a_loss_curve(student_tmp):
+    out = student_tmp / "run"
     output = Output()  # what main prints where it runs (capsys would see only this process's output)
     assert_equal(output.run(main, TINY_FLAGS + ["--max-steps", "2", "--corpus-chars", "20000", "--out", str(out)]), 0,
                  "exit code of python -m stage4_gpt.train on the default corpus")
-    checkpoint = load_checkpoint(out / "ckpt.npz")
+    checkpoint = load_checkpoint(str(out / "ckpt.npz"))
     tokenizer = tokenizer_from_json(str(checkpoint["tokenizer"]))
     stdlib = Path(sysconfig.get_paths()["stdlib"])
     first = min((p for p in stdlib.glob("*.py") if not p.name.startswith("_") and p.read_bytes().isascii()),
@@ -329,11 +325,11 @@ def test_default_corpus_run_writes_a_loss_curve(tmp_path):
                                                f"({command!r}); it was {printed[-1]!r}")
 
 
-def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
-    data = corpus_file(tmp_path)
-    out = tmp_path / "run"
-    process = start_module("stage4_gpt.train", *TINY_FLAGS, "--data", data, "--max-steps", "100000",
-                           "--eval-interval", "0", "--no-plot", "--out", out, cwd=tmp_path)
+def test_ctrl_c_saves_a_checkpoint_and_exits_130(student_tmp):
+    data = corpus_file(student_tmp)
+    out = student_tmp / "run"
+    process = start_module("stage4_gpt.train", *TINY_FLAGS, "--data", str(data), "--max-steps", "100000",
+                           "--eval-interval", "0", "--no-plot", "--out", str(out), cwd=str(student_tmp))
     try:
         # No wall-clock deadline of its own: a run that hangs is stopped by the exercise's time limit.
         line = ""
@@ -350,11 +346,11 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_130(tmp_path):
         process.kill()
     assert_equal(process.returncode, 130, f"exit code after Ctrl-C (stderr: {stderr[-300:]!r})")
     assert_equal("interrupted" in stdout + stderr, True, "after Ctrl-C a message says the run was interrupted")
-    checkpoint = load_checkpoint(out / "ckpt.npz")
+    checkpoint = load_checkpoint(str(out / "ckpt.npz"))
     step = int(checkpoint["step"])
     assert_in_range(step, 3, None, "the step in the checkpoint written on Ctrl-C")
     assert_equal(len(checkpoint["history.train_loss"]), step, "the number of losses in the checkpoint vs its step")
     assert_equal(main(["--resume", "--max-steps", str(step + 2), "--out", str(out)]), 0,
                  "exit code of --resume after Ctrl-C")
-    assert_equal(len(load_checkpoint(out / "ckpt.npz")["history.train_loss"]), step + 2,
+    assert_equal(len(load_checkpoint(str(out / "ckpt.npz"))["history.train_loss"]), step + 2,
                  f"the number of losses after resuming at step {step} and training to step {step + 2}")
