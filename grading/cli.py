@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import os
 import shlex
@@ -359,6 +360,9 @@ def stop_on_signal(signum, frame):
 
 def run(argv: list[str] | None = None) -> int:
     """``main`` with the promise that a student never sees a traceback from the grader itself."""
+    for stream in (sys.stdout, sys.stderr):  # a console that cannot show a character (Windows' cp1252) shows "?"
+        with contextlib.suppress(AttributeError, ValueError):
+            stream.reconfigure(errors="replace")
     for name in ("SIGTERM", "SIGHUP"):  # no SIGHUP on Windows
         if hasattr(signal, name):
             signal.signal(getattr(signal, name), stop_on_signal)

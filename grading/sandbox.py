@@ -435,18 +435,22 @@ def _only_distributions(names: tuple[str, ...]) -> list[str]:
 
 
 def switch_user(uid: int | None, limits: bool = True):
-    """What runs in the new process before it executes (Unix): the limits, and the switch to ``uid``."""
-    if os.name != "posix":
+    """What runs in the new process before it executes (Unix): the limits, and the switch to ``uid``. Where
+    the system has no such limits (Windows) there is nothing to run: the parent's watch is the only limit."""
+    try:
+        import resource  # noqa: PLC0415 - Unix only
+    except ImportError:
+        resource = None
+    if os.name != "posix" or (resource is None and uid is None):
         return None
 
     def setup() -> None:
-        import resource  # noqa: PLC0415 - Unix only
-
-        if limits:
+        if limits and resource is not None:
             resource.setrlimit(resource.RLIMIT_FSIZE, (FILE_SIZE_CAP, FILE_SIZE_CAP))
             resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
         if uid is not None:
-            resource.setrlimit(resource.RLIMIT_NPROC, (PROCESS_CAP, PROCESS_CAP))
+            if resource is not None:
+                resource.setrlimit(resource.RLIMIT_NPROC, (PROCESS_CAP, PROCESS_CAP))
             os.setgroups([])
             os.setgid(uid)
             os.setuid(uid)
@@ -468,7 +472,7 @@ def confined(isolation: Isolation | None, uid: int | None, view: View, cmd: list
         setup = switch_user(None)
 
         def with_process_cap() -> None:
-            import resource  # noqa: PLC0415
+            import resource  # noqa: PLC0415 - bubblewrap exists only on Linux
 
             setup()
             resource.setrlimit(resource.RLIMIT_NPROC, (PROCESS_CAP, PROCESS_CAP))
