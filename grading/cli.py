@@ -14,7 +14,8 @@ import textwrap
 from pathlib import Path
 
 from grading import doctor, progress, sandbox
-from grading.registry import REPO_ROOT, SOLUTIONS_DIR, Stage, load_stage, stage_names
+from grading.registry import REPO_ROOT, SOLUTIONS_DIR, Stage, all_stages, load_stage, stage_names
+from grading.source import torch_imports
 from grading.report import (EarlierStage, View, display_path, explain, find_todos, is_earlier_stage_todo,
                             reference_available, render, score_exercises, write_json)
 from grading.runner import run_stage
@@ -229,6 +230,7 @@ def grade(stage: Stage, args, homes: dict[str, Path]) -> tuple[int, str]:
         reference_earlier=reference_available(stage) and not args.reference_earlier and not args.solutions,
         hints_shown={e.id: state.hints_shown(e.id) for e in stage.exercises},
         isolation=isolation.describe() if isolation is not None else None,
+        warnings=torch_warnings(stage, homes),
     )
     if all(r.status == "passed" for r in results):
         plan_next(stage, results, view, state if remember else None, args)
@@ -244,6 +246,22 @@ def grade(stage: Stage, args, homes: dict[str, Path]) -> tuple[int, str]:
             print(f"{ERROR} could not write --json {args.json}: {error.strerror}", file=sys.stderr)
             return 2, text
     return (0 if all(r.status == "passed" for r in results) else 1), text
+
+
+def torch_warnings(stage: Stage, homes: dict[str, Path]) -> list[str]:
+    """The student's files that import PyTorch outside the exercises that port to it: the course is NumPy, and
+    authoritative grading has no PyTorch there (it passes here only because your tests run beside it)."""
+    allowed = {(s.package, e.file) for s in all_stages() for e in s.exercises if e.torch}
+    warnings = []
+    for package, root in homes.items():
+        if root == SOLUTIONS_DIR:
+            continue
+        for path in sorted((root / package).rglob("*.py")):
+            relative = path.relative_to(root / package).as_posix()
+            for line in ([] if (package, relative) in allowed else torch_imports(path)):
+                warnings.append(f"{display_path(path)}, line {line}, imports torch: the exercises are NumPy only, and "
+                                "when your work is graded for the record (authoritative grading) torch is not there")
+    return warnings
 
 
 def is_authoritative(args) -> bool:

@@ -216,6 +216,7 @@ class View:
     reference_earlier: bool = False  # --reference-earlier would work here
     hints_shown: dict[str, int] = field(default_factory=dict)  # exercise id -> hints seen (>= 1)
     isolation: str | None = None  # authoritative grading: the level, in words (grading.sandbox.Isolation.describe)
+    warnings: list[str] = field(default_factory=list)  # said above the table (PyTorch imported where it must not be)
 
 
 def render(stage: Stage, results: list[ExerciseResult], run: RunResult, view: View) -> str:
@@ -223,6 +224,10 @@ def render(stage: Stage, results: list[ExerciseResult], run: RunResult, view: Vi
     if view.isolation:
         lines.append(f"  isolation: {view.isolation}")
     lines.append("")
+    for warning in view.warnings:
+        lines.append(f"warning: {warning}")
+    if view.warnings:
+        lines.append("")
     if view.import_problems:
         lines += ["These files could not be imported, so the tests that need them could not run:"]
         lines += [f"  {p}" for p in view.import_problems] + [""]

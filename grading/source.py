@@ -56,6 +56,23 @@ def read_source(path: Path) -> str | None:
         return data.decode("utf-8", errors="replace")
 
 
+def torch_imports(path: Path) -> list[int]:
+    """The lines of ``path`` that import PyTorch (``import torch``, ``from torch... import``); [] if none or
+    if the file does not parse (its syntax error is reported by itself)."""
+    source = read_source(path)
+    try:
+        tree = ast.parse(source or "")
+    except (SyntaxError, ValueError):
+        return []
+    lines = []
+    for node in ast.walk(tree):
+        names = ([alias.name for alias in node.names] if isinstance(node, ast.Import)
+                 else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+        if any(name == "torch" or name.startswith("torch.") for name in names):
+            lines.append(node.lineno)
+    return sorted(lines)
+
+
 @dataclass(frozen=True)
 class Function:
     qualname: str  # "Tensor.relu", or "unbroadcast" at module level
