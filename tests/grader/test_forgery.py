@@ -22,6 +22,8 @@ from grading.registry import REPO_ROOT
 from tests.grader.test_grading import statuses, submission
 from tests.grader.test_isolation import repository_snapshot
 
+pytestmark = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="authoritative grading (of other people's submissions) runs on Linux only")
+
 FORGE_THE_LOG = '''
 import glob, json, os, re
 tests = []

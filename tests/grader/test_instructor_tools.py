@@ -16,6 +16,7 @@ from pathlib import Path
 
 from grading.export import broken_links
 from grading.registry import REPO_ROOT, SOLUTIONS_DIR, load_stage
+from tests.grader.test_grading import linux_only
 
 STAGE1 = load_stage("stage1")
 FIRST = STAGE1.exercise("1.1")
@@ -42,6 +43,7 @@ def zip_folder(folder: Path, archive: Path) -> None:
             zf.write(path, path.relative_to(folder.parent).as_posix())
 
 
+@linux_only
 def test_batch_grades_every_submission_and_reports_the_broken_ones(tmp_path):
     submissions, out = tmp_path / "submissions", tmp_path / "results"
     stage1_with_value_done(submissions / "alice" / "my-copy")  # the stage folder found a level down
@@ -81,6 +83,7 @@ def test_batch_grades_every_submission_and_reports_the_broken_ones(tmp_path):
     assert "6/6" in done.stderr  # the progress bar
 
 
+@linux_only
 def test_gradescope_autograder_runs_in_an_autograder_shaped_folder(tmp_path):
     package = tmp_path / "autograder.zip"
     done = run(sys.executable, "-m", "grading.gradescope", "stage1", "-x", "1.1", "--out", str(package))
@@ -158,3 +161,32 @@ def test_the_student_edition_has_no_solutions_and_grades_zero_cleanly(tmp_path):
     assert not [n for n in run("git", "ls-files", cwd=dest).stdout.splitlines() if n.startswith("solutions/")]
     assert broken_links(dest) == []
     assert run(sys.executable, "-m", "grading.export", str(dest)).returncode == 2  # never over an existing copy
+
+
+def test_the_autograder_refuses_a_machine_where_the_code_under_test_cannot_be_kept_apart(monkeypatch):
+    from grading import gradescope, sandbox  # noqa: PLC0415
+
+    levels = {"none": sandbox.Isolation("none", "no bubblewrap, not root"), "uid": sandbox.Isolation("uid", "no bubblewrap")}
+    monkeypatch.setattr(sandbox, "choose_isolation", lambda wanted="auto": levels["none"])
+    line, problem = gradescope.isolation_problem(allow_unisolated=False)
+    assert "cannot keep the submission's code apart" in problem and "--allow-unisolated" in problem, problem
+    assert gradescope.isolation_problem(allow_unisolated=True)[1] == ""
+    monkeypatch.setattr(sandbox, "choose_isolation", lambda wanted="auto": levels["uid"])
+    line, problem = gradescope.isolation_problem(allow_unisolated=False)
+    assert problem == "" and line.startswith("warning: isolation: uid"), line
+
+
+@linux_only
+def test_batch_refuses_a_machine_where_the_code_under_test_cannot_be_kept_apart(monkeypatch, tmp_path, capsys):
+    from grading import batch, sandbox  # noqa: PLC0415
+
+    monkeypatch.setattr(sandbox, "choose_isolation", lambda wanted="auto": sandbox.Isolation("none", "simulated"))
+    (tmp_path / "submissions").mkdir()
+    try:
+        batch.main(["stage1", str(tmp_path / "submissions"), "--out", str(tmp_path / "out")])
+    except SystemExit as stop:
+        assert stop.code == 2
+    else:
+        raise AssertionError("grading.batch graded at isolation 'none' without --allow-unisolated")
+    assert "--allow-unisolated" in capsys.readouterr().err
+    assert not (tmp_path / "out" / "grades.csv").exists()

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from grading.registry import REPO_ROOT, SOLUTIONS_DIR
-from tests.grader.test_grading import children_mentioning, grade, statuses, submission
+from tests.grader.test_grading import children_mentioning, grade, portable, statuses, submission
 
 
 def run(copy: Path, *args: str, timeout: float = 300) -> tuple[int, str]:
@@ -95,8 +95,9 @@ def test_a_student_copy_from_set_up_to_the_next_exercise_and_the_next_stage(stud
 
 def test_watch_mode_grades_again_when_a_file_is_saved_and_ctrl_c_leaves_cleanly(tmp_path):
     root = submission(tmp_path, "stage1_autograd")
-    grader = subprocess.Popen([sys.executable, str(REPO_ROOT / "grader.py"), "stage1", "--submission", str(root),
-                               "-x", "1.1", "--watch"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    grader = subprocess.Popen([sys.executable, str(REPO_ROOT / "grader.py"),
+                               *portable(["stage1", "--submission", str(root), "-x", "1.1", "--watch"])],
+                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               cwd=REPO_ROOT, env={**os.environ, "GRADER_TEST_MARK": str(root)})
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in grader.stdout], daemon=True).start()
