@@ -114,11 +114,11 @@ class Launcher:
         scratch = self.workdir / f"student-scratch-{self.starts}"
         if level == "bubblewrap":
             scratch = template.scratch  # a private tmpfs over the template's (empty) scratch folder
-        else:
+        else:  # a fresh folder of a new name, made whole before its uid owns it (and none of its processes runs)
             for sub in ("", "home", "tmp"):
                 (scratch / sub).mkdir(mode=0o700)
-                if uid is not None:
-                    os.chown(scratch / sub, uid, uid, follow_symlinks=False)
+            for sub in ("home", "tmp", "") if uid is not None else ():
+                os.chown(scratch / sub, uid, uid, follow_symlinks=False)
         view = sandbox.View(distributions=sandbox.STUDENT_DISTRIBUTIONS + (sandbox.TORCH_DISTRIBUTIONS if torch else ()),
                             readable=(template.root,), private=(template.scratch,))
         ours, theirs = socket.socketpair()

@@ -115,3 +115,18 @@ def test_watch_grades_and_stops_on_ctrl_c(python_without_unix, tmp_path):
         if grader.poll() is None:
             grader.kill()
     assert grader.returncode == 0 and "Traceback" not in output, output
+
+
+def test_a_file_saved_with_windows_line_endings_gets_the_same_pointer(tmp_path):
+    """An editor on Windows saves CRLF: the grader reads the student's source as Python does."""
+    from tests.grader.test_grading import grade  # noqa: PLC0415
+
+    pointers = {}
+    for ending in ("\n", "\r\n"):
+        root = submission(tmp_path / repr(ending), "stage1_autograd")
+        value = root / "stage1_autograd" / "value.py"
+        value.write_bytes(value.read_bytes().replace(b"\r\n", b"\n").replace(b"\n", ending.encode()))
+        _, output, data = grade("stage1", "--submission", str(root), "--no-authoritative", "-x", "1.1")
+        assert statuses(data) == {"1.1": "not_started"}, output
+        pointers[ending] = data["exercises"][0]["todo"]
+    assert pointers["\r\n"]["line"] == pointers["\n"]["line"] and pointers["\n"]["line"], pointers
