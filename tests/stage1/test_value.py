@@ -7,6 +7,7 @@ import torch
 
 from stage1_autograd.value import Value
 from tests.helpers import assert_close
+from tests.stage1.student_side import chain_of_values
 
 pytestmark = pytest.mark.exercise("1.1")
 
@@ -118,9 +119,7 @@ def test_plus_equals_builds_new_values():
 
 def test_deep_chain_of_5000_nodes_does_not_recurse():
     x = Value(0.5)
-    y = x
-    for _ in range(5000):
-        y = y * 1.0001
+    y = chain_of_values(x, 1.0001, 5000)  # built beside the code under test: 5000 ops, one call
     try:
         y.backward()
     except RecursionError:
