@@ -161,16 +161,19 @@ def run_stage(stage: Stage, homes: dict[str, Path], exercises: list[str], test_t
                 only = only_path
             log_path.write_text("")
             log_path.chmod(0o600)
-            log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND)  # the child writes its log to the grader's file
+            # The child writes its log through a descriptor of the grader's file: it needs no path to it. (Windows
+            # passes no descriptors to a child; there the child is the student's own code, graded as the student.)
+            log_fd = os.open(log_path, os.O_WRONLY | os.O_APPEND) if os.name == "posix" else None
             control = control_child = None
-            fds = [log_fd]
+            fds = [log_fd] if log_fd is not None else []
             if authoritative:
                 control, control_child = socket.socketpair()
                 fds.append(control_child.fileno())
             student_process = ({"control_fd": control_child.fileno(), "torch_modules": torch_modules()}
                                if authoritative else None)
-            pytest_args = child_command(stage, workspace.workspace_homes(), f"fd:{log_fd}", exercises, test_timeout,
-                                        only, ignored, student_process)
+            log = f"fd:{log_fd}" if log_fd is not None else str(log_path)
+            pytest_args = child_command(stage, workspace.workspace_homes(), log, exercises, test_timeout, only, ignored,
+                                        student_process)
             cmd = sandbox.child_prefix(workspace) + workspace.adopt(pytest_args)
             workspace.build()  # fresh for every child: nothing one leaves in it reaches the next
             if test_uid is not None and isolation.level == "uid":
@@ -187,7 +190,8 @@ def run_stage(stage: Stage, homes: dict[str, Path], exercises: list[str], test_t
                                            stdin=subprocess.DEVNULL, pass_fds=fds, preexec_fn=setup,
                                            start_new_session=os.name == "posix")
             finally:
-                os.close(log_fd)
+                if log_fd is not None:
+                    os.close(log_fd)
                 if control_child is not None:
                     control_child.close()
             processes = Processes(process, isolation, launcher)
