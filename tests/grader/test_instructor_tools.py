@@ -63,7 +63,8 @@ def test_batch_grades_every_submission_and_reports_the_broken_ones(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     with (out / "grades.csv").open(encoding="utf-8", newline="") as f:
         rows = {row["student"]: row for row in csv.DictReader(f)}
-    assert list(next(csv.reader((out / "grades.csv").open(encoding="utf-8")))) == ["student", "score", "1.1", "status", "message"]
+    assert list(next(csv.reader((out / "grades.csv").open(encoding="utf-8")))) == [
+        "student", "id", "name", "email", "score", "max_score", "1.1", "status", "message", "seconds", "json"]
     assert set(rows) == {"alice", "bob", "carol", "dave", "eve", "d\ufffdsir\ufffde"}
     for student in ("alice", "carol", "d\ufffdsir\ufffde"):
         assert (rows[student]["score"], rows[student]["1.1"], rows[student]["status"]) == ("10", "10", "graded"), rows[student]
