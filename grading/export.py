@@ -38,6 +38,8 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import threading
+import time
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,7 +57,6 @@ EDITION_BLOCK = re.compile(r"^[ \t]*<!-- BEGIN EDITION: ([\w-]+) -->[ \t]*\n(.*?
 STAGE_IMPORT = re.compile(r"^\s*(?:from|import)\s+(stage\d+_\w+)", re.M)
 CHECK_TIMEOUT = 600.0
 COMMAND_TIMEOUT = 300.0  # one README command, in the check
-WATCH_SECONDS = 20.0  # a --watch command is stopped (Ctrl-C) after this long
 
 
 @dataclass
@@ -332,20 +333,37 @@ def check_readme_commands(dest: Path) -> list[str]:
 
 
 def run_readme_command(dest: Path, command: str) -> str:
-    """What is wrong with what ``command`` did in ``dest`` ("" when nothing)."""
+    """What is wrong with what ``command`` did in ``dest`` ("" when nothing). A ``--watch`` command is stopped
+    with Ctrl-C, as the README says, once it has printed a score."""
     arguments = [sys.executable, *shlex.split(command)[1:]]
     watch = "--watch" in arguments
     process = subprocess.Popen(arguments, cwd=dest, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                errors="replace", stdin=subprocess.DEVNULL, start_new_session=watch)
-    try:
-        out, err = process.communicate(timeout=WATCH_SECONDS if watch else COMMAND_TIMEOUT)
-    except subprocess.TimeoutExpired:
-        if not watch:
+    if watch:
+        seen: list[str] = []
+        reader = threading.Thread(target=lambda: seen.extend(iter(process.stdout.readline, "")), daemon=True)
+        reader.start()
+        deadline = time.monotonic() + COMMAND_TIMEOUT
+        while not any(line.startswith("Score: ") for line in seen) and process.poll() is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGINT)
+        try:
+            process.wait(timeout=COMMAND_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+            return f"still running after {COMMAND_TIMEOUT:g} s and a Ctrl-C"
+        reader.join()
+        out, err = "".join(seen), process.stderr.read()
+    else:
+        try:
+            out, err = process.communicate(timeout=COMMAND_TIMEOUT)
+        except subprocess.TimeoutExpired:
             process.kill()
             process.communicate()
             return f"still running after {COMMAND_TIMEOUT:g} s"
-        os.killpg(process.pid, signal.SIGINT)  # Ctrl-C, as the README says
-        out, err = process.communicate()
     if "Traceback" in out + err:
         return "it printed a Python traceback"
     code = process.returncode
@@ -409,10 +427,9 @@ def main(argv: list[str] | None = None) -> int:
     if options.add:
         print(f"added stage {through} to the student edition in {options.dest} as one commit ({holds}); "
               "students get it with `git pull`")
-        earlier = [n for n in changed if not n.startswith(tuple(s.package + "/" for s in edition.stages()[-1:]))]
-        if earlier:
-            print(f"the commit also changes {len(earlier)} file(s) the edition had: {', '.join(earlier[:8])}"
-                  + (", ..." if len(earlier) > 8 else ""))
+        if changed:  # a student who edited one of these gets a merge to make on `git pull`
+            print(f"the commit also changes {len(changed)} file(s) the edition had: {', '.join(changed[:8])}"
+                  + (", ..." if len(changed) > 8 else ""))
     else:
         print(f"wrote the student edition to {options.dest} (a git repository with one commit: {holds})")
     changed = [n for n in uncommitted_changes() if edition.keeps(n)]
