@@ -151,19 +151,6 @@ def test_extra_tests_count_toward_their_exercise(tmp_path):
     assert [f["test"] for f in exercise["failures"]] == ["test_hidden_value.py::test_hidden_wrong_on_purpose"]
 
 
-def test_the_student_edition_has_no_solutions_and_grades_zero_cleanly(tmp_path):
-    dest = tmp_path / "student-edition"
-    done = run(sys.executable, "-m", "grading.export", str(dest), timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr  # it graded stage 1 there: 0 points, all not started
-    assert not (dest / "solutions").exists() and (dest / "README.md").is_file() and (dest / "grader.py").is_file()
-    assert not (dest / ".grader").exists()  # the check leaves no progress behind
-    log = run("git", "log", "--oneline", cwd=dest).stdout.splitlines()
-    assert len(log) == 1, log
-    assert not [n for n in run("git", "ls-files", cwd=dest).stdout.splitlines() if n.startswith("solutions/")]
-    assert broken_links(dest) == []
-    assert run(sys.executable, "-m", "grading.export", str(dest)).returncode == 2  # never over an existing copy
-
-
 def test_the_autograder_refuses_a_machine_where_the_code_under_test_cannot_be_kept_apart(monkeypatch):
     from grading import gradescope, sandbox  # noqa: PLC0415
 
