@@ -1,7 +1,7 @@
 """The instructors' tools end to end: grading a class (``grading.batch``), the Gradescope autograder
-(``grading.gradescope``), hidden tests (``grader.py --extra-tests``) and the student edition
-(``grading.export``). Each runs as an instructor would run it, on small stage 1 submissions graded with
-``-x 1.1``."""
+(``grading.gradescope``) and hidden tests (``grader.py --extra-tests``), each run as an instructor would run
+it, on small stage 1 submissions graded with ``-x 1.1``. The student edition and the rest of an instructor's
+term are in test_term.py."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-from grading.export import broken_links
 from grading.registry import REPO_ROOT, SOLUTIONS_DIR, load_stage
 from tests.grader.test_grading import linux_only
 
