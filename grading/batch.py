@@ -4,8 +4,11 @@ Each entry of the submissions folder is one student: a folder, or a ``.zip`` of 
 temporary folder). The stage packages the stage needs are found anywhere inside it (``alice/stage1_autograd``
 or ``alice/my-copy/stage1_autograd``), copied into a temporary folder of their own, and graded there by
 ``python grader.py STAGE --submission DIR --json ...``, several students at once (one per core by default).
-The results: ``OUT/<student>.json`` for each student, ``OUT/grades.csv`` (student, score, one column per
-exercise, status, message) and ``OUT/summary.json`` (mean, median, each exercise's pass rate), also printed.
+The results: ``OUT/<student>.json`` for each student, ``OUT/grades.csv`` (student, id, name, email, score,
+max_score, one column per exercise, status, message, seconds, json) and ``OUT/summary.json`` (mean, median, each
+exercise's pass rate), also printed. ``--roster`` fills in id, name and email from the class list and adds a
+``missing`` row for each student on it without a submission; ``--merge`` updates an existing grades.csv
+instead of replacing it.
 
 A broken submission (no stage folder, a damaged zip, a name that is not UTF-8) gets a row saying what is
 wrong, and the batch goes on.
@@ -33,6 +36,7 @@ from pathlib import Path, PurePosixPath
 
 from grading import sandbox
 from grading.registry import REPO_ROOT, Stage, load_stage, stage_for_command_line, stage_names
+from grading.report import tidy
 
 SEARCH_DEPTH = 4  # how deep inside a submission a stage package is looked for
 IGNORED_PARTS = {"__MACOSX", "__pycache__", ".git", ".venv", "venv", "node_modules"}
@@ -174,7 +178,7 @@ class Row:
     student: str  # as shown (display_name of the entry, without .zip)
     file_stem: str  # the name of its JSON file in OUT
     status: str  # graded, missing, error
-    score: int = 0
+    score: int | float = 0
     max_score: int = 0
     exercises: dict[str, dict] = field(default_factory=dict)  # id -> {"score", "status"}
     message: str = ""
@@ -194,6 +198,8 @@ def grader_command(stage: Stage, submission: Path, json_path: Path, options: arg
         command += ["--run-timeout", str(options.run_timeout)]
     if getattr(options, "extra_tests", None):
         command += ["--extra-tests", str(options.extra_tests)]
+    if getattr(options, "partial_credit", False):
+        command.append("--partial-credit")
     return command
 
 
@@ -291,32 +297,80 @@ class Progress:
             self.stream.flush()
 
 
-def summarise(rows: list[Row], stage: Stage, exercise_ids: list[str]) -> dict:
-    """Statistics over the submissions that could be graded; the others are counted by status."""
-    graded = [r for r in rows if r.status == "graded"]
-    scores = [r.score for r in graded]
+FIXED_COLUMNS = ["student", "id", "name", "email", "score", "max_score", "status", "message", "seconds", "json"]
+
+
+def csv_row(row: Row, exercise_ids: list[str], person: dict[str, str] | None) -> dict[str, str]:
+    """A row of grades.csv, every cell text: one column per exercise, and the roster's id, name and email."""
+    person = person or {}
+    cells = {"student": row.student, "id": person.get("id", ""), "name": person.get("name", ""),
+             "email": person.get("email", ""), "score": str(row.score), "max_score": str(row.max_score),
+             "status": row.status, "message": row.message, "seconds": f"{row.seconds:.1f}",
+             "json": f"{row.file_stem}.json" if row.file_stem else ""}
+    cells.update({i: str(row.exercises[i]["score"]) if i in row.exercises else "" for i in exercise_ids})
+    return cells
+
+
+def columns(exercise_ids: list[str]) -> list[str]:
+    return [*FIXED_COLUMNS[:6], *exercise_ids, *FIXED_COLUMNS[6:]]
+
+
+def read_grades(path: Path) -> tuple[list[str], list[dict[str, str]]]:
+    """The exercise columns and the rows of an existing grades.csv (none when there is no such file)."""
+    try:
+        with path.open(encoding="utf-8", newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            header = reader.fieldnames or []
+    except FileNotFoundError:
+        return [], []
+    if "student" not in header:
+        raise BrokenSubmission(f"{path} has no 'student' column, so it is not a grades.csv this tool wrote")
+    return [c for c in header if c not in FIXED_COLUMNS], rows
+
+
+def merged(old: list[dict[str, str]], new: list[dict[str, str]], keep_old: set[str]) -> list[dict[str, str]]:
+    """--merge: the rows graded now, and every earlier row of a student not graded now. A student in
+    ``keep_old`` (a roster student without a submission this time) keeps an earlier row if there is one."""
+    fresh = {r["student"]: r for r in new if not (r["student"] in keep_old and any(o["student"] == r["student"] for o in old))}
+    return [r for r in old if r["student"] not in fresh] + list(fresh.values())
+
+
+def write_csv(path: Path, rows: list[dict[str, str]], exercise_ids: list[str]) -> None:
+    header = columns(exercise_ids)
+    with path.open("w", newline="", encoding="utf-8") as f:
+        writer = csv.DictWriter(f, header, restval="", extrasaction="ignore")
+        writer.writeheader()
+        for r in sorted(rows, key=lambda r: r["student"]):
+            writer.writerow(r)
+
+
+def number(text: str) -> float | None:
+    try:
+        return float(text)
+    except ValueError:
+        return None
+
+
+def summarise(rows: list[dict[str, str]], stage: Stage, exercise_ids: list[str]) -> dict:
+    """Statistics over the rows of grades.csv that were graded; the others are counted by status. An exercise
+    counts as passed where it earned all its points."""
+    graded = [r for r in rows if r["status"] == "graded"]
+    scores = [tidy(number(r["score"]) or 0) for r in graded]
+    points = {e.id: e.points for e in stage.exercises}
     return {
         "stage": stage.name,
         "submissions": len(rows),
         "graded": len(graded),
-        "missing": sum(r.status == "missing" for r in rows),
-        "errors": sum(r.status == "error" for r in rows),
-        "max_score": selected_max(stage, exercise_ids),
+        "missing": sum(r["status"] == "missing" for r in rows),
+        "errors": sum(r["status"] == "error" for r in rows),
+        "max_score": sum(points[i] for i in exercise_ids if i in points),
         "mean": round(statistics.fmean(scores), 2) if scores else None,
         "median": statistics.median(scores) if scores else None,
-        "pass_rate": {e.id: (round(sum(r.exercises.get(e.id, {}).get("status") == "passed" for r in graded) / len(graded), 3)
-                             if graded else None)
-                      for e in stage.exercises if not exercise_ids or e.id in exercise_ids},
+        "pass_rate": {i: (round(sum(number(r.get(i) or "") == points.get(i) for r in graded) / len(graded), 3)
+                          if graded else None)
+                      for i in exercise_ids},
     }
-
-
-def write_csv(path: Path, rows: list[Row], exercise_ids: list[str]) -> None:
-    with path.open("w", newline="", encoding="utf-8") as f:
-        writer = csv.writer(f)
-        writer.writerow(["student", "score", *exercise_ids, "status", "message"])
-        for r in sorted(rows, key=lambda r: r.student):
-            cells = [r.exercises[i]["score"] if i in r.exercises else "" for i in exercise_ids]
-            writer.writerow([r.student, r.score, *cells, r.status, r.message])
 
 
 def summary_text(summary: dict, problems: list[Row]) -> str:
@@ -327,6 +381,47 @@ def summary_text(summary: dict, problems: list[Row]) -> str:
         lines.append("passed by: " + ", ".join(f"{i} {rate:.0%}" for i, rate in summary["pass_rate"].items()))
     lines += [f"  {r.message}" for r in problems]
     return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------- the roster
+ROSTER_COLUMNS = ["submission", "id", "name", "email"]
+
+
+def read_roster(path: Path) -> dict[str, dict[str, str]]:
+    """``submission`` (a folder or zip name in the submissions folder, without .zip) -> the student's id, name and
+    email. Raises BrokenSubmission, in words for the instructor, for a roster that cannot be used."""
+    try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            reader = csv.DictReader(f)
+            rows = list(reader)
+            header = [c.strip() for c in reader.fieldnames or []]
+    except OSError as error:
+        raise BrokenSubmission(f"--roster {path}: {error.strerror}") from None
+    except (UnicodeDecodeError, csv.Error) as error:
+        raise BrokenSubmission(f"--roster {path}: not a UTF-8 CSV file ({error})") from None
+    missing = [c for c in ROSTER_COLUMNS if c not in header]
+    if missing:
+        raise BrokenSubmission(f"--roster {path}: no column {', '.join(missing)} (its first line must name the columns "
+                               f"{','.join(ROSTER_COLUMNS)}; it names {','.join(header) or 'none'})")
+    roster: dict[str, dict[str, str]] = {}
+    for line, row in enumerate(rows, start=2):
+        row = {k.strip(): (v or "").strip() for k, v in row.items() if k is not None}
+        name = row["submission"].removesuffix(".zip")
+        if not name:
+            raise BrokenSubmission(f"--roster {path}, line {line}: the submission column is empty")
+        if name in roster:
+            raise BrokenSubmission(f"--roster {path}, line {line}: the submission {name!r} is listed twice")
+        roster[name] = {c: row[c] for c in ROSTER_COLUMNS[1:]}
+    return roster
+
+
+def roster_text(unmatched: list[str], absent: list[str]) -> list[str]:
+    lines = []
+    if unmatched:
+        lines.append(f"not in the roster ({len(unmatched)}): " + ", ".join(unmatched))
+    if absent:
+        lines.append(f"in the roster, with no submission ({len(absent)}, status missing): " + ", ".join(absent))
+    return lines
 
 
 # ---------------------------------------------------------------------------------------------- command line
@@ -347,6 +442,15 @@ def build_parser() -> argparse.ArgumentParser:
                         help="grade on the reference solutions of the earlier stages instead of the students' own")
     parser.add_argument("--extra-tests", type=Path, metavar="DIR",
                         help="also run the instructors' hidden tests in DIR (see grader.py --help)")
+    parser.add_argument("--partial-credit", action="store_true",
+                        help="score each exercise by the fraction of its tests that passed (see grader.py --help)")
+    parser.add_argument("--roster", type=Path, metavar="CSV",
+                        help="the class list, a CSV file with the columns submission,id,name,email: grades.csv gets "
+                             "each student's id, name and email, and a row (status missing) for each roster student "
+                             "without a submission")
+    parser.add_argument("--merge", action="store_true",
+                        help="update OUT/grades.csv: the rows of the students graded now change, every other row is "
+                             "kept as it was (a roster student without a submission now keeps an earlier row)")
     parser.add_argument("--timeout", type=float, metavar="SECONDS", help="time limit per test (the grader's default)")
     parser.add_argument("--run-timeout", type=float, metavar="SECONDS",
                         help="time limit for one submission (the grader's default, 600 s)")
@@ -377,6 +481,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"{options.submissions} is not a folder")
     if options.extra_tests is not None:
         options.extra_tests = options.extra_tests.resolve()
+    try:
+        roster = read_roster(options.roster) if options.roster is not None else None
+        old_ids, old_rows = read_grades(options.out / "grades.csv") if options.merge else ([], [])
+    except BrokenSubmission as problem:
+        parser.error(str(problem))
     options.out.mkdir(parents=True, exist_ok=True)
     out = options.out.resolve()
     entries = sorted((e for e in options.submissions.iterdir()
@@ -406,10 +515,23 @@ def main(argv: list[str] | None = None) -> int:
         print(f"\ninterrupted after {len(rows)} of {len(entries)} submissions; grades.csv not written", file=sys.stderr)
         return 130
     pool.shutdown()
-    write_csv(out / "grades.csv", rows, exercise_ids)
-    summary = summarise(rows, stage, options.exercise)
+    table = [csv_row(r, exercise_ids, (roster or {}).get(r.student)) for r in rows]
+    unmatched, absent = [], []
+    if roster is not None:
+        unmatched = sorted(r.student for r in rows if r.student not in roster)
+        absent = sorted(set(roster) - {r.student for r in rows})
+        table += [csv_row(Row(name, "", "missing", max_score=selected_max(stage, options.exercise),
+                              message=f"{name}: no submission"), exercise_ids, roster[name]) for name in absent]
+    if options.merge:
+        table = merged(old_rows, table, set(absent))
+        exercise_ids = [e.id for e in stage.exercises if e.id in {*old_ids, *exercise_ids}] + \
+                       [i for i in old_ids if i not in {e.id for e in stage.exercises}]
+    write_csv(out / "grades.csv", table, exercise_ids)
+    summary = summarise(table, stage, exercise_ids)
     write_json(out / "summary.json", summary)
     print(summary_text(summary, sorted((r for r in rows if r.status != "graded"), key=lambda r: r.student)))
+    for line in roster_text(unmatched, absent):
+        print(line)
     print(f"results: {options.out / 'grades.csv'}, {options.out / 'summary.json'} and one JSON per student")
     return 0
 

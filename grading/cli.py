@@ -17,7 +17,7 @@ from grading import doctor, progress, sandbox
 from grading.registry import REPO_ROOT, SOLUTIONS_DIR, Stage, all_stages, load_stage, stage_names
 from grading.source import torch_imports
 from grading.report import (EarlierStage, View, display_path, explain, find_todos, is_earlier_stage_todo,
-                            reference_available, render, score_exercises, write_json)
+                            reference_available, render, score_exercises, tidy, write_json)
 from grading.runner import run_stage
 from grading.state import State, age, newest_change, now
 from grading.watch import watch
@@ -72,6 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--extra-tests", type=Path, metavar="DIR",
                         help="(instructors) also run the hidden tests in DIR, laid out like tests/STAGE/ and marked "
                              "with the stage's exercise ids: they count toward those exercises")
+    parser.add_argument("--partial-credit", action="store_true",
+                        help="(instructors) score every exercise by the fraction of its tests that passed (points x "
+                             "passed / counted, to 0.1), not all or nothing; a test stopped by another unfinished "
+                             "exercise is not counted. Without it, tests/STAGE/exercises.toml's scoring decides")
+    parser.add_argument("--conceal-hidden", action="store_true",
+                        help="(instructors) name no --extra-tests test in the report, only how many of each "
+                             "exercise's passed: what a student sees before the grades are published (the JSON keeps "
+                             "everything)")
     parser.add_argument("--timeout", type=float, metavar="SECONDS",
                         help="time limit per test (default: set per exercise, 20 s for most)")
     parser.add_argument("--run-timeout", type=float, default=DEFAULT_RUN_TIMEOUT, metavar="SECONDS",
@@ -132,6 +140,8 @@ def check_usage(args) -> Stage | None:
                                           ("--reference-earlier", args.reference_earlier), ("-x", args.exercise),
                                           ("-v", args.verbose), ("--watch", args.watch), ("--hint", args.hint is not None),
                                           ("--json", args.json), ("--extra-tests", args.extra_tests),
+                                          ("--partial-credit", args.partial_credit),
+                                          ("--conceal-hidden", args.conceal_hidden),
                                           ("--timeout", args.timeout is not None),
                                           ("--run-timeout", args.run_timeout != DEFAULT_RUN_TIMEOUT),
                                           ("--memory-limit", args.memory_limit != sandbox.DEFAULT_MEMORY_LIMIT)] if given]
@@ -211,7 +221,7 @@ def grade(stage: Stage, args, homes: dict[str, Path]) -> tuple[int, str]:
     finally:
         if isolation is not None:
             isolation.release()
-    results = score_exercises(stage, selected, run)
+    results = score_exercises(stage, selected, run, args.partial_credit, args.conceal_hidden)
     find_todos(stage, results, homes)
 
     if remember:
@@ -231,6 +241,7 @@ def grade(stage: Stage, args, homes: dict[str, Path]) -> tuple[int, str]:
         hints_shown={e.id: state.hints_shown(e.id) for e in stage.exercises},
         isolation=isolation.describe() if isolation is not None else None,
         warnings=torch_warnings(stage, homes),
+        conceal_hidden=args.conceal_hidden,
     )
     if all(r.status == "passed" for r in results):
         plan_next(stage, results, view, state if remember else None, args)
@@ -334,7 +345,7 @@ def earlier_stages(stage: Stage, run, homes: dict[str, Path], state: State, args
         if homes[package] == REPO_ROOT:
             last = state.last_results(earlier)
             if last:
-                points = sum(r["score"] for r in last.values())
+                points = tidy(sum(r["score"] for r in last.values()))
                 when = state.graded_at(earlier)
                 notes = ([age(now() - when)] if when else []) + (
                     [f"{len(last)} of its {len(earlier.exercises)} exercises graded"]

@@ -207,6 +207,11 @@ def course_folders() -> list[Check]:
 
 
 def solutions_folder() -> Check:
+    stages = all_stages()
+    released = [s for s in stages if (SOLUTIONS_DIR / s.package).is_dir()]
+    if released and len(released) < len(stages):  # a student edition with the reference of the stages past
+        return Check("ok", f"solutions/ holds the reference of {', '.join(s.name for s in released)}: "
+                           "--reference-earlier grades a later stage on it")
     if SOLUTIONS_DIR.is_dir():
         return Check("ok", "solutions/ is here (an instructor's copy): --solutions, --reference-earlier and "
                            "`python -m pytest`, the course's self-test, work")

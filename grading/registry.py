@@ -13,6 +13,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TESTS_DIR = REPO_ROOT / "tests"
 SOLUTIONS_DIR = REPO_ROOT / "solutions"
 DEFAULT_TEST_TIMEOUT = 20.0  # seconds for one test, unless an exercise sets its own
+SCORING_RULES = ("all", "fraction")  # all: the points when every test passes; fraction: points x passed / counted
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,7 @@ class Exercise:
     hints: tuple[str, ...]  # from "what to think about" to "almost the answer"
     timeout: float = DEFAULT_TEST_TIMEOUT
     torch: bool = False  # its code may import PyTorch (the port); every other exercise is NumPy only
+    scoring: str = "all"  # one of SCORING_RULES (grader.py --partial-credit makes every exercise "fraction")
 
     @property
     def hint(self) -> str:
@@ -78,6 +80,9 @@ def load_stage(name: str) -> Stage:
     empty = [e.id for e in exercises if not e.hints]
     if empty:
         raise ValueError(f"{path}: every exercise needs a non-empty list of hints; {empty} have none")
+    wrong = [f"{e.id}: {e.scoring!r}" for e in exercises if e.scoring not in SCORING_RULES]
+    if wrong:
+        raise ValueError(f"{path}: scoring must be one of {', '.join(map(repr, SCORING_RULES))}, not {'; '.join(wrong)}")
     ids = [e.id for e in exercises]
     if len(set(ids)) != len(ids):
         raise ValueError(f"{path}: an exercise id is used twice: {ids}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,9 +33,12 @@ class Failure:
     message: str  # one line
     location: dict | None  # {"file", "line", "function"} in the code under test, when it raised there
     outcome: str
+    hidden: bool = False  # one of the instructors' hidden tests (--extra-tests)
+    blocked_by: str | None = None  # it stopped at the TODO of this other, unfinished exercise ("2.1")
 
     def as_json(self) -> dict:
-        return {"test": self.test, "message": self.message, "location": self.location}
+        return {"test": self.test, "message": self.message, "location": self.location, "hidden": self.hidden,
+                "blocked_by": self.blocked_by}
 
 
 @dataclass
@@ -52,17 +56,64 @@ class ExerciseResult:
     error: dict | None = None  # the error record behind ``message``
     todo: Todo | None = None  # the TODO to work on, found by ``find_todos``
     functions: tuple[str, ...] = ()  # the functions the test behind ``message`` says it tests
+    scoring: str = "all"  # "all" or "fraction" (see score)
+    tests_blocked: int = 0  # tests that stopped at the TODO of another, unfinished exercise
+    blocked_by: str | None = None  # the first such exercise ("2.1")
+    hidden_passed: int = 0  # of the instructors' hidden tests (included in tests_passed and tests_total)
+    hidden_total: int = 0
 
     @property
-    def score(self) -> int:
-        return self.exercise.points if self.status == "passed" else 0
+    def only_hidden_failed(self) -> bool:
+        """Every test of it that did not pass is a hidden one."""
+        return bool(self.failures) and all(f.hidden for f in self.failures)
+
+    @property
+    def tests_counted(self) -> int:
+        """The tests the fraction is taken over: every test of the exercise, less (partial credit only) those
+        blocked by another unfinished exercise, which is charged for them itself."""
+        return self.tests_total - (self.tests_blocked if self.scoring == "fraction" else 0)
+
+    @property
+    def score(self) -> int | float:
+        if self.status == "passed":
+            return self.exercise.points
+        if self.scoring != "fraction" or self.status == "not_started" or self.import_failed or not self.tests_counted:
+            return 0
+        return tidy(self.exercise.points * self.tests_passed / self.tests_counted)
 
 
-def score_exercises(stage: Stage, exercises: list[Exercise], run: RunResult) -> list[ExerciseResult]:
+def tidy(points: float) -> int | float:
+    """Points rounded to 0.1, and a whole number written as one (10, not 10.0)."""
+    points = round(points, 1)
+    return int(points) if points == int(points) else points
+
+
+def total(results: list[ExerciseResult]) -> int | float:
+    return tidy(sum(r.score for r in results))
+
+
+def is_hidden(test: TestResult) -> bool:
+    """An instructors' hidden test (--extra-tests): the runner names the stage's own tests tests/stageN/..."""
+    return not test.nodeid.startswith("tests/")
+
+
+def blocker(test: TestResult, exercise: Exercise) -> str | None:
+    """The other exercise whose unfinished TODO (its NotImplementedError) stopped this test, if one did."""
+    other = (test.error or {}).get("exercise") if test.outcome == "not_implemented" else None
+    return other if other and other != exercise.id else None
+
+
+def score_exercises(stage: Stage, exercises: list[Exercise], run: RunResult, partial_credit: bool = False,
+                    conceal_hidden: bool = False) -> list[ExerciseResult]:
+    """Each exercise's verdict. ``partial_credit``: every exercise is scored "fraction", whatever the registry
+    says. ``conceal_hidden``: the message is a public test's (the hidden tests are then only counted)."""
     results = []
     for exercise in exercises:
+        scoring = "fraction" if partial_credit else exercise.scoring
         tests = [t for t in run.tests.values() if t.exercise == exercise.id]
         passed = sum(t.outcome == "passed" for t in tests)
+        hidden = [t for t in tests if is_hidden(t)]
+        counts = dict(scoring=scoring, hidden_passed=sum(t.outcome == "passed" for t in hidden), hidden_total=len(hidden))
         broken_imports = [c for c in run.collect_errors if exercise.id in c["exercises"]]
         if broken_imports:
             error = broken_imports[0]["error"]
@@ -72,28 +123,45 @@ def score_exercises(stage: Stage, exercises: list[Exercise], run: RunResult) -> 
             failures = [Failure(Path(c["path"]).name, first_line(explain(c["error"], stage)),
                                 brief_location(c["error"]), "error") for c in broken_imports]
             results.append(ExerciseResult(exercise, status, 0, len(tests), message, Path(broken_imports[0]["path"]).name,
-                                          error.get("detail", ""), import_failed=True, failures=failures, error=error))
+                                          error.get("detail", ""), import_failed=True, failures=failures, error=error,
+                                          **counts))
             continue
         if not tests:
             why = "the grader's time limit for the whole run was reached" if run.run_timed_out else \
                 "no test of this exercise ran (see the pytest output with -v)"
-            results.append(ExerciseResult(exercise, "timeout" if run.run_timed_out else "error", 0, 0, why))
+            results.append(ExerciseResult(exercise, "timeout" if run.run_timed_out else "error", 0, 0, why, **counts))
             continue
         bad = [t for t in tests if t.outcome != "passed"]
         if not bad:
-            results.append(ExerciseResult(exercise, "passed", passed, len(tests)))
+            results.append(ExerciseResult(exercise, "passed", passed, len(tests), **counts))
             continue
+        blockers = [b for b in (blocker(t, exercise) for t in bad) if b]
+        counts.update(tests_blocked=len(blockers), blocked_by=blockers[0] if blockers else None)
         worst = min(bad, key=lambda t: SEVERITY.index(t.outcome))
         status = {"not_implemented": "failed", "not_run": "failed", "skipped": "failed"}.get(worst.outcome, worst.outcome)
-        waits_for_earlier = is_earlier_stage_todo(worst.error, stage)
         if worst.outcome == "not_implemented" and passed == 0:
-            status = "not_started"  # (or cannot start yet: the message then names the earlier stage's exercise)
+            status = "not_started"  # (or cannot start yet: the message then names the exercise it waits for)
         failures = [Failure(short_test_name(t), first_line(explain(t.error, stage, exercise)), brief_location(t.error),
-                            t.outcome) for t in bad]
+                            t.outcome, is_hidden(t), blocker(t, exercise)) for t in bad]
+        public_bad = [t for t in bad if not is_hidden(t)]
+        if conceal_hidden and not public_bad:  # only hidden tests failed: they are counted, never named
+            results.append(ExerciseResult(exercise, status, passed, len(tests), hidden_summary(counts), failures=failures,
+                                          **counts))
+            continue
+        if conceal_hidden:
+            worst = min(public_bad, key=lambda t: SEVERITY.index(t.outcome))
         results.append(ExerciseResult(exercise, status, passed, len(tests), explain(worst.error, stage, exercise),
-                                      short_test_name(worst), (worst.error or {}).get("detail", ""), waits_for_earlier,
-                                      failures=failures, error=worst.error, functions=worst.functions))
+                                      short_test_name(worst), (worst.error or {}).get("detail", ""),
+                                      is_earlier_stage_todo(worst.error, stage), failures=failures, error=worst.error,
+                                      functions=worst.functions, **counts))
     return results
+
+
+def hidden_summary(result: ExerciseResult | dict) -> str:
+    """"hidden tests: 1 of 2 passed", which is all a student learns of them before the grades are published."""
+    passed, total_ = (result["hidden_passed"], result["hidden_total"]) if isinstance(result, dict) else \
+        (result.hidden_passed, result.hidden_total)
+    return f"hidden tests: {passed} of {total_} passed"
 
 
 def first_line(text: str) -> str:
@@ -166,7 +234,7 @@ def find_todos(stage: Stage, results: list[ExerciseResult], homes: dict[str, Pat
     student_roots = {root for root in homes.values() if root != SOLUTIONS_DIR}
     files = SourceFiles()
     for r in results:
-        if r.status == "passed" or r.import_failed or r.waits_for_earlier:
+        if r.status == "passed" or r.import_failed or r.waits_for_earlier or (r.only_hidden_failed and not r.test):
             continue
         error = r.error or {}
         frames = error.get("frames") or ([error["location"]] if error.get("location") else [])
@@ -217,6 +285,7 @@ class View:
     hints_shown: dict[str, int] = field(default_factory=dict)  # exercise id -> hints seen (>= 1)
     isolation: str | None = None  # authoritative grading: the level, in words (grading.sandbox.Isolation.describe)
     warnings: list[str] = field(default_factory=list)  # said above the table (PyTorch imported where it must not be)
+    conceal_hidden: bool = False  # name no hidden test: only how many of them passed (what students see)
 
 
 def render(stage: Stage, results: list[ExerciseResult], run: RunResult, view: View) -> str:
@@ -231,24 +300,35 @@ def render(stage: Stage, results: list[ExerciseResult], run: RunResult, view: Vi
     if view.import_problems:
         lines += ["These files could not be imported, so the tests that need them could not run:"]
         lines += [f"  {p}" for p in view.import_problems] + [""]
-    lines += table(results) + [""]
+    lines += table(results, view.conceal_hidden) + [""]
     failing = [r for r in results if r.status != "passed"]
     if failing:
         lines += first_to_fix(failing[0], view) + [""]
     if view.verbose:
-        lines += every_failure(failing, run)
+        lines += every_failure(failing, run, view.conceal_hidden)
     lines += earlier_stage_lines(results, view)
-    score, max_score = sum(r.score for r in results), sum(r.exercise.points for r in results)
-    lines.append(f"Score: {score}/{max_score}")
+    lines.append(f"Score: {total(results)}/{sum(r.exercise.points for r in results)}")
+    if any(r.scoring == "fraction" for r in results):
+        lines.append("Partial credit: " + ("each exercise" if all(r.scoring == "fraction" for r in results) else
+                                           ", ".join(r.exercise.id for r in results if r.scoring == "fraction"))
+                     + " earns its points times the fraction of its tests that passed; a test stopped by another "
+                       "unfinished exercise is not counted.")
     lines += next_step(stage, results, view)
     return "\n".join(lines)
 
 
-def table(results: list[ExerciseResult]) -> list[str]:
+def table(results: list[ExerciseResult], conceal_hidden: bool = False) -> list[str]:
     width = max(len(r.exercise.title) for r in results)
     lines = [f"  {'id':<5} {'exercise':<{width}}  {'points':>7}   status"]
     for r in results:
-        tests = f"  ({r.tests_passed}/{r.tests_total} tests)" if r.status not in ("passed", "not_started") and r.tests_total else ""
+        notes = []
+        if r.status not in ("passed", "not_started") and r.tests_total:
+            notes.append(f"{r.tests_passed}/{r.tests_total} tests")
+        if r.tests_blocked and r.status != "passed":
+            notes.append(f"{r.tests_blocked} blocked by {r.blocked_by}")
+        if conceal_hidden and r.hidden_total and r.status != "passed":
+            notes.append(hidden_summary(r))
+        tests = f"  ({'; '.join(notes)})" if notes else ""
         points = f"{r.score}/{r.exercise.points}"
         lines.append(f"  {r.exercise.id:<5} {r.exercise.title:<{width}}  {points:>7}   {STATUS_TEXT[r.status]}{tests}")
     return lines
@@ -275,10 +355,17 @@ def first_to_fix(first: ExerciseResult, view: View) -> list[str]:
     return lines
 
 
-def every_failure(failing: list[ExerciseResult], run: RunResult) -> list[str]:
-    """-v: each failing exercise's failing tests, one line each, then pytest's full output for the first."""
+def every_failure(failing: list[ExerciseResult], run: RunResult, conceal_hidden: bool = False) -> list[str]:
+    """-v: each failing exercise's failing tests, one line each, then pytest's full output for the first.
+    ``conceal_hidden``: the hidden tests that failed are counted, not listed."""
     lines = []
     for r in failing:
+        if conceal_hidden:
+            r = dataclasses.replace(r, failures=[f for f in r.failures if not f.hidden])
+            if r.hidden_total:
+                lines.append(f"----- {r.exercise.id} {r.exercise.title}: {hidden_summary(r)} -----")
+            if not r.failures:
+                continue
         not_started = r.status == "not_started" and all(f.outcome == "not_implemented" for f in r.failures)
         if not_started:
             lines.append(f"----- {r.exercise.id} {r.exercise.title}: not started (all {len(r.failures)} tests "
@@ -291,11 +378,12 @@ def every_failure(failing: list[ExerciseResult], run: RunResult) -> list[str]:
                 if f.location:
                     where = f"  ({f.location['file']}:{f.location['line']}" + \
                             (f", in {f.location['function']})" if f.location.get("function") else ")")
-                lines += [f"  {f.test}", f"      {f.message}{where}"]
+                lines += [f"  {f.test}", f"      {f.message}{where}"
+                          + (f" (blocked: {f.blocked_by} is not done)" if f.blocked_by else "")]
         if r.detail:
             lines += [f"----- {r.exercise.id}: pytest's output for {r.test} -----", r.detail.rstrip()]
         lines.append("")
-    if not any(r.detail for r in failing) and run.output.strip():
+    if not any(r.detail for r in failing) and run.output.strip() and not conceal_hidden:
         lines += ["----- pytest output -----", run.output.rstrip(), ""]
     return lines
 
@@ -344,6 +432,10 @@ def next_step(stage: Stage, results: list[ExerciseResult], view: View) -> list[s
                 text += (f", or run `{view.command} --reference-earlier` to grade this stage on the reference "
                          "earlier stages")
             return [text + "."]
+        if first.only_hidden_failed and first.test == "":
+            return [f"Next: {first.exercise.id}'s public tests pass here, and its hidden tests check more than they do "
+                    "(the hidden tests are shown when the grades are published): reread what the exercise asks, "
+                    "edge cases included."]
         if first.import_failed:
             again = view.command + "".join(f" -x {exercise_id}" for exercise_id in view.selected)
             return [f"Next: make the file named above import, then run `{again}`."]
@@ -376,7 +468,7 @@ def write_json(path: Path, stage: Stage, implementation: str, sources: dict[str,
         "sources": sources,
         "isolation": isolation[0],  # bubblewrap, uid or none (grading.sandbox)
         "isolation_reason": isolation[1],
-        "score": sum(r.score for r in results),
+        "score": total(results),
         "max_score": sum(r.exercise.points for r in results),
         "exercises": [
             {
@@ -388,6 +480,12 @@ def write_json(path: Path, stage: Stage, implementation: str, sources: dict[str,
                 "message": r.message,
                 "tests_passed": r.tests_passed,
                 "tests_total": r.tests_total,
+                "scoring": r.scoring,
+                "tests_counted": r.tests_counted,
+                "tests_blocked": r.tests_blocked,
+                "blocked_by": r.blocked_by,
+                "hidden_passed": r.hidden_passed,
+                "hidden_total": r.hidden_total,
                 "failures": [f.as_json() for f in r.failures],
                 "todo": r.todo.as_json() if r.todo else None,
             }

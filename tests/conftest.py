@@ -52,6 +52,12 @@ def _chosen_homes(config) -> dict[str, Path]:
 
 
 def pytest_configure(config):
+    chosen = config.getoption("--implementation") or config.getoption("--student-process")
+    if not chosen and not all((SOLUTIONS_DIR / package).is_dir() for package in STAGE_PACKAGES):
+        # A student edition: the self-test has no reference to run against. The grader passes the options above.
+        raise pytest.UsageError("`python -m pytest` is the course's self-test, which needs the reference solutions "
+                                "this copy does not have: grade your work with `python grader.py stage1` (or the "
+                                "stage you are on), and see your progress with `python grader.py`")
     already = [name for name in STAGE_PACKAGES if name in sys.modules]
     if already:
         raise pytest.UsageError(f"{already} were imported before the implementation could be chosen")

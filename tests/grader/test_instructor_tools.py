@@ -1,7 +1,7 @@
 """The instructors' tools end to end: grading a class (``grading.batch``), the Gradescope autograder
-(``grading.gradescope``), hidden tests (``grader.py --extra-tests``) and the student edition
-(``grading.export``). Each runs as an instructor would run it, on small stage 1 submissions graded with
-``-x 1.1``."""
+(``grading.gradescope``) and hidden tests (``grader.py --extra-tests``), each run as an instructor would run
+it, on small stage 1 submissions graded with ``-x 1.1``. The student edition and the rest of an instructor's
+term are in test_term.py."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ import sys
 import zipfile
 from pathlib import Path
 
-from grading.export import broken_links
 from grading.registry import REPO_ROOT, SOLUTIONS_DIR, load_stage
 from tests.grader.test_grading import linux_only
 
@@ -63,7 +62,8 @@ def test_batch_grades_every_submission_and_reports_the_broken_ones(tmp_path):
     assert done.returncode == 0, done.stdout + done.stderr
     with (out / "grades.csv").open(encoding="utf-8", newline="") as f:
         rows = {row["student"]: row for row in csv.DictReader(f)}
-    assert list(next(csv.reader((out / "grades.csv").open(encoding="utf-8")))) == ["student", "score", "1.1", "status", "message"]
+    assert list(next(csv.reader((out / "grades.csv").open(encoding="utf-8")))) == [
+        "student", "id", "name", "email", "score", "max_score", "1.1", "status", "message", "seconds", "json"]
     assert set(rows) == {"alice", "bob", "carol", "dave", "eve", "d\ufffdsir\ufffde"}
     for student in ("alice", "carol", "d\ufffdsir\ufffde"):
         assert (rows[student]["score"], rows[student]["1.1"], rows[student]["status"]) == ("10", "10", "graded"), rows[student]
@@ -148,19 +148,6 @@ def test_extra_tests_count_toward_their_exercise(tmp_path):
     assert (exercise["status"], exercise["score"]) == ("failed", 0)
     assert exercise["tests_passed"] == exercise["tests_total"] - 1  # the hidden cube rule passed too
     assert [f["test"] for f in exercise["failures"]] == ["test_hidden_value.py::test_hidden_wrong_on_purpose"]
-
-
-def test_the_student_edition_has_no_solutions_and_grades_zero_cleanly(tmp_path):
-    dest = tmp_path / "student-edition"
-    done = run(sys.executable, "-m", "grading.export", str(dest), timeout=300)
-    assert done.returncode == 0, done.stdout + done.stderr  # it graded stage 1 there: 0 points, all not started
-    assert not (dest / "solutions").exists() and (dest / "README.md").is_file() and (dest / "grader.py").is_file()
-    assert not (dest / ".grader").exists()  # the check leaves no progress behind
-    log = run("git", "log", "--oneline", cwd=dest).stdout.splitlines()
-    assert len(log) == 1, log
-    assert not [n for n in run("git", "ls-files", cwd=dest).stdout.splitlines() if n.startswith("solutions/")]
-    assert broken_links(dest) == []
-    assert run(sys.executable, "-m", "grading.export", str(dest)).returncode == 2  # never over an existing copy
 
 
 def test_the_autograder_refuses_a_machine_where_the_code_under_test_cannot_be_kept_apart(monkeypatch):

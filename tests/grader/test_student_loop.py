@@ -203,7 +203,7 @@ def test_a_source_in_latin_1_grades_as_usual(tmp_path):
     assert "your TODO:" in output and "Score: 0/20" in output
     for exercise in data["exercises"]:  # the JSON lists every failing test for tools
         assert len(exercise["failures"]) == exercise["tests_total"] > 1
-        assert all(set(f) == {"test", "message", "location"} for f in exercise["failures"])
+        assert all(set(f) == {"test", "message", "location", "hidden", "blocked_by"} for f in exercise["failures"])
         assert exercise["todo"]["file"].startswith("stage1_autograd/")
 
 
