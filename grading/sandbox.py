@@ -207,16 +207,16 @@ class Isolation:
     level: str  # "bubblewrap", "uid" or "none"
     reason: str  # why this level and not a better one, in words
     uids: tuple[int, int] | None = None  # as root: (test process, student process)
-    lock_fd: int | None = None
+    lock_fds: tuple[int, ...] = ()  # held while the run uses those uids
 
     @property
     def as_root(self) -> bool:
         return self.uids is not None
 
     def release(self) -> None:
-        if self.lock_fd is not None:
+        for fd in self.lock_fds:
             with contextlib.suppress(OSError):
-                os.close(self.lock_fd)
+                os.close(fd)
 
     def describe(self) -> str:
         return {
@@ -235,8 +235,8 @@ def choose_isolation(wanted: str = "auto") -> Isolation:
     Raises ``RuntimeError`` (with the reason) when a level asked for cannot."""
     bubblewrap_problem = bubblewrap_unavailable()
     if wanted in ("auto", "bubblewrap") and bubblewrap_problem is None:
-        uids, fd = acquire_uids() if is_root() else (None, None)
-        return Isolation("bubblewrap", "bubblewrap works here" + (", as root" if uids else ", without root"), uids, fd)
+        uids, fds = acquire_uids() if is_root() else (None, ())
+        return Isolation("bubblewrap", "bubblewrap works here" + (", as root" if uids else ", without root"), uids, fds)
     if wanted == "bubblewrap":
         raise RuntimeError(f"bubblewrap cannot be used: {bubblewrap_problem}")
     why_not_bwrap = f"bubblewrap cannot be used: {bubblewrap_problem}"
@@ -245,11 +245,11 @@ def choose_isolation(wanted: str = "auto") -> Isolation:
             if wanted == "uid":
                 raise RuntimeError("uid isolation needs the grader to run as root")
             return Isolation("none", f"{why_not_bwrap}; and without root the code under test keeps the grader's uid")
-        uids, fd = acquire_uids()
+        uids, fds = acquire_uids()
         problem = uid_cannot_run_python(uids[1])
         if problem is None:
-            return Isolation("uid", why_not_bwrap if wanted == "auto" else "asked for", uids, fd)
-        os.close(fd)
+            return Isolation("uid", why_not_bwrap if wanted == "auto" else "asked for", uids, fds)
+        Isolation("none", "", uids, fds).release()
         if wanted == "uid":
             raise RuntimeError(problem)
         return Isolation("none", f"{why_not_bwrap}; and {problem}")
@@ -291,9 +291,10 @@ def uid_cannot_run_python(uid: int) -> str | None:
             f"users may not enter, like /root?): {sys.executable}")
 
 
-def acquire_uids() -> tuple[tuple[int, int], int]:
+def acquire_uids() -> tuple[tuple[int, int], tuple[int, ...]]:
     """(As root.) Two uids no other grading run holds, test process's and student's, and the lock that holds
-    them (a lock file per slot, so that concurrent graders, even in separate processes, never share one)."""
+    them: a lock file per uid, so that concurrent graders, even in separate processes or of other versions of
+    this course, never share one."""
     import fcntl  # noqa: PLC0415 - Unix only, and only as root
 
     locks = Path(tempfile.gettempdir()) / "grader-users"
@@ -301,16 +302,23 @@ def acquire_uids() -> tuple[tuple[int, int], int]:
     if locks.is_symlink() or locks.stat().st_uid != 0:
         raise RuntimeError(f"{locks} is not root's own folder")
     for slot in range(SANDBOX_UID_SLOTS):
-        fd = os.open(locks / str(slot), os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            continue
         uids = (SANDBOX_UID_BASE + 2 * slot, SANDBOX_UID_BASE + 2 * slot + 1)
+        fds = []
+        for uid in uids:
+            fd = os.open(locks / str(uid), os.O_CREAT | os.O_RDWR | os.O_NOFOLLOW, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                break
+            fds.append(fd)
+        if len(fds) < len(uids):
+            for fd in fds:
+                os.close(fd)
+            continue
         for uid in uids:
             kill_user(uid)  # a leftover of a grader that was itself killed
-        return uids, fd
+        return uids, tuple(fds)
     raise RuntimeError("every sandbox uid is in use by another grading run")
 
 
