@@ -454,11 +454,11 @@ def fused_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None, dropout_p: 
     bias = additive_mask(causal_mask(L, S), q.dtype) if is_causal else None
     if attn_mask is not None:
         bias = additive_mask(attn_mask, q.dtype)
-    # TODO 3.10: forward in NumPy: scores = scale q k^T + M, probs = softmax (fully masked rows 0), keep = D or None, out = P~ V
+    # TODO 3.10: NumPy: scale q k^T + M; probs = softmax (masked rows 0); keep = D or None; out = P~ V
     raise NotImplementedError("Exercise 3.10 (Attention as one node, its backward by hand) is not done yet")
 
     def backward(g):
-        # TODO 3.10: dV = P~^T dO; dP = (dO V^T) * D/(1-p); dS = P * (dP - rowsum(dP * P)); dQ = s dS K, dK = s dS^T Q
+        # TODO 3.10: dV = P~^T g; dP = (g V^T) D/(1-p); dS = P (dP - rowsum(dP P)); dQ = s dS K; dK = s dS^T Q
         raise NotImplementedError("Exercise 3.10 (Attention as one node, its backward by hand) is not done yet")
 
     return Tensor._from_op(out, (q, k, v), backward)

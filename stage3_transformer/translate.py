@@ -67,18 +67,18 @@ class TranslationConfig:
     pair: str = "en-fr"  # source and target language, num2words' codes
     numbers: int = 10_000  # the corpus: the numbers 0 ... numbers - 1
     held_out: int = 1_000  # numbers never trained on, drawn with SPLIT_SEED
-    d_model: int = 128  # width of every byte's vector
+    d_model: int = 64  # width of every byte's vector
     nhead: int = 4  # attention heads
     layers: int = 2  # encoder layers, and as many decoder layers
-    ff: int = 512  # hidden width of the feed-forward blocks
+    ff: int = 256  # hidden width of the feed-forward blocks
     dropout: float = 0.0
-    lr: float = 1e-3  # AdamW's peak learning rate
+    lr: float = 3e-3  # AdamW's peak learning rate
     weight_decay: float = 0.01
-    warmup: int = 200  # steps of linear warmup, then cosine decay to 0 at the last step
-    steps: int = 2400
+    warmup: int = 100  # steps of linear warmup, then cosine decay to 0 at the last step
+    steps: int = 1500
     batch: int = 64  # pairs per step
     max_bytes: int = 64  # the longest phrase, in bytes, on either side: the position table's length
-    eval_every: int = 400  # steps between progress lines
+    eval_every: int = 300  # steps between progress lines
     eval_numbers: int = 200  # held-out numbers translated for each progress line (all of them at the end)
     seed: int = 0
 
@@ -144,13 +144,13 @@ class ByteVocabulary:
         """The ids of each text's UTF-8 bytes, padded with ``<pad>`` to ``width`` (default: the longest text's
         byte count): an int64 array (len(texts), width). A byte not in ``alphabet`` (when given) becomes
         ``<unk>``. A text of more than ``width`` bytes is a ValueError naming it and both lengths."""
-        # TODO 3.11: UTF-8 bytes as uint8 rows, + offset; <pad> past each text's length (np.arange(width) < lengths); <unk> outside the alphabet
+        # TODO 3.11: the bytes as a (N, width) uint8 table, + offset; <pad> past each length; <unk> outside alphabet
         raise NotImplementedError("Exercise 3.11 (A Transformer that translates, byte by byte) is not done yet")
 
     def decode(self, ids) -> str:
         """The text of a sequence of ids, up to (not including) the first ``</s>``: the bytes decoded as UTF-8
         (a broken sequence shows as U+FFFD), a special token the model wrote shown by its name."""
-        # TODO 3.11: stop at </s>; collect runs of bytes, decode each run with errors="replace"; specials by name
+        # TODO 3.11: stop at </s>; each run of bytes decoded as UTF-8 (errors="replace"); specials by name
         raise NotImplementedError("Exercise 3.11 (A Transformer that translates, byte by byte) is not done yet")
 
 
@@ -181,7 +181,7 @@ class Batch(NamedTuple):
 def encode_pairs(sources: list[str], targets: list[str]) -> Batch:
     """The ``Batch`` of the phrase pairs, as pictured in ``Batch``: the source padded to the longest source of
     these pairs, the decoder input and the target to the longest target plus one. No loop over positions."""
-    # TODO 3.11: VOCAB.encode_texts for both sides; decoder_input = <s> column + target bytes; target = bytes + <pad> column, </s> at each length
+    # TODO 3.11: encode_texts on both sides; <s> column + target bytes; bytes + </s> at each length
     raise NotImplementedError("Exercise 3.11 (A Transformer that translates, byte by byte) is not done yet")
 
 
@@ -196,7 +196,7 @@ def length_batches(lengths, batch_size: int, rng: np.random.Generator | int | No
 
     with ``rng = np.random.default_rng(rng)``, drawn in that order. Every index lands in exactly one batch.
     """
-    # TODO 3.11: permutation, argsort(kind="stable") of the lengths in that order, cut into chunks, a second permutation orders the chunks
+    # TODO 3.11: permutation, stable argsort by length, chunks, a second permutation of the chunks
     raise NotImplementedError("Exercise 3.11 (A Transformer that translates, byte by byte) is not done yet")
 
 
@@ -260,7 +260,7 @@ def greedy_decode(model: TranslationModel, phrases: list[str], max_bytes: int | 
     when every row is complete.
     """
     max_bytes = model.config.max_bytes if max_bytes is None else max_bytes
-    # TODO 3.11: encode_texts, memory once; loop: argmax of the last position, <pad> for finished rows, append, mark </s>
+    # TODO 3.11: 3.8's loop: memory once; argmax of the last position, <pad> once finished
     raise NotImplementedError("Exercise 3.11 (A Transformer that translates, byte by byte) is not done yet")
 
 
@@ -522,14 +522,16 @@ def _load_or_explain(checkpoint: str | Path, write: Callable[[str], None], pair:
 # ---------------------------------------------------------------------- where the decoder looks (given)
 def cross_attention(model: TranslationModel, phrase: str) -> tuple[str, np.ndarray]:
     """The translation of ``phrase`` and the cross-attention weights with which the decoder wrote it:
-    (layers, T + 1, S), one (T + 1, S) map per decoder layer, averaged over the heads. Row t is the decoder
-    position that predicts output id t (the last row predicts </s>); column s is source byte s.
+    (layers, T + 1, S) for a translation of T bytes, one (T + 1, S) map per decoder layer, averaged over the
+    heads. Row t is the decoder position that predicts output byte t (the last row predicts </s>); column s is
+    source byte s. (Only the first max_bytes + 1 rows of a translation that never ended.)
 
     The decoder runs once more on ``<s>`` + the translation, with each layer's cross-attention asked for its
     weights (``need_weights=True``)."""
     translation = greedy_decode(model, [phrase])[0]
     source = VOCAB.encode_texts([phrase])
-    decoder_input = np.concatenate([[[VOCAB.start_id]], VOCAB.encode_texts([translation])], axis=1)
+    written = VOCAB.encode_texts([translation])[:, : model.config.max_bytes]  # a translation that never wrote
+    decoder_input = np.concatenate([[[VOCAB.start_id]], written], axis=1)    # </s> runs one byte past the positions
     recorded: list[np.ndarray] = []
     layers = model.transformer.decoder.layers
     originals = [layer.multihead_attn.forward for layer in layers]
@@ -583,7 +585,7 @@ def show_attention(checkpoint: str | Path, phrase: str, out: str | Path | None, 
     if not 0 <= layer < config.layers:
         write(f"--layer must be between 0 and {config.layers - 1} (the decoder has {config.layers} layers)")
         return 1
-    rows = byte_labels(translation) + ["</s>"]
+    rows = (byte_labels(translation) + ["</s>"])[: weights.shape[1]]
     columns = byte_labels(phrase)
     title = f"{phrase!r} -> {translation!r}: cross-attention of decoder layer {layer} ({config.pair})"
     write(title)

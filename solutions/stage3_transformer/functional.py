@@ -572,7 +572,7 @@ def fused_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None, dropout_p: 
     bias = additive_mask(causal_mask(L, S), q.dtype) if is_causal else None
     if attn_mask is not None:
         bias = additive_mask(attn_mask, q.dtype)
-    # BEGIN SOLUTION 3.10: forward in NumPy: scores = scale q k^T + M, probs = softmax (fully masked rows 0), keep = D or None, out = P~ V
+    # BEGIN SOLUTION 3.10: NumPy: scale q k^T + M; probs = softmax (masked rows 0); keep = D or None; out = P~ V
     qd, kd, vd = q.data, k.data, v.data
     scores = (qd * q.dtype.type(scale)) @ np.swapaxes(kd, -1, -2)  # (..., L, S)
     fully_masked = None
@@ -594,7 +594,7 @@ def fused_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None, dropout_p: 
     # END SOLUTION
 
     def backward(g):
-        # BEGIN SOLUTION 3.10: dV = P~^T dO; dP = (dO V^T) * D/(1-p); dS = P * (dP - rowsum(dP * P)); dQ = s dS K, dK = s dS^T Q
+        # BEGIN SOLUTION 3.10: dV = P~^T g; dP = (g V^T) D/(1-p); dS = P (dP - rowsum(dP P)); dQ = s dS K; dK = s dS^T Q
         grad_v = unbroadcast(np.swapaxes(dropout_scaled(probs, keep, dropout_p), -1, -2) @ g, v.shape)
         grad_p = dropout_scaled(g @ np.swapaxes(vd, -1, -2), keep, dropout_p)  # dP = dP~ * D / (1 - p)
         grad_s = grad_p - sum_of_products(grad_p, probs)  # dP - rowsum(dP * P)
