@@ -225,13 +225,12 @@ def test_command_line_train_ask_and_attention(tmp_path):
                      f"({replies[i]!r}) must explain the problem, not translate; {transcript}")
 
     picture = tmp_path / "flip.png"
-    run = run_translate("attention", "twenty-three", "--checkpoint", str(checkpoint), "--out", str(picture), cwd=tmp_path)
-    transcript = f"stdout:\n{run.stdout}\nstderr:\n{run.stderr}"
-    assert_equal(run.returncode, 0, f"attention 'twenty-three': the exit status; {transcript}")
-    assert_equal(picture.is_file(), True, f"attention --out {picture}: the heatmap PNG exists; {transcript}")
+    status, out = printed(main, ["attention", "twenty-three", "--checkpoint", str(checkpoint), "--out", str(picture)])
+    assert_equal(status, 0, f"main(['attention', 'twenty-three', ...]): the exit status; it printed:\n{out}")
+    assert_equal(picture.is_file(), True, f"attention --out {picture}: the heatmap PNG exists; it printed:\n{out}")
     translation = greedy_decode(model, ["twenty-three"])[0]
-    assert_equal(f"-> {translation!r}" in run.stdout, True,
-                 f"attention 'twenty-three': the output names the translation {translation!r}; {transcript}")
+    assert_equal(f"-> {translation!r}" in out, True,
+                 f"attention 'twenty-three': the output names the translation {translation!r}; it printed:\n{out}")
 
     missing = tmp_path / "missing.npz"
     status, out = printed(main, ["ask", "--checkpoint", str(missing)])
