@@ -16,7 +16,6 @@ from stage3_transformer.translate import (
     VOCAB,
     TranslationConfig,
     encode_pairs,
-    exact_match,
     greedy_decode,
     length_batches,
     load_checkpoint,
