@@ -75,10 +75,10 @@ class TranslationConfig:
     lr: float = 3e-3  # AdamW's peak learning rate
     weight_decay: float = 0.01
     warmup: int = 100  # steps of linear warmup, then cosine decay to 0 at the last step
-    steps: int = 1500
+    steps: int = 1000
     batch: int = 64  # pairs per step
     max_bytes: int = 64  # the longest phrase, in bytes, on either side: the position table's length
-    eval_every: int = 300  # steps between progress lines
+    eval_every: int = 250  # steps between progress lines
     eval_numbers: int = 200  # held-out numbers translated for each progress line (all of them at the end)
     seed: int = 0
 
