@@ -1,5 +1,5 @@
 """The functions a Transformer is made of: fused softmax and log-softmax, layer and RMS norm, positions
-(sinusoidal and rotary) and scaled dot-product attention.
+(sinusoidal and rotary), scaled dot-product attention, and attention again as one fused node.
 
 Stage 2 wrote softmax as a chain of Tensor ops (subtract, exp, sum, divide), which records four graph
 nodes and keeps four arrays alive for the backward pass. Here the hot functions are *fused*: each
@@ -20,7 +20,7 @@ import string
 
 import numpy as np
 
-from stage1_autograd.tensor import Tensor
+from stage1_autograd.tensor import Tensor, unbroadcast
 from stage2_mlp import functional as F2
 
 
@@ -425,3 +425,51 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None
     gets output 0 and zero gradients (PyTorch's SDPA does the same), never NaN.
     """
     return attention(q, k, v, attn_mask, dropout_p, is_causal, scale, rng=rng)[0]
+
+
+# ---------------------------------------------------------------------- 3.10 attention as one node
+def fused_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None, dropout_p: float = 0.0, is_causal: bool = False,
+                    scale: float | None = None, *, rng: np.random.Generator | int | None = None) -> Tensor:
+    """``scaled_dot_product_attention`` (the same arguments, the same result, the same dropout draws from the
+    same ``rng``) as ONE graph node whose parents are q, k and v, with the backward derived by hand:
+
+        forward                                    backward (g = dO)
+        S  = s q k^T + M          (..., L, S)      dV = P~^T dO                    (..., S, Ev)
+        P  = softmax(S)           (..., L, S)      dP~ = dO V^T                    (..., L, S)
+        P~ = P * D / (1 - p)      (..., L, S)      dP = dP~ * D / (1 - p)
+        O  = P~ V                 (..., L, Ev)     dS = P * (dP - rowsum(dP * P))
+                                                   dQ = s dS K,   dK = s dS^T Q
+
+    s the scale, M the additive mask, D the dropout's keep mask (all True without dropout). A row whose every
+    key is masked gets P = 0 (output 0), and then dS = 0: its gradients are 0. Kept for the backward: P
+    (one (..., L, S) array) and D (bool); the composed version of exercise 3.4 keeps four or five arrays of
+    that size. Each gradient is summed down to its input's shape (``unbroadcast``) where the batch axes
+    broadcast. q (..., L, E), k (..., S, E), v (..., S, Ev) -> (..., L, Ev), in q's dtype.
+    """
+    if is_causal and attn_mask is not None:
+        raise ValueError("fused_attention: give attn_mask or is_causal=True, not both (is_causal is the causal mask)")
+    L, E = q.shape[-2], q.shape[-1]
+    S = k.shape[-2]
+    scale = 1.0 / math.sqrt(E) if scale is None else scale
+    bias = additive_mask(causal_mask(L, S), q.dtype) if is_causal else None
+    if attn_mask is not None:
+        bias = additive_mask(attn_mask, q.dtype)
+    # TODO 3.10: NumPy: scale q k^T + M; probs = softmax (masked rows 0); keep = D or None; out = P~ V
+    raise NotImplementedError("Exercise 3.10 (Attention as one node, its backward by hand) is not done yet")
+
+    def backward(g):
+        # TODO 3.10: dV = P~^T g; dP = (g V^T) D/(1-p); dS = P (dP - rowsum(dP P)); dQ = s dS K; dK = s dS^T Q
+        raise NotImplementedError("Exercise 3.10 (Attention as one node, its backward by hand) is not done yet")
+
+    return Tensor._from_op(out, (q, k, v), backward)
+
+
+def dropout_scaled(a: np.ndarray, keep: np.ndarray | None, p: float) -> np.ndarray:
+    """a * D / (1 - p) for the keep mask D = ``keep`` of a dropout of rate ``p`` (a itself when ``keep`` is
+    None), in a's dtype, as stage 2's ``dropout`` scales: P~ from P in the forward pass of ``fused_attention``,
+    dP from dP~ in its backward pass. p = 1 drops everything: zeros."""
+    if keep is None:
+        return a
+    if p == 1.0:
+        return np.zeros_like(a)
+    return a * (keep / (1.0 - p)).astype(a.dtype)

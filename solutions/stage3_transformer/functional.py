@@ -1,5 +1,5 @@
 """The functions a Transformer is made of: fused softmax and log-softmax, layer and RMS norm, positions
-(sinusoidal and rotary) and scaled dot-product attention.
+(sinusoidal and rotary), scaled dot-product attention, and attention again as one fused node.
 
 Stage 2 wrote softmax as a chain of Tensor ops (subtract, exp, sum, divide), which records four graph
 nodes and keeps four arrays alive for the backward pass. Here the hot functions are *fused*: each
@@ -20,7 +20,7 @@ import string
 
 import numpy as np
 
-from stage1_autograd.tensor import Tensor
+from stage1_autograd.tensor import Tensor, unbroadcast
 from stage2_mlp import functional as F2
 
 
@@ -543,3 +543,77 @@ def scaled_dot_product_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None
     gets output 0 and zero gradients (PyTorch's SDPA does the same), never NaN.
     """
     return attention(q, k, v, attn_mask, dropout_p, is_causal, scale, rng=rng)[0]
+
+
+# ---------------------------------------------------------------------- 3.10 attention as one node
+def fused_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None, dropout_p: float = 0.0, is_causal: bool = False,
+                    scale: float | None = None, *, rng: np.random.Generator | int | None = None) -> Tensor:
+    """``scaled_dot_product_attention`` (the same arguments, the same result, the same dropout draws from the
+    same ``rng``) as ONE graph node whose parents are q, k and v, with the backward derived by hand:
+
+        forward                                    backward (g = dO)
+        S  = s q k^T + M          (..., L, S)      dV = P~^T dO                    (..., S, Ev)
+        P  = softmax(S)           (..., L, S)      dP~ = dO V^T                    (..., L, S)
+        P~ = P * D / (1 - p)      (..., L, S)      dP = dP~ * D / (1 - p)
+        O  = P~ V                 (..., L, Ev)     dS = P * (dP - rowsum(dP * P))
+                                                   dQ = s dS K,   dK = s dS^T Q
+
+    s the scale, M the additive mask, D the dropout's keep mask (all True without dropout). A row whose every
+    key is masked gets P = 0 (output 0), and then dS = 0: its gradients are 0. Kept for the backward: P
+    (one (..., L, S) array) and D (bool); the composed version of exercise 3.4 keeps four or five arrays of
+    that size. Each gradient is summed down to its input's shape (``unbroadcast``) where the batch axes
+    broadcast. q (..., L, E), k (..., S, E), v (..., S, Ev) -> (..., L, Ev), in q's dtype.
+    """
+    if is_causal and attn_mask is not None:
+        raise ValueError("fused_attention: give attn_mask or is_causal=True, not both (is_causal is the causal mask)")
+    L, E = q.shape[-2], q.shape[-1]
+    S = k.shape[-2]
+    scale = 1.0 / math.sqrt(E) if scale is None else scale
+    bias = additive_mask(causal_mask(L, S), q.dtype) if is_causal else None
+    if attn_mask is not None:
+        bias = additive_mask(attn_mask, q.dtype)
+    # BEGIN SOLUTION 3.10: NumPy: scale q k^T + M; probs = softmax (masked rows 0); keep = D or None; out = P~ V
+    qd, kd, vd = q.data, k.data, v.data
+    scores = (qd * q.dtype.type(scale)) @ np.swapaxes(kd, -1, -2)  # (..., L, S)
+    fully_masked = None
+    if bias is not None:
+        fully_masked = np.isneginf(bias).all(axis=-1, keepdims=True)  # (..., L, 1): rows with no key at all
+        bias = np.where(fully_masked, np.asarray(0, dtype=bias.dtype), bias) if fully_masked.any() else bias
+        scores = scores + bias  # may broadcast to more batch axes than q, k and v have
+    probs = scores - scores.max(axis=-1, keepdims=True)  # P: softmax along the keys, in place
+    np.exp(probs, out=probs)
+    probs /= probs.sum(axis=-1, keepdims=True)
+    if fully_masked is not None and fully_masked.any():
+        probs *= ~fully_masked  # P = 0: output 0, and dS = P * (...) = 0
+    keep = None  # D: None without dropout
+    if dropout_p == 1.0:
+        keep = np.zeros(probs.shape, dtype=bool)  # everything dropped, nothing drawn (as F2.dropout)
+    elif dropout_p > 0.0:
+        keep = np.random.default_rng(rng).random(probs.shape) >= dropout_p  # the draw of F2.dropout in 3.4
+    out = dropout_scaled(probs, keep, dropout_p) @ vd  # (..., L, S) @ (..., S, Ev) -> (..., L, Ev)
+    # END SOLUTION
+
+    def backward(g):
+        # BEGIN SOLUTION 3.10: dV = P~^T g; dP = (g V^T) D/(1-p); dS = P (dP - rowsum(dP P)); dQ = s dS K; dK = s dS^T Q
+        grad_v = unbroadcast(np.swapaxes(dropout_scaled(probs, keep, dropout_p), -1, -2) @ g, v.shape)
+        grad_p = dropout_scaled(g @ np.swapaxes(vd, -1, -2), keep, dropout_p)  # dP = dP~ * D / (1 - p)
+        grad_s = grad_p - sum_of_products(grad_p, probs)  # dP - rowsum(dP * P)
+        grad_s *= probs  # dS, in place: zero on fully masked rows
+        grad_s *= grad_s.dtype.type(scale)  # s dS: dQ and dK both carry the scale
+        grad_q = unbroadcast(grad_s @ kd, q.shape)  # (..., L, S) @ (..., S, E)
+        grad_k = unbroadcast(np.swapaxes(grad_s, -1, -2) @ qd, k.shape)  # (..., S, L) @ (..., L, E)
+        return grad_q, grad_k, grad_v
+        # END SOLUTION
+
+    return Tensor._from_op(out, (q, k, v), backward)
+
+
+def dropout_scaled(a: np.ndarray, keep: np.ndarray | None, p: float) -> np.ndarray:
+    """a * D / (1 - p) for the keep mask D = ``keep`` of a dropout of rate ``p`` (a itself when ``keep`` is
+    None), in a's dtype, as stage 2's ``dropout`` scales: P~ from P in the forward pass of ``fused_attention``,
+    dP from dP~ in its backward pass. p = 1 drops everything: zeros."""
+    if keep is None:
+        return a
+    if p == 1.0:
+        return np.zeros_like(a)
+    return a * (keep / (1.0 - p)).astype(a.dtype)

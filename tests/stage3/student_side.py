@@ -4,6 +4,8 @@
 - ``ScriptedModel`` (test_addition.py): a Module standing in for an AdditionModel whose answers are known.
 - ``run_addition``/``start_addition`` (test_addition.py): ``python -m stage3_transformer.addition ARGS`` on the
   stage packages of this process, through tests/student_side.py's launcher.
+- ``ScriptedTranslator`` (test_translate.py): a Module standing in for a TranslationModel whose answers are known.
+- ``run_translate`` (test_translate.py): ``python -m stage3_transformer.translate ARGS``, the same way.
 
 Nothing here decides a test: the tests compare what these return, and the outputs of the code they drive,
 with values they compute themselves.
@@ -86,3 +88,47 @@ def start_addition(*args, cwd) -> subprocess.Popen:
     """``python -m stage3_transformer.addition ARGS``, started; stdin, stdout and stderr are byte pipes."""
     return subprocess.Popen(module_command(ADDITION, *args), stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, cwd=cwd, env=addition_environment())
+
+
+class ScriptedTranslator(Module):
+    """Stands in for a TranslationModel whose answers are known: at each call of ``decode`` it gives the last
+    position's logits a clear maximum at the next byte id of ``script(phrase)`` followed by </s> (and <pad>
+    after that), while every earlier position points at byte "#" (only the last position may be read). It
+    records the decoder input of every call. ``max_bytes`` is its config's."""
+
+    def __init__(self, script, max_bytes=64):
+        from stage3_transformer.translate import TranslationConfig  # here: the other tests need none of it
+
+        super().__init__()
+        self.config = TranslationConfig(max_bytes=max_bytes)
+        self.script = script
+        self.calls = []
+
+    def encode(self, source):
+        return Tensor(np.zeros((*np.shape(source), 8)))
+
+    def forward(self, source, decoder_input):
+        return self.decode(decoder_input, self.encode(source), source)
+
+    def decode(self, decoder_input, memory, source):
+        written = np.array(decoder_input)
+        self.calls.append(written)
+        rows, t = written.shape
+        logits = np.zeros((rows, t, BYTE_OFFSET + 256))
+        logits[:, :, BYTE_OFFSET + ord("#")] = 5.0
+        for row, source_ids in enumerate(np.asarray(source).tolist()):
+            phrase = bytes(i - BYTE_OFFSET for i in source_ids if i >= BYTE_OFFSET).decode("utf-8")
+            answer = [BYTE_OFFSET + b for b in self.script(phrase).encode("utf-8")] + [END]
+            logits[row, -1] = 0.0
+            logits[row, -1, answer[t - 1] if t - 1 < len(answer) else BYTE_OFFSET + ord("7")] = 5.0
+        return Tensor(logits)
+
+
+BYTE_OFFSET = 4  # test_translate.py's byte vocabulary: <pad> <s> </s> <unk>, then byte b is id b + 4
+TRANSLATE = "stage3_transformer.translate"
+
+
+def run_translate(*args, cwd, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess:
+    """``python -m stage3_transformer.translate ARGS`` with ``stdin`` as its input, to the end (UTF-8 text)."""
+    return subprocess.run(module_command(TRANSLATE, *args), input=stdin, capture_output=True, text=True,
+                          encoding="utf-8", cwd=cwd, env=addition_environment(), timeout=timeout)
