@@ -181,23 +181,22 @@ def test_a_short_run_learns_a_tiny_set_of_pairs():
 
 
 # ---------------------------------------------------------------------- the command line
-def test_command_line_train_ask_and_attention(tmp_path):
-    checkpoint = tmp_path / "tiny.npz"
+def test_command_line_train_ask_and_attention(student_tmp):
+    checkpoint = student_tmp / "tiny.npz"
     settings = {key: str(value) for key, value in TINY.items() if key not in ("eval_every", "eval_numbers")}
     args = ["train", "--steps", "40", "--eval-every", "20", "--eval-numbers", "5", "--checkpoint", str(checkpoint)]
     for key, value in settings.items():
         args += [f"--{key.replace('_', '-')}", value]
     status, out = printed(main, args)
     assert_equal(status, 0, "main(['train', ...]): the exit status")
-    assert_equal(checkpoint.is_file(), True, f"train --checkpoint {checkpoint}: the file exists afterwards")
-    assert_equal((tmp_path / "tiny-loss.png").is_file(), True, f"train --checkpoint {checkpoint}: the loss curve "
+    assert_equal(checkpoint.exists(), True, f"train --checkpoint {checkpoint}: the file exists afterwards")
+    assert_equal((student_tmp / "tiny-loss.png").exists(), True, f"train --checkpoint {checkpoint}: the loss curve "
                  f"tiny-loss.png beside it; the output was:\n{out}")
-    with np.load(checkpoint, allow_pickle=False) as f:
-        saved = json.loads(str(f["config"]))
+    saved = json.loads(str(checkpoint.load_npz()["config"]))
     assert_equal((saved["pair"], saved["numbers"], saved["steps"]), ("en-fr", 100, 40),
                  "the checkpoint's config (JSON): pair, numbers and steps as given on the command line")
 
-    model, _ = load_checkpoint(checkpoint)
+    model, _ = load_checkpoint(str(checkpoint))
     held_out = set(split_numbers(100, 10)[1].tolist())
     numbers = [23, 71, 80, 5]
     answers = greedy_decode(model, [num2words(n, lang="en") for n in numbers])
@@ -206,7 +205,7 @@ def test_command_line_train_ask_and_attention(tmp_path):
         right, seen = num2words(n, lang="fr"), "held out" if n in held_out else "trained on"
         expected.append(f"Model > {got} ✓ ({n}, {seen})" if got == right else f"Model > {got} ✗ ({n}, {seen}: {right})")
     typed = ["twenty-three", "", "seventy-one", "Ω-seven", "one " * 20, "  Eighty ", "five"]
-    run = run_translate("ask", "--checkpoint", str(checkpoint), stdin="\n".join(typed) + "\n", cwd=tmp_path)
+    run = run_translate("ask", "--checkpoint", str(checkpoint), stdin="\n".join(typed) + "\n", cwd=str(student_tmp))
     transcript = f"stdout:\n{run.stdout}\nstderr:\n{run.stderr}"
     assert_equal(run.returncode, 0, f"ask with {typed} then end of input: the exit status; {transcript}")
     assert_equal("Traceback" in run.stderr, False, f"ask: a traceback on stderr; {transcript}")
@@ -223,15 +222,15 @@ def test_command_line_train_ask_and_attention(tmp_path):
         assert_equal(replies[i].startswith("Model >"), False, f"ask: the reply to the bad input {typed[i]!r} "
                      f"({replies[i]!r}) must explain the problem, not translate; {transcript}")
 
-    picture = tmp_path / "flip.png"
+    picture = student_tmp / "flip.png"
     status, out = printed(main, ["attention", "twenty-three", "--checkpoint", str(checkpoint), "--out", str(picture)])
     assert_equal(status, 0, f"main(['attention', 'twenty-three', ...]): the exit status; it printed:\n{out}")
-    assert_equal(picture.is_file(), True, f"attention --out {picture}: the heatmap PNG exists; it printed:\n{out}")
+    assert_equal(picture.exists(), True, f"attention --out {picture}: the heatmap PNG exists; it printed:\n{out}")
     translation = greedy_decode(model, ["twenty-three"])[0]
     assert_equal(f"-> {translation!r}" in out, True,
                  f"attention 'twenty-three': the output names the translation {translation!r}; it printed:\n{out}")
 
-    missing = tmp_path / "missing.npz"
+    missing = student_tmp / "missing.npz"
     status, out = printed(main, ["ask", "--checkpoint", str(missing)])
     assert_equal(status, 1, "main(['ask', '--checkpoint', a missing file]): the exit status")
     assert_equal("python -m stage3_transformer.translate train" in out, True,
