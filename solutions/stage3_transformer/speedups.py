@@ -7,6 +7,8 @@ Two reasons make the plain expression slow, and each helper answers one:
   * A sum along a short last axis (a row of 64 attention scores, 128 features): ``a.sum(axis=-1)`` runs a
     small loop per row, while a matrix-vector product with a vector of ones runs the same additions in the
     BLAS, several times faster. ``sum_along`` and ``sum_of_products`` (for sums of products) do that.
+  * ``np.add.at`` (the backward of an embedding lookup) adds one index at a time; ``add_at_rows`` sorts the
+    indices and adds each distinct row once.
   * A formula of many elementwise steps (GELU's normal CDF, about thirty) makes one NumPy pass over the whole
     array per step; for the hidden layer of a feed-forward block (megabytes) every pass goes out to main
     memory. ``in_blocks`` runs all the steps on one cache-sized block before moving to the next.
@@ -45,6 +47,20 @@ def sum_of_products(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
     axis = axis % a.ndim
     kept = letters[:axis] + letters[axis + 1:]
     return np.expand_dims(np.einsum(f"{letters},{letters}->{kept}", a, b), axis)
+
+
+def add_at_rows(table: np.ndarray, ids: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """np.add.at(table, ids, rows): table[ids[i]] += rows[i] for every i, the rows of a repeated id adding up;
+    ids (N,) ints, rows (N, ...) -> table, changed in place and returned. ``np.add.at`` handles one index at a
+    time; this sorts the ids, sums each run of equal ids at once (``np.add.reduceat``) and adds one row per
+    distinct id: several times faster for the token ids of a batch."""
+    if ids.size == 0:
+        return table
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    starts = np.flatnonzero(np.concatenate([[True], sorted_ids[1:] != sorted_ids[:-1]]))  # first of each run
+    table[sorted_ids[starts]] += np.add.reduceat(rows[order], starts, axis=0)
+    return table
 
 
 # ---------------------------------------------------------------------- long elementwise formulas
