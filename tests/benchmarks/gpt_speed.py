@@ -21,8 +21,17 @@ allocator reuses the previous step's pages instead of faulting in new ones); PyT
     steps (``ru_maxrss``), in a fresh process per side. It counts the weights, gradients, optimizer moments
     and the largest set of activations alive at once, whoever allocated them. (tracemalloc sees NumPy's
     arrays but not PyTorch's allocator, so it cannot compare the two.)
+  * The floor: the step's matrix products (the Linears, attention's two batched products, lm_head: about
+    10.6 GFLOP for a training step of the default config) at the rate NumPy's BLAS reaches on large float32
+    products, measured in the same run. No NumPy step can be faster; the rest of ours is elementwise passes
+    (GELU, norms, softmax) and products slower than that rate (small matrices, short inner dimensions).
+  * Sizes: a second table follows the ratio to larger models, each row with ours, torch, the ratio and ours
+    as a multiple of the row's floor (by the best wall-clock step, and by CPU time): the default config,
+    nanoGPT's Shakespeare-char config (6 layers, 6 heads, width 384, block 256, batch 8: 2 048 tokens a
+    training step) and GPT-2 small's forward pass on 1 x 256 tokens (no training).
   * Sampling: tokens per second of ``GPT.generate`` with and without the key/value cache (batch 1, a 255-token
-    continuation of one token, the same model with block 256 so the cache never has to slide).
+    continuation of one token, the same model with block 256 so the cache never has to slide), beside a
+    cached PyTorch generation of the same weights (written here: the port itself has no cache).
   * BPE: the time to train the 1 000-token vocabulary of ``tests.benchmarks.bpe_speed`` (1 MB of text).
 
 The matrix products are most of the step, so the report names NumPy's BLAS and the kernel it runs. OpenBLAS
