@@ -6,7 +6,9 @@ nodes and keeps four arrays alive for the backward pass. Here the hot functions 
 computes its value in NumPy and records ONE node with ``Tensor._from_op``, whose backward is derived by
 hand (the derivations are in the lesson, stage3_transformer/README.md). Fewer nodes, fewer temporaries,
 and the forward pass's results are reused in the backward pass. Attention is then composed of these
-fused pieces and batched matmuls, with no loop over the batch, the heads or the positions.
+fused pieces and batched matmuls, with no loop over the batch, the heads or the positions. Where a line calls
+a helper of ``speedups.py`` (``sum_along``, ``sum_of_products``), it computes a plain NumPy expression, named
+there, faster.
 
 Every function keeps the dtype: float32 in gives float32 out, and float32 gradients.
 Shapes: ``B`` batch, ``T`` (or ``L``) query positions, ``S`` key positions, ``C``/``E`` features,
