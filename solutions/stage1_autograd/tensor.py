@@ -173,16 +173,6 @@ class Tensor:
         if not isinstance(exponent, numbers.Real):
             raise TypeError(f"Tensor ** only takes a number exponent, not {type(exponent).__name__}")
 
-        def power(data, p):
-            # NumPy's x**3 calls pow() for every element (only x**2 and a few others are special-cased): a
-            # product of two to four factors gives the same value, to rounding, several times faster.
-            if p in (2, 3, 4):
-                result = data * data
-                for _ in range(int(p) - 2):
-                    result *= data
-                return result
-            return data**p
-
         def backward(g):
             if exponent == 0:  # x**0 is the constant 1; p * x**(p-1) would give 0 * inf = nan at x == 0
                 return (np.zeros_like(g),)
@@ -311,27 +301,20 @@ class Tensor:
         other = self._lift(other)
         a = self.data[None, :] if self.ndim == 1 else self.data  # (..., m, k)
         b = other.data[:, None] if other.ndim == 1 else other.data  # (..., k, n)
-        # (..., m, k) @ (k, n), a batch of inputs times one weight matrix, is one 2-D product of all the rows:
-        # one BLAS call instead of one per batch item, and B's gradient one product instead of a batch of
-        # them summed. Same values; only faster.
-        rows = a.reshape(-1, a.shape[-1]) if a.ndim > 2 and b.ndim == 2 else None
-        out_2d = a @ b if rows is None else (rows @ b).reshape(*a.shape[:-1], b.shape[-1])  # (..., m, n)
+        if a.ndim > 2 and b.ndim == 2:
+            # Speed-up, same values: a batch of inputs times one matrix (every Linear layer) as one 2-D product.
+            out_2d, backward = _matmul_of_rows(a, b, self, other)
+        else:
+            out_2d = a @ b  # (..., m, n)
 
-        def backward(g):
-            g = g.reshape(out_2d.shape)
-            grad_a = grad_b = None
-            if rows is not None:
-                g_rows = g.reshape(-1, g.shape[-1])
+            def backward(g):
+                g = g.reshape(out_2d.shape)
+                grad_a = grad_b = None
                 if self.requires_grad:
-                    grad_a = (g_rows @ b.T).reshape(self.shape)
+                    grad_a = unbroadcast(g @ b.swapaxes(-1, -2), a.shape).reshape(self.shape)
                 if other.requires_grad:
-                    grad_b = (rows.T @ g_rows).reshape(other.shape)
+                    grad_b = unbroadcast(a.swapaxes(-1, -2) @ g, b.shape).reshape(other.shape)
                 return grad_a, grad_b
-            if self.requires_grad:
-                grad_a = unbroadcast(g @ b.swapaxes(-1, -2), a.shape).reshape(self.shape)
-            if other.requires_grad:
-                grad_b = unbroadcast(a.swapaxes(-1, -2) @ g, b.shape).reshape(other.shape)
-            return grad_a, grad_b
 
         out_data = out_2d
         if other.ndim == 1:
@@ -461,6 +444,35 @@ def unbroadcast(grad: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     stretched = tuple(leading + i for i, n in enumerate(shape) if n == 1 and grad.shape[leading + i] != 1)
     return grad.sum(axis=tuple(range(leading)) + stretched, keepdims=True).reshape(shape)
     # END SOLUTION
+
+
+def power(data: np.ndarray, p: float) -> np.ndarray:
+    """data ** p. Speed-up: NumPy's x**3 calls pow() for every element (only x**2 and a few others are
+    special-cased); for p = 2, 3, 4 a product of that many factors gives the same value, to rounding, several
+    times faster."""
+    if p in (2, 3, 4):
+        result = data * data
+        for _ in range(int(p) - 2):
+            result *= data
+        return result
+    return data**p
+
+
+def _matmul_of_rows(a: np.ndarray, b: np.ndarray, left: Tensor, right: Tensor):
+    """The speed-up of ``__matmul__`` for a (..., m, k) @ b (k, n): the same product, and its gradients
+    (dA = g @ b^T, dB = a^T @ g summed over the batch), as ONE 2-D product of all the rows of a: one BLAS call
+    instead of one per batch item, and b's gradient one product instead of a batch of them summed.
+    Returns (out (..., m, n), backward)."""
+    rows = a.reshape(-1, a.shape[-1])  # (N, k), N = all the rows of the batch
+    out = (rows @ b).reshape(*a.shape[:-1], b.shape[-1])
+
+    def backward(g):
+        g_rows = g.reshape(-1, b.shape[-1])  # (N, n)
+        grad_a = (g_rows @ b.T).reshape(left.shape) if left.requires_grad else None
+        grad_b = (rows.T @ g_rows).reshape(right.shape) if right.requires_grad else None
+        return grad_a, grad_b
+
+    return out, backward
 
 
 def _normalize_axes(axis, ndim: int) -> tuple[int, ...]:

@@ -6,7 +6,9 @@ nodes and keeps four arrays alive for the backward pass. Here the hot functions 
 computes its value in NumPy and records ONE node with ``Tensor._from_op``, whose backward is derived by
 hand (the derivations are in the lesson, stage3_transformer/README.md). Fewer nodes, fewer temporaries,
 and the forward pass's results are reused in the backward pass. Attention is then composed of these
-fused pieces and batched matmuls, with no loop over the batch, the heads or the positions.
+fused pieces and batched matmuls, with no loop over the batch, the heads or the positions. Where a line calls
+a helper of ``speedups.py`` (``sum_along``, ``sum_of_products``), it computes a plain NumPy expression, named
+there, faster.
 
 Every function keeps the dtype: float32 in gives float32 out, and float32 gradients.
 Shapes: ``B`` batch, ``T`` (or ``L``) query positions, ``S`` key positions, ``C``/``E`` features,
@@ -16,25 +18,15 @@ Shapes: ``B`` batch, ``T`` (or ``L``) query positions, ``S`` key positions, ``C`
 from __future__ import annotations
 
 import math
-import string
 
 import numpy as np
 
 from stage1_autograd.tensor import Tensor, unbroadcast
 from stage2_mlp import functional as F2
+from stage3_transformer.speedups import gelu_slope_times_g, in_blocks, normal_cdf_float32, sum_along, sum_of_products
 
 
-# ---------------------------------------------------------------------- given helpers
-def sum_of_products(a: np.ndarray, b: np.ndarray, axis: int = -1) -> np.ndarray:
-    """sum(a * b, axis, keepdims=True) for arrays of the same shape, without the temporary array a * b:
-    ``np.einsum`` multiplies and adds in one pass over the memory. Used by the backward passes below,
-    where the arrays are large and the sums along one axis short."""
-    letters = string.ascii_letters[: a.ndim]
-    axis = axis % a.ndim
-    kept = letters[:axis] + letters[axis + 1:]
-    return np.expand_dims(np.einsum(f"{letters},{letters}->{kept}", a, b), axis)
-
-
+# ---------------------------------------------------------------------- given: linear and GELU, fused
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """x @ weight^T + bias, what ``nn.Linear`` computes, as ONE graph node: the product and the bias land in
     one array instead of two, which matters for the large activations of attention and feed-forward blocks.
@@ -53,89 +45,10 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         grads = [(g_rows @ weight.data).reshape(x.shape) if x.requires_grad else None,
                  g_rows.T @ rows if weight.requires_grad else None]
         if bias is not None:
-            grads.append(g_rows.sum(axis=0) if bias.requires_grad else None)
+            grads.append(sum_along(g_rows, 0).reshape(-1) if bias.requires_grad else None)  # column sums
         return tuple(grads)
 
     return Tensor._from_op(out.reshape(*x.shape[:-1], weight.shape[0]), parents, backward)
-
-
-# The erfc fit of Numerical Recipes (Press et al., "Numerical Recipes", section 6.2, the Chebyshev fit they
-# call erfcc): for z >= 0, erfc(z) ~ t e^(-z^2 + P(t)), t = 1 / (1 + z/2), with P the degree-9 polynomial
-# below (coefficients lowest power first), fractional error below 1.2e-7 for every z >= 0.
-_ERFC_FIT = (-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806, 0.27886807, -1.13520398, 1.48851587,
-             -0.82215223, 0.17087277)
-
-
-def normal_cdf_float32(x: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
-    """Phi(x) = erfc(-x / sqrt 2) / 2, the standard normal CDF, of a float32 array, in float32 throughout;
-    written into ``out`` (x's shape, float32) if given, and returned.
-
-    One fit for every x: with z = |x| / sqrt 2, Phi(-|x|) = erfc(z) / 2 (the fit above, evaluated by Horner's
-    rule), and Phi(|x|) = 1 - Phi(-|x|). Unlike 1 + erf(x / sqrt 2), which cancels for x << 0, the left tail
-    keeps its relative precision. About twenty-five cheap passes over the array, each in place: several
-    times faster than stage 2's ``erf_values``, which evaluates three ranges in float64.
-
-    Accuracy against the exact Phi: absolute error below 3e-7 everywhere; relative error below 1e-6 for
-    |x| < 3, growing to about 1e-5 at x = -12, where the float32 rounding of the exponent -z^2 dominates.
-    """
-    f32 = np.float32
-    z = np.abs(x)
-    z *= f32(1 / math.sqrt(2))
-    t = z * f32(0.5)
-    t += f32(1)
-    np.reciprocal(t, out=t)  # t = 1 / (1 + z/2), in (0, 1]
-    tail = np.multiply(t, f32(_ERFC_FIT[-1]), out=out)
-    for c in _ERFC_FIT[-2:0:-1]:  # Horner's rule, in place: tail = (tail + c) t
-        tail += f32(c)
-        tail *= t
-    tail += f32(_ERFC_FIT[0])
-    np.square(z, out=z)
-    tail -= z  # -z^2 + P(t)
-    np.exp(tail, out=tail)
-    tail *= t
-    tail *= f32(0.5)  # Phi(-|x|) = erfc(z) / 2
-    # Phi(x) = tail where x <= 0 and 1 - tail where x > 0. Arithmetic rather than np.where: a branch per
-    # element on the sign of random data is about ten times slower than these passes.
-    flip = np.multiply(tail, f32(-2), out=z)
-    flip += f32(1)  # 1 - 2 tail
-    flip *= x > 0
-    tail += flip
-    return tail
-
-
-# Elements per block of ``_in_blocks``: 32 768 float32 take 128 KB, so a block and its temporaries stay
-# in the CPU's cache from one pass to the next.
-_BLOCK = 1 << 15
-
-
-def _in_blocks(function, out: np.ndarray, *inputs: np.ndarray) -> np.ndarray:
-    """Fill ``out`` by ``function(*input_blocks, out=out_block)`` over consecutive blocks of _BLOCK elements
-    of the flattened arrays (``inputs`` have out's shape); returns ``out``.
-
-    Why: an elementwise formula of many steps, such as GELU's, makes a NumPy pass over the whole array
-    per step, and on the hidden layer of a feed-forward block (B*T x 4C numbers, megabytes) every pass
-    goes out to main memory, and every temporary is a fresh allocation of that size, whose pages the
-    operating system must supply again. Block by block, the same steps run on cached data and small
-    temporaries. A loop over a few dozen blocks, not over elements: still vectorised.
-    """
-    flat_out = out.reshape(-1)  # out is freshly allocated, contiguous: a view
-    flat_inputs = [np.ascontiguousarray(a).reshape(-1) for a in inputs]
-    for start in range(0, flat_out.size, _BLOCK):
-        part = slice(start, start + _BLOCK)
-        function(*(a[part] for a in flat_inputs), out=flat_out[part])
-    return out
-
-
-def _gelu_slope_times_g(x: np.ndarray, cdf: np.ndarray, g: np.ndarray, out: np.ndarray) -> None:
-    """out = g * (Phi(x) + x phi(x)), the backward of the exact GELU, with phi(x) = e^(-x^2/2) / sqrt(2 pi)."""
-    dtype = x.dtype.type
-    np.square(x, out=out)
-    out *= dtype(-0.5)
-    np.exp(out, out=out)
-    out *= x
-    out *= dtype(1 / math.sqrt(2 * math.pi))
-    out += cdf
-    out *= g
 
 
 def gelu(x: Tensor, approximate: str = "none") -> Tensor:
@@ -172,14 +85,14 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
             return (slope,)
     else:
         if data.dtype == np.float32:
-            cdf = _in_blocks(normal_cdf_float32, np.empty(data.shape, np.float32), data)
+            cdf = in_blocks(normal_cdf_float32, np.empty(data.shape, np.float32), data)
         else:
             cdf = F2.erf_values(data * (1 / math.sqrt(2))).astype(data.dtype)
             cdf += 1
             cdf *= 0.5
 
         def backward(g):
-            return (_in_blocks(_gelu_slope_times_g, np.empty(data.shape, data.dtype), data, cdf, g),)
+            return (in_blocks(gelu_slope_times_g, np.empty(data.shape, data.dtype), data, cdf, g),)
 
     return Tensor._from_op(data * cdf, (x,), backward)
 
@@ -198,7 +111,7 @@ def softmax(x: Tensor, axis: int = -1) -> Tensor:
     # BEGIN SOLUTION 3.1: y = e / e.sum(axis) with e = exp(x - max); backward y * (g - sum(g * y))
     y = x.data - x.data.max(axis=axis, keepdims=True)
     np.exp(y, out=y)  # in place: one array for e, then for y
-    y /= y.sum(axis=axis, keepdims=True)
+    y /= sum_along(y, axis)  # y.sum(axis, keepdims=True), through the BLAS (speedups.py)
 
     def backward(g):
         gx = g - sum_of_products(g, y, axis)  # g - sum(g * y), then times y, in place
@@ -221,13 +134,13 @@ def log_softmax(x: Tensor, axis: int = -1) -> Tensor:
     # BEGIN SOLUTION 3.1: shift by the max, subtract log(sum(exp)); backward g - softmax * sum(g), softmax kept from forward
     shifted = x.data - x.data.max(axis=axis, keepdims=True)
     exp_shifted = np.exp(shifted)
-    total = exp_shifted.sum(axis=axis, keepdims=True)  # >= 1: the max's own term is e^0
+    total = sum_along(exp_shifted, axis)  # >= 1: the max's own term is e^0
     y = shifted
     y -= np.log(total)  # in place: shifted is not needed any more
 
     def backward(g):
         # softmax = exp_shifted / total; dividing the small sum(g) instead of the whole array saves a pass
-        return (g - exp_shifted * (g.sum(axis=axis, keepdims=True) / total),)
+        return (g - exp_shifted * (sum_along(g, axis) / total),)
 
     return Tensor._from_op(y, (x,), backward)
     # END SOLUTION
@@ -314,7 +227,7 @@ def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None, bias: 
     size = _normalized_size(x, normalized_shape, "layer_norm")
     # BEGIN SOLUTION 3.2: statistics over the last D elements of each row; backward rstd * (gy - mean(gy) - xhat * mean(gy * xhat))
     x2 = x.data.reshape(-1, size)  # (N, D): one row per normalised group
-    xhat = x2 - x2.mean(axis=1, keepdims=True)  # centred for now
+    xhat = x2 - sum_along(x2, 1) / size  # centred for now: x - mean(x)
     rstd = 1.0 / np.sqrt(sum_of_products(xhat, xhat, 1) / size + eps)  # (N, 1)
     xhat *= rstd  # in place: now (x - mean) * rstd
     if weight is not None:
@@ -330,13 +243,13 @@ def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None, bias: 
         gy = g2 * weight.data.reshape(-1) if weight is not None else g2
         dx = xhat * (sum_of_products(gy, xhat, 1) / -size)  # -xhat * mean(gy * xhat)
         dx += gy
-        dx -= gy.mean(axis=1, keepdims=True)
+        dx -= sum_along(gy, 1) / size  # mean(gy)
         dx *= rstd
         grads = [dx.reshape(x.shape)]
         if weight is not None:
             grads.append(sum_of_products(g2, xhat, 0).reshape(weight.shape))  # sum over the rows of g * xhat
         if bias is not None:
-            grads.append(g2.sum(axis=0).reshape(bias.shape))
+            grads.append(sum_along(g2, 0).reshape(bias.shape))  # sum over the rows of g
         return tuple(grads)
 
     return Tensor._from_op(y.reshape(x.shape), parents, backward)

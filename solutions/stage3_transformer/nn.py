@@ -26,6 +26,7 @@ from stage2_mlp import functional as F2
 from stage2_mlp import nn as nn2
 from stage2_mlp.nn import Dropout, Module, Parameter
 from stage3_transformer import functional as F
+from stage3_transformer.speedups import add_at_rows
 
 
 # ---------------------------------------------------------------------- given helpers
@@ -186,7 +187,8 @@ class Embedding(Module):
 
         def backward(g):
             grad = np.zeros_like(weight.data)
-            np.add.at(grad, ids.reshape(-1), g.reshape(-1, self.embedding_dim))  # adds where an id repeats
+            # np.add.at(grad, ids, g): adds where an id repeats; add_at_rows gives the same, faster (speedups.py)
+            add_at_rows(grad, ids.reshape(-1), g.reshape(-1, self.embedding_dim))
             if self.padding_idx is not None:
                 grad[self.padding_idx] = 0
             return (grad,)

@@ -21,8 +21,17 @@ allocator reuses the previous step's pages instead of faulting in new ones); PyT
     steps (``ru_maxrss``), in a fresh process per side. It counts the weights, gradients, optimizer moments
     and the largest set of activations alive at once, whoever allocated them. (tracemalloc sees NumPy's
     arrays but not PyTorch's allocator, so it cannot compare the two.)
+  * The floor: the step's matrix products (the Linears, attention's two batched products, lm_head: about
+    10.6 GFLOP for a training step of the default config) at the rate NumPy's BLAS reaches on large float32
+    products, measured in the same run. No NumPy step can be faster; the rest of ours is elementwise passes
+    (GELU, norms, softmax) and products slower than that rate (small matrices, short inner dimensions).
+  * Sizes: a second table follows the ratio to larger models, each row with ours, torch, the ratio and ours
+    as a multiple of the row's floor (by the best wall-clock step, and by CPU time): the default config,
+    nanoGPT's Shakespeare-char config (6 layers, 6 heads, width 384, block 256, batch 8: 2 048 tokens a
+    training step) and GPT-2 small's forward pass on 1 x 256 tokens (no training).
   * Sampling: tokens per second of ``GPT.generate`` with and without the key/value cache (batch 1, a 255-token
-    continuation of one token, the same model with block 256 so the cache never has to slide).
+    continuation of one token, the same model with block 256 so the cache never has to slide), beside a
+    cached PyTorch generation of the same weights (written here: the port itself has no cache).
   * BPE: the time to train the 1 000-token vocabulary of ``tests.benchmarks.bpe_speed`` (1 MB of text).
 
 The matrix products are most of the step, so the report names NumPy's BLAS and the kernel it runs. OpenBLAS
@@ -46,6 +55,12 @@ from pathlib import Path
 REPO_ROOT = Path(__file__).resolve().parents[2]
 CONFIG = dict(vocab_size=96, block_size=64, n_layer=4, n_head=4, n_embd=128)
 BATCH = 32
+# The rows of the table of sizes: name -> (GPT config, batch, sequence length, training step or forward only).
+ROWS = {
+    "default": (CONFIG, BATCH, CONFIG["block_size"], True),
+    "shakespeare-char": (dict(vocab_size=65, block_size=256, n_layer=6, n_head=6, n_embd=384), 8, 256, True),
+    "gpt2-forward": (dict(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768), 1, 256, False),
+}
 
 
 def resident_mb() -> float:
@@ -64,29 +79,53 @@ def peak_mb() -> float:
     return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, KB on Linux
 
 
-def batch():
+def batch(row: str = "default"):
     import numpy as np
 
+    config, batch_size, length, _ = ROWS[row]
     rng = np.random.default_rng(0)
-    tokens = rng.integers(0, CONFIG["vocab_size"], size=(BATCH, CONFIG["block_size"] + 1))
+    tokens = rng.integers(0, config["vocab_size"], size=(batch_size, length + 1))
     return tokens[:, :-1], tokens[:, 1:]
 
 
-def numpy_step():
+def matmul_flops(row: str) -> float:
+    """The floating-point operations of the matrix products of one step of ``row`` (a multiply and an add
+    count two): per layer the four Linears (C -> 3C, C -> C, C -> 4C, 4C -> C) and attention's two batched
+    products over all T x T query-key pairs (as ours computes them, masked ones included), then lm_head.
+    A training step is three times its forward pass: the backward pass of a product is two products."""
+    config, batch_size, length, training = ROWS[row]
+    tokens, width = batch_size * length, config["n_embd"]
+    linears = 2 * tokens * (3 * width * width + width * width + 2 * width * 4 * width)
+    attention = 2 * 2 * batch_size * length * length * width  # q k^T and weights @ v, all heads together
+    forward = config["n_layer"] * (linears + attention) + 2 * tokens * width * config["vocab_size"]
+    return forward * (3 if training else 1)
+
+
+def numpy_step(row: str = "default"):
     import numpy as np
 
+    from stage1_autograd.tensor import no_grad
     from stage4_gpt.model import GPT, GPTConfig
     from stage4_gpt.optim import configure_optimizer
     from stage4_gpt.train import keep_freed_memory, train_step
 
     keep_freed_memory()  # as python -m stage4_gpt.train does: a step reuses the previous step's pages
-    model = GPT(GPTConfig(**CONFIG), rng=0, dtype=np.float32)
+    config, _, _, training = ROWS[row]
+    model = GPT(GPTConfig(**config), rng=0, dtype=np.float32)
+    x, y = batch(row)
+    if not training:
+        model.eval()
+
+        def forward():
+            with no_grad():
+                return model(x)
+
+        return forward
     optimizer = configure_optimizer(model, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.95))
-    x, y = batch()
     return lambda: train_step(model, optimizer, [(x, y)], 1e-3, 1.0)
 
 
-def torch_step(threads: int):
+def torch_step(threads: int, row: str = "default"):
     import torch
 
     from stage4_gpt.model import GPTConfig
@@ -94,9 +133,18 @@ def torch_step(threads: int):
 
     torch.set_num_threads(threads)
     torch.manual_seed(0)
-    model = TorchGPT(GPTConfig(**CONFIG))
+    config, _, _, training = ROWS[row]
+    model = TorchGPT(GPTConfig(**config))
+    x, y = (torch.from_numpy(a) for a in batch(row))
+    if not training:
+        model.eval()
+
+        def forward():
+            with torch.no_grad():
+                return model(x)
+
+        return forward
     optimizer = torch_adamw(model, lr=1e-3, weight_decay=0.1, betas=(0.9, 0.95))
-    x, y = (torch.from_numpy(a) for a in batch())
 
     def step():
         optimizer.zero_grad(set_to_none=True)
@@ -109,14 +157,14 @@ def torch_step(threads: int):
     return step
 
 
-def worker(side: str, steps: int, threads: int) -> dict:
+def worker(side: str, steps: int, threads: int, row: str = "default") -> dict:
     """Build one side, run ``steps`` steps after one warm-up; the milliseconds of each and the memory."""
     import numpy  # noqa: F401  (imported before the baseline, as torch is)
 
     if side == "torch":
         import torch  # noqa: F401
     base = resident_mb()
-    step = numpy_step() if side == "numpy" else torch_step(threads)
+    step = numpy_step(row) if side == "numpy" else torch_step(threads, row)
     step()  # warm-up: the optimizer's moments exist from here on in both
     times, cpu_times = [], []
     for _ in range(steps):
@@ -136,9 +184,65 @@ def sampling_speed() -> dict:
     result = {}
     for use_cache in (True, False):
         start = time.perf_counter()
-        out = model.generate(np.zeros((1, 1), dtype=np.int64), 255, temperature=1.0, rng=0, use_cache=use_cache)
+        out = model.generate(np.zeros((1, 1), dtype=np.int64), SAMPLE_TOKENS, temperature=1.0, rng=0,
+                             use_cache=use_cache)
         result["cached" if use_cache else "uncached"] = (out.shape[1] - 1) / (time.perf_counter() - start)
     return result
+
+
+SAMPLE_TOKENS = 255
+
+
+def torch_sampling_speed(threads: int) -> float:
+    """Tokens per second of a cached generation in PyTorch: the same model as ``sampling_speed``'s (ours,
+    moved by ``to_torch``), batch 1, one new token per step, each layer's keys and values kept and extended,
+    as ``GPT.generate`` with its cache does. Written here, for GPT-2's design (learned positions, GELU MLP)."""
+    import numpy as np
+    import torch
+    import torch.nn.functional as TF
+
+    from stage4_gpt.model import GPT, GPTConfig
+    from stage4_gpt.torch_gpt import to_torch
+
+    torch.set_num_threads(threads)
+    torch.manual_seed(0)
+    model = to_torch(GPT(GPTConfig(**{**CONFIG, "block_size": 256}), rng=0, dtype=np.float32)).eval()
+    n_head, width = model.config.n_head, model.config.n_embd
+    start = time.perf_counter()
+    with torch.no_grad():
+        keys, values = [None] * len(model.transformer.h), [None] * len(model.transformer.h)
+        token = torch.zeros((1, 1), dtype=torch.long)
+        for position in range(SAMPLE_TOKENS):
+            x = model.transformer.wte(token) + model.transformer.wpe(torch.tensor([position]))  # (1, 1, C)
+            for i, block in enumerate(model.transformer.h):
+                q, k, v = block.attn.c_attn(block.ln_1(x)).split(width, dim=2)
+                q, k, v = (t.view(1, 1, n_head, width // n_head).transpose(1, 2) for t in (q, k, v))  # (1, nh, 1, hd)
+                keys[i] = k if keys[i] is None else torch.cat([keys[i], k], dim=2)  # (1, nh, position + 1, hd)
+                values[i] = v if values[i] is None else torch.cat([values[i], v], dim=2)
+                y = TF.scaled_dot_product_attention(q, keys[i], values[i])  # the newest query sees every key
+                x = x + block.attn.c_proj(y.transpose(1, 2).reshape(1, 1, width))
+                x = x + block.mlp(block.ln_2(x))
+            logits = model.lm_head(model.transformer.ln_f(x))[:, -1]  # (1, vocab)
+            token = torch.multinomial(torch.softmax(logits, dim=-1), 1)
+    return SAMPLE_TOKENS / (time.perf_counter() - start)
+
+
+def sgemm_rate() -> float:
+    """NumPy's float32 matrix-product rate, GFLOP/s: the best of square products of 512 and 1024 (the rate
+    the BLAS reaches on large operands). The floor of a step is its matrix-product FLOPs at this rate."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    best = 0.0
+    for n in (512, 1024):
+        a, b = (rng.standard_normal((n, n), dtype=np.float32) for _ in range(2))
+        out = np.empty((n, n), np.float32)
+        np.matmul(a, b, out=out)  # warm-up
+        for _ in range(5 if n == 1024 else 20):
+            start = time.perf_counter()
+            np.matmul(a, b, out=out)
+            best = max(best, 2 * n**3 / (time.perf_counter() - start) / 1e9)
+    return best
 
 
 def blas_kernel() -> str:
@@ -182,14 +286,14 @@ def profile(steps: int, top: int = 15) -> None:
     pstats.Stats(profiler, stream=sys.stdout).strip_dirs().sort_stats("tottime").print_stats(top)
 
 
-def run_worker(args, side: str) -> str:
+def run_worker(args, side: str, row: str = "default", steps: int | None = None) -> str:
     """One side in a fresh process (without the other's library loaded: PyTorch's threads and NumPy's BLAS
     threads in one process slow each other down), with the thread count in its environment before NumPy
     starts. Returns what it printed."""
     env = dict(os.environ, OMP_NUM_THREADS=str(args.threads), OPENBLAS_NUM_THREADS=str(args.threads),
                MKL_NUM_THREADS=str(args.threads), PYTHONPATH=str(REPO_ROOT))
-    cmd = [sys.executable, "-m", "tests.benchmarks.gpt_speed", "--worker", side, "--steps", str(args.steps),
-           "--implementation", str(args.implementation)]
+    cmd = [sys.executable, "-m", "tests.benchmarks.gpt_speed", "--worker", side, "--row", row,
+           "--steps", str(args.steps if steps is None else steps), "--implementation", str(args.implementation)]
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
     if done.returncode:
         raise SystemExit(f"the {side} worker failed:\n{done.stderr[-2000:]}")
@@ -205,8 +309,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--profile", action="store_true", help="print cProfile's top entries of the NumPy step")
     parser.add_argument("--skip-sampling", action="store_true")
     parser.add_argument("--skip-bpe", action="store_true")
-    parser.add_argument("--worker", choices=("numpy", "torch", "profile", "sampling", "bpe", "blas"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument("--skip-sizes", action="store_true", help="leave out the table of larger models")
+    parser.add_argument("--worker", choices=("numpy", "torch", "profile", "sampling", "torch-sampling", "bpe",
+                                             "blas", "sgemm"), help=argparse.SUPPRESS)
+    parser.add_argument("--row", choices=tuple(ROWS), default="default", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     args.implementation = args.implementation.resolve()
     args.threads = int(os.environ.get("OMP_NUM_THREADS", "1"))
@@ -217,6 +323,12 @@ def main(argv: list[str] | None = None) -> None:
     if args.worker == "sampling":
         print(json.dumps(sampling_speed()))
         return
+    if args.worker == "torch-sampling":
+        print(json.dumps(torch_sampling_speed(args.threads)))
+        return
+    if args.worker == "sgemm":
+        print(json.dumps(sgemm_rate()))
+        return
     if args.worker == "blas":
         print(json.dumps(blas_kernel()))
         return
@@ -224,7 +336,7 @@ def main(argv: list[str] | None = None) -> None:
         print(json.dumps(bpe_seconds()))
         return
     if args.worker:
-        print(json.dumps(worker(args.worker, args.steps, args.threads)))
+        print(json.dumps(worker(args.worker, args.steps, args.threads, args.row)))
         return
 
     from importlib.metadata import version
@@ -254,12 +366,40 @@ def main(argv: list[str] | None = None) -> None:
           f"{memory['numpy'] / memory['torch']:>10.2f}x")
     print(f"tokens per second in training: ours {BATCH * CONFIG['block_size'] / best['numpy'] * 1e3:,.0f}, "
           f"torch {BATCH * CONFIG['block_size'] / best['torch'] * 1e3:,.0f}")
+    gflops = json.loads(run_worker(args, "sgemm").strip().splitlines()[-1])
+    floor_ms = matmul_flops("default") / gflops / 1e6
+    print(f"NumPy's sgemm: {gflops:.1f} GFLOP/s (best of 512 and 1024 square products); the step's matrix "
+          f"products: {matmul_flops('default') / 1e9:.2f} GFLOP, the floor {floor_ms:.1f} ms; ours is "
+          f"{best['numpy'] / floor_ms:.2f}x its floor (best), {cpu['numpy'] / floor_ms:.2f}x (CPU time)")
     if args.profile:
         print(run_worker(args, "profile"), end="")
+    if not args.skip_sizes:
+        print(f"\nhow the ratio moves with size ({args.threads} thread(s) each; best of {args.rounds} rounds of "
+              "2 steps for the larger rows; floor: the row's matrix-product FLOPs at NumPy's sgemm rate)")
+        print(f"{'':<40} {'GFLOP':>6} {'ours ms':>8} {'torch ms':>9} {'ours/torch':>11} {'ours/floor':>11}   "
+              f"{'CPU: ours/torch':>15} {'ours/floor':>11}")
+        for row, (config, batch_size, length, training) in ROWS.items():
+            if row == "default":
+                ours, theirs, ours_cpu, theirs_cpu = best["numpy"], best["torch"], cpu["numpy"], cpu["torch"]
+            else:
+                runs = {"numpy": [], "torch": []}
+                for _ in range(args.rounds):
+                    for side in runs:
+                        runs[side].append(json.loads(run_worker(args, side, row, steps=2).strip().splitlines()[-1]))
+                ours, theirs = (min(min(r["ms"]) for r in runs[side]) for side in runs)
+                ours_cpu, theirs_cpu = (min(min(r["cpu_ms"]) for r in runs[side]) for side in runs)
+            label = (f"{row}: {config['n_layer']}L {config['n_embd']}w, {batch_size}x{length} "
+                     + ("train" if training else "forward"))
+            flops = matmul_flops(row)
+            floor = flops / gflops / 1e6
+            print(f"{label:<40} {flops / 1e9:>6.1f} {ours:>8.1f} {theirs:>9.1f} {ours / theirs:>10.2f}x "
+                  f"{ours / floor:>10.2f}x   {ours_cpu / theirs_cpu:>14.2f}x {ours_cpu / floor:>10.2f}x")
     if not args.skip_sampling:
         speed = json.loads(run_worker(args, "sampling").strip().splitlines()[-1])
-        print(f"sampling (batch 1, 255 tokens): {speed['cached']:,.0f} tokens/s with the KV cache, "
-              f"{speed['uncached']:,.0f} without: {speed['cached'] / speed['uncached']:.1f}x faster")
+        theirs = json.loads(run_worker(args, "torch-sampling").strip().splitlines()[-1])
+        print(f"sampling (batch 1, {SAMPLE_TOKENS} tokens): {speed['cached']:,.0f} tokens/s with the KV cache, "
+              f"{speed['uncached']:,.0f} without: {speed['cached'] / speed['uncached']:.1f}x faster; torch with "
+              f"a KV cache {theirs:,.0f} tokens/s (ours/torch {theirs / speed['cached']:.2f}x the time)")
     if not args.skip_bpe:
         seconds = json.loads(run_worker(args, "bpe").strip().splitlines()[-1])
         print(f"BPE training (1 MB of text, 1000 tokens): {seconds:.1f} s")
