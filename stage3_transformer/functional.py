@@ -23,7 +23,8 @@ import numpy as np
 
 from stage1_autograd.tensor import Tensor, unbroadcast
 from stage2_mlp import functional as F2
-from stage3_transformer.speedups import gelu_slope_times_g, in_blocks, normal_cdf_float32, sum_along, sum_of_products
+from stage3_transformer.speedups import (add_at_rows, gelu_slope_times_g, in_blocks, normal_cdf_float32, sum_along,
+                                         sum_of_products)
 
 
 # ---------------------------------------------------------------------- given: linear and GELU, fused
@@ -386,3 +387,23 @@ def dropout_scaled(a: np.ndarray, keep: np.ndarray | None, p: float) -> np.ndarr
     if p == 1.0:
         return np.zeros_like(a)
     return a * (keep / (1.0 - p)).astype(a.dtype)
+
+
+def index_add(rows: int, index: np.ndarray, source: Tensor) -> Tensor:
+    """Given: the rows of ``source`` added into a table of zeros at the rows ``index`` names (PyTorch's
+    ``torch.zeros(rows, ...).index_add(0, index, source)``); rows a repeated index names add up. The scatter a
+    mixture of experts needs to put each expert's outputs back in their tokens' places (exercise 3.9).
+
+        out[index[i]] += source[i]        gradient: d source[i] = g[index[i]]     (a gather of g's rows)
+
+    index (N,) ints in [0, rows), source (N, ...) -> (rows, ...)."""
+    index = np.asarray(index)
+    if index.ndim != 1 or len(index) != source.shape[0]:
+        raise ValueError(f"index_add: index must be one id per row of source, {source.shape[0]} of them; "
+                         f"got an index of shape {index.shape}")
+    out = add_at_rows(np.zeros((rows, *source.shape[1:]), dtype=source.data.dtype), index, source.data)
+
+    def backward(g):
+        return (g[index],)
+
+    return Tensor._from_op(out, (source,), backward)

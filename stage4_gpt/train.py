@@ -417,7 +417,7 @@ class HelpWithDefaults(argparse.ArgumentDefaultsHelpFormatter):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m stage4_gpt.train", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m stage4_gpt.train", description="Train a GPT on text.",
                                      formatter_class=HelpWithDefaults)
     data = parser.add_argument_group("data")
     data.add_argument("--data", metavar="FILE", help="a UTF-8 text file (default: the Python standard library's "

@@ -639,10 +639,8 @@ class MoE(Module):
         # Every expert runs, on zero tokens if none chose it, so that each parameter gets a gradient (zeros).
         outputs = concatenate([expert(tokens[order[starts[e]:starts[e + 1]] // k])
                                for e, expert in enumerate(self.experts)])  # (N*k, d) in expert order
-        weighted = outputs * gate.reshape(-1)[order].reshape(-1, 1)
-        inverse = np.empty_like(order)
-        inverse[order] = np.arange(N * k)  # back from expert order to (token, slot) order
-        y = weighted[inverse].reshape(N, k, self.d_model).sum(axis=1)  # (N, d)
+        weighted = outputs * gate.reshape(-1)[order].reshape(-1, 1)  # (N*k, d) in expert order
+        y = F.index_add(N, order // k, weighted)  # (N, d): each token's k weighted outputs added in its row
 
         fraction = (counts / (N * k)).astype(probs.dtype)  # f_i, a constant
         self.aux_loss = (probs.mean(axis=0) * fraction).sum() * self.num_experts
