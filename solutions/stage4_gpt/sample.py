@@ -67,7 +67,7 @@ def check_sampling_flags(parser: argparse.ArgumentParser, args: argparse.Namespa
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m stage4_gpt.sample", description=__doc__.split("\n\n")[0],
+    parser = argparse.ArgumentParser(prog="python -m stage4_gpt.sample", description="Write text with a trained GPT.",
                                      formatter_class=HelpWithDefaults)
     parser.add_argument("--checkpoint", default=f"{DEFAULT_OUT}/{CHECKPOINT_NAME}",
                         help="an .npz written by python -m stage4_gpt.train (default: %(default)s, where it writes "
