@@ -55,7 +55,7 @@ FILE_SIZE_CAP = 64 * 2**20  # bytes, any one file a process writes (its output i
 PROCESS_CAP = 256  # processes of one run at once
 DEFAULT_MEMORY_LIMIT = 4 * 2**30  # bytes of resident memory, all processes of one run together
 SCRATCH_SIZE = 256 * 2**20  # bytes, each private writable folder of a bubblewrap sandbox (memory-backed)
-SANDBOX_UID_BASE = 61000  # as root: uids BASE+2i (a run's test process) and BASE+2i+1 (its student process)
+SANDBOX_UID_BASE = 62000  # as root: uids BASE+2i (a run's test process) and BASE+2i+1 (its student process)
 SANDBOX_UID_SLOTS = 32
 
 # What a student process may import besides the standard library: NumPy, and what the course's given code
