@@ -211,7 +211,8 @@ def test_a_dishonest_submission_earns_nothing_and_changes_nothing(layout, tmp_pa
     assert status_of(results["neighbour"], "1.3") == "passed", results["neighbour"]
     assert seen["planted"] == [] and seen["neighbour"] is None, seen
     assert seen["torch"] is False and seen["course"] is False and seen["hidden"] is False, seen
-    on_the_way = {Path(python).parts[2]} if Path(python).is_relative_to("/tmp") else set()  # to the Python
+    python_paths = [Path(python), *sandbox.python_folders(), *sandbox.site_folders()]  # the way to the Python
+    on_the_way = {path.parts[2] for path in python_paths if path.is_relative_to("/tmp") and len(path.parts) > 2}
     assert all(name.startswith("grader-") or name in on_the_way for name in seen["tmp"]), \
         f"the student process saw more of /tmp than the way to its workspace and its Python: {seen['tmp']}"
     test_uid = int(message_of(results["attacker"], "1.1", "TESTS").split()[0])
