@@ -1,0 +1,258 @@
+"""Which of the student's functions each test ran, and which of them a failure most likely lies in.
+
+A test that fails names a symptom; the functions it ran name the suspects. Across one exercise's tests, a
+function that ran in every failing test and in few passing ones is the likeliest home of the mistake
+(spectrum-based fault localisation, scored with the Ochiai coefficient). The grader uses the ranking only to
+point at a TODO: it never decides a score.
+
+**Recording** (in the process that runs the student's code: the test process in student mode, the student
+process in authoritative grading). Every function and method defined in a stage package is armed: its code is
+swapped for a two-line trampoline that notes the function and puts the real code back before calling it. So
+each function costs one extra call the first time a test runs it, and nothing after; ``begin`` arms them all
+again before each test, ``end`` says which ran. A call profile (``sys.setprofile``) would cost a quarter to
+a half of the run's time; this costs about nothing.
+
+**Ranking** (in the grader, on what was recorded): ``rank``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import sys
+import types
+from dataclasses import dataclass
+from pathlib import Path
+
+STAGE_PACKAGE = re.compile(r"^stage\d+_\w+$")
+HIT_NAME = "__grading_spectrum_hit__"  # the name the trampolines call, put into each armed module's globals
+MAX_NAMES = 2000  # of a test's functions kept (a student's code generating functions must not flood the log)
+
+# ------------------------------------------------------------------------------------------ recording
+
+_targets: list[tuple[types.FunctionType, types.CodeType, types.CodeType, str]] = []  # function, own code, trampoline, name
+_armed_ids: set[int] = set()  # id() of the functions in _targets
+_seen_modules: dict[str, int] = {}  # module name -> id of the module object armed
+_hits: list[int] = []  # indices into _targets run since begin(), in the order of their first calls
+_templates: dict[int, types.CodeType] = {}  # number of free variables -> a trampoline's code
+_modules_count = -1  # len(sys.modules) when begin() last looked for stage modules
+
+
+def _template(free_variables: int) -> types.CodeType:
+    """A trampoline's code with ``free_variables`` free variables: a function's code can only be swapped for
+    one with as many as its closure has cells (a method using ``super()`` has one, ``__class__``)."""
+    if free_variables not in _templates:
+        names = [f"_cell{i}" for i in range(free_variables)]
+        source = ("def _outer():\n" + "".join(f"    {name} = None\n" for name in names)
+                  + "    def trampoline(*args, **kwargs):\n"
+                  + (f"        ({', '.join(names)},)\n" if names else "")
+                  + f"        return {HIT_NAME}(-1, args, kwargs)\n    return trampoline\n")
+        namespace: dict = {}
+        exec(compile(source, "<grading.spectrum>", "exec"), namespace)  # noqa: S102 - our own fixed text
+        _templates[free_variables] = namespace["_outer"]().__code__
+    return _templates[free_variables]
+
+
+def _hit(index: int, args: tuple, kwargs: dict):
+    function, code, _, _ = _targets[index]
+    function.__code__ = code
+    _hits.append(index)
+    return function(*args, **kwargs)
+
+
+def stage_file(filename: str) -> str | None:
+    """``stage2_mlp/nn.py`` for a file inside a stage package, else None."""
+    parts = Path(filename).parts
+    for index, part in enumerate(parts[:-1]):
+        if STAGE_PACKAGE.match(part):
+            return "/".join(parts[index:])
+    return None
+
+
+def _functions_of(module: types.ModuleType):
+    """The module's own functions and the methods of its own classes (static, class and property ones too)."""
+    for value in list(vars(module).values()):
+        if isinstance(value, type) and value.__module__ == module.__name__:
+            for member in list(vars(value).values()):
+                if isinstance(member, (staticmethod, classmethod)):
+                    member = member.__func__
+                if isinstance(member, property):
+                    yield from (f for f in (member.fget, member.fset, member.fdel) if f is not None)
+                else:
+                    yield member
+        else:
+            yield value
+
+
+def _arm_module(module: types.ModuleType) -> None:
+    file = stage_file(getattr(module, "__file__", None) or "")
+    if file is None:
+        return
+    for function in _functions_of(module):
+        if not isinstance(function, types.FunctionType) or id(function) in _armed_ids:
+            continue
+        code = function.__code__
+        if stage_file(code.co_filename) != file or code.co_name == "<lambda>":
+            continue
+        index = len(_targets)
+        template = _template(len(code.co_freevars))
+        trampoline = template.replace(co_consts=tuple(index if c == -1 else c for c in template.co_consts),
+                                      co_name=code.co_name, co_qualname=code.co_qualname)
+        function.__globals__[HIT_NAME] = _hit
+        _targets.append((function, code, trampoline, f"{file}::{code.co_qualname}"))
+        _armed_ids.add(id(function))
+        function.__code__ = trampoline
+
+
+def begin() -> None:
+    """Before a test: arm the functions of the stage modules loaded since, re-arm those the last test ran,
+    and forget what ran."""
+    global _modules_count
+    if len(sys.modules) != _modules_count:
+        _modules_count = len(sys.modules)
+        for name, module in list(sys.modules.items()):
+            if (module is not None and STAGE_PACKAGE.match(name.partition(".")[0])
+                    and _seen_modules.get(name) != id(module)):
+                _seen_modules[name] = id(module)
+                _arm_module(module)
+    for index in _hits:
+        function, code, trampoline, _ = _targets[index]
+        if function.__code__ is code:
+            function.__code__ = trampoline
+    _hits.clear()
+
+
+def end() -> list[str]:
+    """After a test: the functions it ran, ``["stage2_mlp/nn.py::Linear.__init__", ...]``, in the order of their
+    first calls. (Those it did not run stay armed for the next test; those it ran are armed again by ``begin``.)"""
+    return [_targets[i][3] for i in _hits[:MAX_NAMES]]
+
+
+def clean(names) -> tuple[str, ...]:
+    """What ``end`` returned, as the grader keeps it: strings only (it comes from the student's process)."""
+    if not isinstance(names, (list, tuple)):
+        return ()
+    return tuple(str(n)[:300] for n in names[:MAX_NAMES] if isinstance(n, str))
+
+
+# ------------------------------------------------------------------------------------------ ranking
+
+
+@dataclass(frozen=True)
+class Suspect:
+    function: str  # "Linear.forward"
+    score: float  # Ochiai: failing runs / sqrt(failing tests * all runs)
+    failed: int  # failing tests that ran it
+    passed: int  # passing tests that ran it
+
+    def describe(self, failing: int) -> str:
+        return (f"{self.function}: {self.score:.2f} (ran in {self.failed} of {failing} failing tests, "
+                f"{self.passed} passing)")
+
+
+FAILING = ("failed", "error")
+
+
+GRADIENT = re.compile(r"\bgrad|gradient|\bdL/")
+
+
+def rank(tests, file: str, candidates: list[str], shown=None, arose: str | None = None,
+         mentioned=lambda name: False, callers: dict[str, set[str]] | None = None) -> tuple[list[Suspect], int]:
+    """The candidates (qualified names of functions of ``file``, ``stage2_mlp/nn.py``, in file order) that ran
+    in a failing test of ``tests`` (objects with ``outcome``, ``ran`` and ``functions``), most suspect first, and
+    the number of failing tests.
+
+    Equal scores are common (a layer's ``forward`` and ``backward`` run in the same tests); they go, in turn, to
+    the function the failure arose in (``arose``), one the message of the test shown names (``mentioned``),
+    a ``backward`` when the message is about a gradient, one the test shown (``shown``) names as under test, the
+    callee rather than a caller (``callers``: function -> the candidates whose source names it), and the one
+    whose first call in the test shown came last (nearest the check that failed)."""
+    recorded = [t for t in tests if t.ran]
+    failing = [set(t.ran) for t in recorded if t.outcome in FAILING]
+    passing = [set(t.ran) for t in recorded if t.outcome == "passed"]
+    if not failing:
+        return [], 0
+    callers = callers or {}
+    suspects = []
+    for name in candidates:
+        key = f"{file}::{name}"
+        failed = sum(key in ran for ran in failing)
+        if failed:
+            passed = sum(key in ran for ran in passing)
+            suspects.append(Suspect(name, failed / math.sqrt(len(failing) * (failed + passed)), failed, passed))
+    order = {name: i for i, name in enumerate(candidates)}
+    shown_ran = list(getattr(shown, "ran", ()) or ())
+    marked = set(getattr(shown, "functions", ()) or ())
+    message = ((getattr(shown, "error", None) or {}).get("message") or "")
+    about_gradient = bool(GRADIENT.search(message))
+
+    def key(s: Suspect):
+        tied = [t.function for t in suspects if math.isclose(t.score, s.score) and t.function != s.function]
+        calls_a_tied_one = any(s.function in callers.get(t, ()) for t in tied)
+        called_at = shown_ran.index(f"{file}::{s.function}") if f"{file}::{s.function}" in shown_ran else -1
+        return (-round(s.score, 9), s.function != arose, not mentioned(s.function),
+                not (about_gradient and "backward" in s.function.rsplit(".", 1)[-1]), s.function not in marked,
+                calls_a_tied_one, -called_at, order[s.function])
+
+    return sorted(suspects, key=key), len(failing)
+
+
+# ------------------------------------------------------------------------------------------ pointing
+
+BEGIN = re.compile(r"^\s*# BEGIN SOLUTION (?P<id>\d+\.\d+)\b")
+IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
+
+
+def exercise_functions(path: Path, exercise_id: str, tests, files, reference: Path | None) -> list:
+    """The functions of the student's file ``path`` (``grading.source.Function``, in file order) that are the
+    exercise's: those holding its TODO, those its tests name as under test, and those holding its region in the
+    reference (``reference``: the same file in solutions/, when this copy has it), so that a function whose TODO
+    comment the student deleted still counts."""
+    own = {f.qualname for f in files.functions(path) if any(e == exercise_id for _, e in f.todos)}
+    own |= {name for t in tests for name in t.functions}
+    if reference is not None and reference.is_file():
+        source, functions = files.get(reference)
+        lines = (source or "").splitlines()
+        own |= {f.qualname for f in functions
+                if any((m := BEGIN.match(lines[n - 1])) and m["id"] == exercise_id for n in range(f.start, f.end + 1))}
+    return [f for f in files.functions(path) if f.qualname in own]
+
+
+def static_callers(path: Path, functions: list, files) -> dict[str, set[str]]:
+    """For each function, those of ``functions`` whose source names it (``attention(`` in
+    ``scaled_dot_product_attention``, ``self.attend(``): its likely callers, for breaking ties."""
+    source, _ = files.get(path)
+    lines = (source or "").splitlines()
+    words = {f.qualname: set(IDENTIFIER.findall("\n".join(lines[f.start:f.end]))) for f in functions}
+    return {f.qualname: {g.qualname for g in functions if g is not f and f.name in words[g.qualname]}
+            for f in functions}
+
+
+def pointer(result, tests, path: Path, file: str, files, arose=None, reference: Path | None = None):
+    """The TODO to work on for a failing exercise's ``result`` (``grading.report.ExerciseResult``) by the
+    spectrum of its ``tests``, with the ranking for -v (``grading.source.Todo``); None when nothing was recorded
+    or the failure is an unfinished TODO (its NotImplementedError names the place itself). ``arose``: the
+    pointer from the traceback, which wins a tie."""
+    from dataclasses import replace  # noqa: PLC0415 - the student process imports this module for recording only
+
+    from grading.source import mentioned, pointer as todo_of  # noqa: PLC0415
+
+    if result.status not in FAILING or (result.error or {}).get("type") == "NotImplementedError":
+        return None
+    functions = exercise_functions(path, result.exercise.id, tests, files, reference)
+    shown = next((t for t in tests if short_name(t.nodeid) == result.test), None)
+    message = (result.error or {}).get("message", "")
+    by_name = {f.qualname: f for f in functions}
+    ranked, failing = rank(tests, file, list(by_name), shown,
+                           arose.function if arose is not None and arose.path == path else None,
+                           lambda name: mentioned(message, by_name[name]) is not None,
+                           static_callers(path, functions, files))
+    if not ranked:
+        return None
+    return replace(todo_of(path, by_name[ranked[0].function]), ranking=tuple(s.describe(failing) for s in ranked))
+
+
+def short_name(nodeid: str) -> str:
+    """``test_unary.py::test_relu[a / b]`` for a node id (as the report names a test)."""
+    path, sep, rest = nodeid.partition("::")
+    return Path(path).name + sep + rest
