@@ -175,8 +175,7 @@ def find_todos(stage: Stage, results: list[ExerciseResult], homes: dict[str, Pat
         path = homes[stage.package] / stage.package / r.exercise.file
         arose = where_it_arose(frames, student_roots, files)
         tests = [t for t in (run.tests.values() if run else ()) if t.exercise == r.exercise.id]
-        r.todo = (spectrum.pointer(r, tests, path, f"{stage.package}/{r.exercise.file}", files, arose,
-                                   SOLUTIONS_DIR / stage.package / r.exercise.file)
+        r.todo = (spectrum.pointer(r, tests, homes[stage.package] / stage.package, files, arose, SOLUTIONS_DIR / stage.package)
                   or arose
                   or named_by_test(path, r.functions, r.test, error.get("message", ""), files)
                   or under_test(path, r.exercise.id, r.test, error.get("message", ""), files)

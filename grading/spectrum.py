@@ -140,33 +140,36 @@ def clean(names) -> tuple[str, ...]:
 
 @dataclass(frozen=True)
 class Suspect:
-    function: str  # "Linear.forward"
+    key: str  # "stage2_mlp/nn.py::Linear.forward", as recorded
     score: float  # Ochiai: failing runs / sqrt(failing tests * all runs)
     failed: int  # failing tests that ran it
     passed: int  # passing tests that ran it
 
+    @property
+    def function(self) -> str:
+        return self.key.partition("::")[2]
+
     def describe(self, failing: int) -> str:
-        return (f"{self.function}: {self.score:.2f} (ran in {self.failed} of {failing} failing tests, "
-                f"{self.passed} passing)")
+        file = self.key.partition("::")[0].rpartition("/")[2]
+        return (f"{self.function} ({file}): {self.score:.2f}, ran in {self.failed} of {failing} failing tests "
+                f"and {self.passed} passing")
 
 
 FAILING = ("failed", "error")
-
-
 GRADIENT = re.compile(r"\bgrad|gradient|\bdL/")
 
 
-def rank(tests, file: str, candidates: list[str], shown=None, arose: str | None = None,
-         mentioned=lambda name: False, callers: dict[str, set[str]] | None = None) -> tuple[list[Suspect], int]:
-    """The candidates (qualified names of functions of ``file``, ``stage2_mlp/nn.py``, in file order) that ran
-    in a failing test of ``tests`` (objects with ``outcome``, ``ran`` and ``functions``), most suspect first, and
-    the number of failing tests.
+def rank(tests, candidates: list[str], shown=None, arose: str | None = None, mentioned=lambda key: False,
+         callers: dict[str, set[str]] | None = None) -> tuple[list[Suspect], int]:
+    """The candidates (``"stage2_mlp/nn.py::Linear.forward"``, in file order) that ran in a failing test of
+    ``tests`` (objects with ``outcome``, ``ran`` and ``functions``), most suspect first, and the number of
+    failing tests.
 
     Equal scores are common (a layer's ``forward`` and ``backward`` run in the same tests); they go, in turn, to
-    the function the failure arose in (``arose``), one the message of the test shown names (``mentioned``),
-    a ``backward`` when the message is about a gradient, one the test shown (``shown``) names as under test, the
-    callee rather than a caller (``callers``: function -> the candidates whose source names it), and the one
-    whose first call in the test shown came last (nearest the check that failed)."""
+    the function the failure arose in (``arose``, a key), one the message of the test shown names
+    (``mentioned``), a ``backward`` when the message is about a gradient, one the test shown (``shown``) names
+    as under test, the callee rather than a caller (``callers``: key -> the keys of the candidates whose source
+    names it), and the one whose first call in the test shown came last (nearest the check that failed)."""
     recorded = [t for t in tests if t.ran]
     failing = [set(t.ran) for t in recorded if t.outcome in FAILING]
     passing = [set(t.ran) for t in recorded if t.outcome == "passed"]
@@ -174,27 +177,26 @@ def rank(tests, file: str, candidates: list[str], shown=None, arose: str | None 
         return [], 0
     callers = callers or {}
     suspects = []
-    for name in candidates:
-        key = f"{file}::{name}"
+    for key in candidates:
         failed = sum(key in ran for ran in failing)
         if failed:
             passed = sum(key in ran for ran in passing)
-            suspects.append(Suspect(name, failed / math.sqrt(len(failing) * (failed + passed)), failed, passed))
-    order = {name: i for i, name in enumerate(candidates)}
+            suspects.append(Suspect(key, failed / math.sqrt(len(failing) * (failed + passed)), failed, passed))
+    order = {key: i for i, key in enumerate(candidates)}
     shown_ran = list(getattr(shown, "ran", ()) or ())
     marked = set(getattr(shown, "functions", ()) or ())
-    message = ((getattr(shown, "error", None) or {}).get("message") or "")
+    message = (getattr(shown, "error", None) or {}).get("message") or ""
     about_gradient = bool(GRADIENT.search(message))
 
-    def key(s: Suspect):
-        tied = [t.function for t in suspects if math.isclose(t.score, s.score) and t.function != s.function]
-        calls_a_tied_one = any(s.function in callers.get(t, ()) for t in tied)
-        called_at = shown_ran.index(f"{file}::{s.function}") if f"{file}::{s.function}" in shown_ran else -1
-        return (-round(s.score, 9), s.function != arose, not mentioned(s.function),
+    def sort_key(s: Suspect):
+        tied = [t.key for t in suspects if math.isclose(t.score, s.score) and t.key != s.key]
+        calls_a_tied_one = any(s.key in callers.get(t, ()) for t in tied)
+        called_at = shown_ran.index(s.key) if s.key in shown_ran else -1
+        return (-round(s.score, 9), s.key != arose, not mentioned(s.key),
                 not (about_gradient and "backward" in s.function.rsplit(".", 1)[-1]), s.function not in marked,
-                calls_a_tied_one, -called_at, order[s.function])
+                calls_a_tied_one, -called_at, order[s.key])
 
-    return sorted(suspects, key=key), len(failing)
+    return sorted(suspects, key=sort_key), len(failing)
 
 
 # ------------------------------------------------------------------------------------------ pointing
@@ -203,53 +205,63 @@ BEGIN = re.compile(r"^\s*# BEGIN SOLUTION (?P<id>\d+\.\d+)\b")
 IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
 
 
-def exercise_functions(path: Path, exercise_id: str, tests, files, reference: Path | None) -> list:
-    """The functions of the student's file ``path`` (``grading.source.Function``, in file order) that are the
-    exercise's: those holding its TODO, those its tests name as under test, and those holding its region in the
-    reference (``reference``: the same file in solutions/, when this copy has it), so that a function whose TODO
-    comment the student deleted still counts."""
-    own = {f.qualname for f in files.functions(path) if any(e == exercise_id for _, e in f.todos)}
-    own |= {name for t in tests for name in t.functions}
-    if reference is not None and reference.is_file():
-        source, functions = files.get(reference)
-        lines = (source or "").splitlines()
-        own |= {f.qualname for f in functions
-                if any((m := BEGIN.match(lines[n - 1])) and m["id"] == exercise_id for n in range(f.start, f.end + 1))}
-    return [f for f in files.functions(path) if f.qualname in own]
+def exercise_functions(package_dir: Path, reference_dir: Path | None, exercise, tests, files) -> list[tuple[Path, object]]:
+    """(path, ``grading.source.Function``) of each function of the student's package that is the exercise's:
+    those holding its TODO, those holding its region in the reference (``reference_dir``, when this copy has
+    solutions/: a function whose TODO comment the student deleted still counts), and those its tests name as
+    under test; the exercise's registry file first, each file in order."""
+    marked = {name for t in tests for name in t.functions}
+    found = []
+    paths = sorted(package_dir.rglob("*.py"), key=lambda p: (p.relative_to(package_dir).as_posix() != exercise.file, p))
+    for path in paths:
+        relative = path.relative_to(package_dir)
+        own = {f.qualname for f in files.functions(path) if any(e == exercise.id for _, e in f.todos)}
+        reference = reference_dir / relative if reference_dir is not None else None
+        if reference is not None and reference.is_file():
+            source, functions = files.get(reference)
+            lines = (source or "").splitlines()
+            own |= {f.qualname for f in functions if any((m := BEGIN.match(lines[n - 1])) and m["id"] == exercise.id
+                                                         for n in range(f.start, min(f.end, len(lines)) + 1))}
+        if own or relative.as_posix() == exercise.file:
+            found += [(path, f) for f in files.functions(path) if f.qualname in own or f.qualname in marked]
+    return found
 
 
-def static_callers(path: Path, functions: list, files) -> dict[str, set[str]]:
-    """For each function, those of ``functions`` whose source names it (``attention(`` in
+def static_callers(functions: list[tuple[Path, object]], keys: list[str], files) -> dict[str, set[str]]:
+    """For each function's key, the keys of those of ``functions`` whose source names it (``attention(`` in
     ``scaled_dot_product_attention``, ``self.attend(``): its likely callers, for breaking ties."""
-    source, _ = files.get(path)
-    lines = (source or "").splitlines()
-    words = {f.qualname: set(IDENTIFIER.findall("\n".join(lines[f.start:f.end]))) for f in functions}
-    return {f.qualname: {g.qualname for g in functions if g is not f and f.name in words[g.qualname]}
-            for f in functions}
+    words = {}
+    for (path, f), key in zip(functions, keys):
+        source, _ = files.get(path)
+        words[key] = set(IDENTIFIER.findall("\n".join((source or "").splitlines()[f.start:f.end])))
+    return {key: {other for (_, g), other in zip(functions, keys) if other != key and f.name in words[other]}
+            for (_, f), key in zip(functions, keys)}
 
 
-def pointer(result, tests, path: Path, file: str, files, arose=None, reference: Path | None = None):
+def pointer(result, tests, package_dir: Path, files, arose=None, reference_dir: Path | None = None):
     """The TODO to work on for a failing exercise's ``result`` (``grading.report.ExerciseResult``) by the
     spectrum of its ``tests``, with the ranking for -v (``grading.source.Todo``); None when nothing was recorded
-    or the failure is an unfinished TODO (its NotImplementedError names the place itself). ``arose``: the
-    pointer from the traceback, which wins a tie."""
+    or the failure is an unfinished TODO (its NotImplementedError names the place itself). ``package_dir``: the
+    student's stage package; ``arose``: the pointer from the traceback, which wins a tie."""
     from dataclasses import replace  # noqa: PLC0415 - the student process imports this module for recording only
 
     from grading.source import mentioned, pointer as todo_of  # noqa: PLC0415
 
     if result.status not in FAILING or (result.error or {}).get("type") == "NotImplementedError":
         return None
-    functions = exercise_functions(path, result.exercise.id, tests, files, reference)
+    functions = exercise_functions(package_dir, reference_dir, result.exercise, tests, files)
+    package = package_dir.name
+    keys = [f"{package}/{path.relative_to(package_dir).as_posix()}::{f.qualname}" for path, f in functions]
+    by_key = dict(zip(keys, functions))
     shown = next((t for t in tests if short_name(t.nodeid) == result.test), None)
     message = (result.error or {}).get("message", "")
-    by_name = {f.qualname: f for f in functions}
-    ranked, failing = rank(tests, file, list(by_name), shown,
-                           arose.function if arose is not None and arose.path == path else None,
-                           lambda name: mentioned(message, by_name[name]) is not None,
-                           static_callers(path, functions, files))
+    arose_key = next((k for k, (path, f) in by_key.items()
+                      if arose is not None and arose.path == path and arose.function == f.qualname), None)
+    ranked, failing = rank(tests, keys, shown, arose_key, lambda key: mentioned(message, by_key[key][1]) is not None,
+                           static_callers(functions, keys, files))
     if not ranked:
         return None
-    return replace(todo_of(path, by_name[ranked[0].function]), ranking=tuple(s.describe(failing) for s in ranked))
+    return replace(todo_of(*by_key[ranked[0].key]), ranking=tuple(s.describe(failing) for s in ranked))
 
 
 def short_name(nodeid: str) -> str:
