@@ -165,11 +165,12 @@ def rank(tests, candidates: list[str], shown=None, arose: str | None = None, men
     ``tests`` (objects with ``outcome``, ``ran`` and ``functions``), most suspect first, and the number of
     failing tests.
 
-    Equal scores are common (a layer's ``forward`` and ``backward`` run in the same tests); they go, in turn, to
-    the function the failure arose in (``arose``, a key), one the message of the test shown names
-    (``mentioned``), a ``backward`` when the message is about a gradient, one the test shown (``shown``) names
-    as under test, the callee rather than a caller (``callers``: key -> the keys of the candidates whose source
-    names it), and the one whose first call in the test shown came last (nearest the check that failed)."""
+    Equal scores are common (a wrapper and the function it calls, a layer's ``forward`` and ``backward``, run in
+    the same tests); they go, in turn, to the function the failure arose in (``arose``, a key), the callee
+    rather than its caller (``callers``: key -> the keys of the candidates whose source names it), one the
+    message of the test shown names (``mentioned``), a ``backward`` when the message is about a gradient, one
+    the test shown (``shown``) names as under test, the one more suspects call (a helper of the others), and
+    the one whose first call in the test shown came last (nearest the check that failed)."""
     recorded = [t for t in tests if t.ran]
     failing = [set(t.ran) for t in recorded if t.outcome in FAILING]
     passing = [set(t.ran) for t in recorded if t.outcome == "passed"]
@@ -191,10 +192,11 @@ def rank(tests, candidates: list[str], shown=None, arose: str | None = None, men
     def sort_key(s: Suspect):
         tied = [t.key for t in suspects if math.isclose(t.score, s.score) and t.key != s.key]
         calls_a_tied_one = any(s.key in callers.get(t, ()) for t in tied)
+        called_by = sum(t.key in callers.get(s.key, ()) for t in suspects)
         called_at = shown_ran.index(s.key) if s.key in shown_ran else -1
-        return (-round(s.score, 9), s.key != arose, not mentioned(s.key),
+        return (-round(s.score, 9), s.key != arose, calls_a_tied_one, not mentioned(s.key),
                 not (about_gradient and "backward" in s.function.rsplit(".", 1)[-1]), s.function not in marked,
-                calls_a_tied_one, -called_at, order[s.key])
+                -called_by, -called_at, order[s.key])
 
     return sorted(suspects, key=sort_key), len(failing)
 
@@ -202,7 +204,6 @@ def rank(tests, candidates: list[str], shown=None, arose: str | None = None, men
 # ------------------------------------------------------------------------------------------ pointing
 
 BEGIN = re.compile(r"^\s*# BEGIN SOLUTION (?P<id>\d+\.\d+)\b")
-IDENTIFIER = re.compile(r"[A-Za-z_]\w*")
 
 
 def exercise_functions(package_dir: Path, reference_dir: Path | None, exercise, tests, files) -> list[tuple[Path, object]]:
@@ -228,14 +229,20 @@ def exercise_functions(package_dir: Path, reference_dir: Path | None, exercise, 
 
 
 def static_callers(functions: list[tuple[Path, object]], keys: list[str], files) -> dict[str, set[str]]:
-    """For each function's key, the keys of those of ``functions`` whose source names it (``attention(`` in
-    ``scaled_dot_product_attention``, ``self.attend(``): its likely callers, for breaking ties."""
-    words = {}
+    """For each function's key, the keys of those of ``functions`` whose source calls it by name: a function as
+    ``attention(`` (in ``scaled_dot_product_attention``), a method as ``self._encode_pretoken(`` in a method of
+    its class. Its likely callers, for breaking ties."""
+    bodies = {}
     for (path, f), key in zip(functions, keys):
         source, _ = files.get(path)
-        words[key] = set(IDENTIFIER.findall("\n".join((source or "").splitlines()[f.start:f.end])))
-    return {key: {other for (_, g), other in zip(functions, keys) if other != key and f.name in words[other]}
-            for (_, f), key in zip(functions, keys)}
+        bodies[key] = "\n".join((source or "").splitlines()[f.start:f.end])
+    callers = {}
+    for (_, f), key in zip(functions, keys):
+        cls, _, name = f.qualname.rpartition(".")
+        call = re.compile(rf"\b(?:self|cls)\.{re.escape(name)}\b" if cls else rf"(?<![.\w]){re.escape(name)}\s*\(")
+        callers[key] = {other for (_, g), other in zip(functions, keys)
+                        if other != key and (not cls or g.qualname.startswith(cls + ".")) and call.search(bodies[other])}
+    return callers
 
 
 def pointer(result, tests, package_dir: Path, files, arose=None, reference_dir: Path | None = None):
