@@ -163,7 +163,8 @@ def rank(tests, candidates: list[str], shown=None, arose: str | None = None, men
          callers: dict[str, set[str]] | None = None) -> tuple[list[Suspect], int]:
     """The candidates (``"stage2_mlp/nn.py::Linear.forward"``, in file order) that ran in a failing test of
     ``tests`` (objects with ``outcome``, ``ran`` and ``functions``), most suspect first, and the number of
-    failing tests.
+    failing tests. A function that ran in every failing test comes before any that did not (one mistake fails
+    only the tests that run it); then the higher Ochiai score.
 
     Equal scores are common (a wrapper and the function it calls, a layer's ``forward`` and ``backward``, run in
     the same tests); they go, in turn, to the function the failure arose in (``arose``, a key), the callee
@@ -194,7 +195,7 @@ def rank(tests, candidates: list[str], shown=None, arose: str | None = None, men
         calls_a_tied_one = any(s.key in callers.get(t, ()) for t in tied)
         called_by = sum(t.key in callers.get(s.key, ()) for t in suspects)
         called_at = shown_ran.index(s.key) if s.key in shown_ran else -1
-        return (-round(s.score, 9), s.key != arose, calls_a_tied_one, not mentioned(s.key),
+        return (s.failed < len(failing), -round(s.score, 9), s.key != arose, calls_a_tied_one, not mentioned(s.key),
                 not (about_gradient and "backward" in s.function.rsplit(".", 1)[-1]), s.function not in marked,
                 -called_by, -called_at, order[s.key])
 
