@@ -163,12 +163,12 @@ def rank(tests, candidates: list[str], shown=None, arose: str | None = None, men
          callers: dict[str, set[str]] | None = None) -> tuple[list[Suspect], int]:
     """The candidates (``"stage2_mlp/nn.py::Linear.forward"``, in file order) that ran in a failing test of
     ``tests`` (objects with ``outcome``, ``ran`` and ``functions``), most suspect first, and the number of
-    failing tests. A function that ran in every failing test comes before any that did not (one mistake fails
-    only the tests that run it); then the higher Ochiai score.
+    failing tests. A function that ran in every failing test and in no passing one comes first; then the
+    function the failure of the test shown arose in (``arose``, a key: an exception raised in it); then those
+    that ran in every failing test (one mistake fails only the tests that run it); then the higher Ochiai score.
 
     Equal scores are common (a wrapper and the function it calls, a layer's ``forward`` and ``backward``, run in
-    the same tests); they go, in turn, to the function the failure arose in (``arose``, a key), the callee
-    rather than its caller (``callers``: key -> the keys of the candidates whose source names it), one the
+    the same tests); they go, in turn, to the callee rather than its caller (``callers``: key -> the keys of the candidates whose source names it), one the
     message of the test shown names (``mentioned``), a ``backward`` when the message is about a gradient, one
     the test shown (``shown``) names as under test, the one more suspects call (a helper of the others), and
     the one whose first call in the test shown came last (nearest the check that failed)."""
@@ -195,7 +195,7 @@ def rank(tests, candidates: list[str], shown=None, arose: str | None = None, men
         calls_a_tied_one = any(s.key in callers.get(t, ()) for t in tied)
         called_by = sum(t.key in callers.get(s.key, ()) for t in suspects)
         called_at = shown_ran.index(s.key) if s.key in shown_ran else -1
-        return (s.failed < len(failing), -round(s.score, 9), s.key != arose, calls_a_tied_one, not mentioned(s.key),
+        return (s.score < 1 - 1e-9, s.key != arose, s.failed < len(failing), -round(s.score, 9), calls_a_tied_one, not mentioned(s.key),
                 not (about_gradient and "backward" in s.function.rsplit(".", 1)[-1]), s.function not in marked,
                 -called_by, -called_at, order[s.key])
 
