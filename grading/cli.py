@@ -222,7 +222,7 @@ def grade(stage: Stage, args, homes: dict[str, Path]) -> tuple[int, str]:
         if isolation is not None:
             isolation.release()
     results = score_exercises(stage, selected, run, args.partial_credit, args.conceal_hidden)
-    find_todos(stage, results, homes)
+    find_todos(stage, results, homes, run)
 
     if remember:
         state.record(stage, results, started_at, changed_at)

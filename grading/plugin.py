@@ -7,7 +7,9 @@ knows what happened even if the child is killed or dies mid-test:
     {"event": "collect_error", "path": ..., "exercises": [...], "error": {...}}
     {"event": "collected", "tests": [{"nodeid": ..., "exercise": ..., "functions": [...]}, ...]}
     {"event": "start", "nodeid": ...}
-    {"event": "result", "nodeid": ..., "outcome": ..., "error": {...} | null}
+    {"event": "result", "nodeid": ..., "outcome": ..., "error": {...} | null, "ran": [...]}
+
+``ran``: the student's functions the test ran (``grading.spectrum``), for the pointer at a TODO.
 
 A test that runs longer than its exercise's time limit is interrupted (SIGALRM) and recorded as
 ``timeout``; once an exercise has timed out, its remaining tests are recorded as ``not_run`` without
@@ -36,7 +38,7 @@ from pathlib import Path
 import pytest
 
 from grading.registry import exercises_marked_in, load_stage
-from grading import remote
+from grading import remote, spectrum
 from grading.remote import CodeUnderTestGone, RemoteError, RemoteModule
 from grading.sandbox import FILE_SIZE_CAP, PROCESS_CAP, describe_bytes
 
@@ -241,8 +243,10 @@ class GradingRecorder:
         exercise = exercise_of(item)
         lost = exercise in self.lost_exercises
         limit = self.stage.time_limit(exercise, self.config.getoption("--grading-timeout"))
+        recording = not lost and record_what_runs("begin")
         with alarm(None if lost else limit, f"this test took longer than its time limit of {limit:g} s"):
             protocol = yield
+        ran = spectrum.clean(record_what_runs("end")) if recording else ()
         # A test passes only on a recorded pass of its call phase; anything else that ends it is not a pass.
         outcome, error = self.outcomes.pop(item.nodeid, ("error", {
             "type": "NoResult", "message": "the test ended without a result", "location": None}))
@@ -255,7 +259,7 @@ class GradingRecorder:
             outcome, error = "not_run", {"type": "NotRun", "message": f"not run: an earlier test of exercise {exercise} timed out"}
         elif outcome == "timeout":
             self.lost_exercises.add(exercise)
-        self.write(event="result", nodeid=item.nodeid, outcome=outcome, error=error)
+        self.write(event="result", nodeid=item.nodeid, outcome=outcome, error=error, ran=list(ran))
 
     def pytest_runtest_setup(self, item):
         if exercise_of(item) in self.lost_exercises:
@@ -312,6 +316,23 @@ class GradingRecorder:
             self.detailed.add(first_of_its_kind)
             error["detail"] = long_failure_output(item, call.excinfo)
         self.outcomes[item.nodeid] = (outcome, error)
+
+
+def record_what_runs(step: str):
+    """``grading.spectrum.begin()`` (True once done) or ``end()`` (the functions the test ran) where the
+    student's code runs: here, or in the student process if it is up (a dead one is not restarted for this).
+    What it says steers the pointer at a TODO, never a verdict."""
+    try:
+        student = remote.STUDENT
+        if student is None:
+            return spectrum.end() if step == "end" else spectrum.begin() or True
+        if not student.alive:
+            return () if step == "end" else False
+        module = student.request("import", None, "grading.spectrum")
+        answer = student.request("call", student.request("getattr", module, step), (), {})
+        return answer if step == "end" else True
+    except Exception:  # noqa: BLE001 - a student process that ended or misbehaves: no record, same verdicts
+        return () if step == "end" else False
 
 
 def cap_reached(exc: BaseException) -> str | None:

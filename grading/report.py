@@ -7,6 +7,7 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from grading import spectrum
 from grading.registry import REPO_ROOT, SOLUTIONS_DIR, Exercise, Stage
 from grading.runner import RunResult, TestResult
 from grading.source import SourceFiles, Todo, first_todo, named_by_test, under_test, where_it_arose
@@ -225,10 +226,11 @@ def explain(error: dict | None, stage: Stage, exercise: Exercise | None = None) 
     return text
 
 
-def find_todos(stage: Stage, results: list[ExerciseResult], homes: dict[str, Path]) -> None:
-    """Point each failing exercise at the TODO of the function its failure arose in, else of the function
-    the test names as under test, else of the one its id or message names, else at the exercise's first TODO
-    (see grading.source). Never into the reference."""
+def find_todos(stage: Stage, results: list[ExerciseResult], homes: dict[str, Path], run: RunResult | None = None) -> None:
+    """Point each failing exercise at the function its tests' spectrum ranks first (``run``: the functions
+    each test ran; see grading.spectrum), else at the TODO of the function its failure arose in, else of the
+    function the test names as under test, else of the one its id or message names, else at the exercise's
+    first TODO (see grading.source). Never into the reference."""
     if homes[stage.package] == SOLUTIONS_DIR:
         return
     student_roots = {root for root in homes.values() if root != SOLUTIONS_DIR}
@@ -239,7 +241,10 @@ def find_todos(stage: Stage, results: list[ExerciseResult], homes: dict[str, Pat
         error = r.error or {}
         frames = error.get("frames") or ([error["location"]] if error.get("location") else [])
         path = homes[stage.package] / stage.package / r.exercise.file
-        r.todo = (where_it_arose(frames, student_roots, files)
+        arose = where_it_arose(frames, student_roots, files)
+        tests = [t for t in (run.tests.values() if run else ()) if t.exercise == r.exercise.id]
+        r.todo = (spectrum.pointer(r, tests, homes[stage.package] / stage.package, files, arose, SOLUTIONS_DIR / stage.package)
+                  or arose
                   or named_by_test(path, r.functions, r.test, error.get("message", ""), files)
                   or under_test(path, r.exercise.id, r.test, error.get("message", ""), files)
                   or first_todo(path, r.exercise.id, files))
@@ -380,6 +385,10 @@ def every_failure(failing: list[ExerciseResult], run: RunResult, conceal_hidden:
                             (f", in {f.location['function']})" if f.location.get("function") else ")")
                 lines += [f"  {f.test}", f"      {f.message}{where}"
                           + (f" (blocked: {f.blocked_by} is not done)" if f.blocked_by else "")]
+            if r.todo is not None and r.todo.ranking:
+                lines.append("  your functions that ran in these failing tests, the likeliest place of the mistake first "
+                             "(a score of 1.00: ran in every failing test and in no passing one):")
+                lines += [f"    {suspect}" for suspect in r.todo.ranking]
         if r.detail:
             lines += [f"----- {r.exercise.id}: pytest's output for {r.test} -----", r.detail.rstrip()]
         lines.append("")

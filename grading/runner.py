@@ -27,6 +27,7 @@ import psutil
 from grading import sandbox
 from grading.launcher import Launcher, StudentSettings, remove_scratch
 from grading.sandbox import crash_message
+from grading.spectrum import clean
 from grading.plugin import LOG_KEY_VARIABLE, import_time_limit, verified_record
 from grading.registry import Stage, all_stages, exercises_marked_in
 
@@ -44,6 +45,7 @@ class TestResult:
     outcome: str  # passed, skipped, failed, not_implemented, error, timeout, crashed, not_run
     error: dict | None = None
     functions: tuple[str, ...] = ()  # the functions the test says it tests (its under_test marker)
+    ran: tuple[str, ...] = ()  # the student's functions it ran, "stage2_mlp/nn.py::Linear.forward" (grading.spectrum)
 
 
 @dataclass
@@ -354,7 +356,7 @@ def follow(processes: Processes, log_path: Path, result: RunResult, stage: Stage
                 elif event == "result":
                     nodeid = record["nodeid"]
                     result.tests[nodeid] = TestResult(nodeid, exercise_of.get(nodeid), record["outcome"], record["error"],
-                                                      functions_of.get(nodeid, ()))
+                                                      functions_of.get(nodeid, ()), clean(record.get("ran")))
                     state.current_test = None
             if finished:
                 return state

@@ -117,6 +117,7 @@ class Todo:
     function: str | None = None  # "Tensor.__truediv__"
     exercise: str | None = None  # the id on its TODO line, when there is one
     fallback: bool = False  # only the exercise's first TODO: nothing said which function the test is about
+    ranking: tuple[str, ...] = ()  # the suspects the spectrum of the exercise's tests ranked, for -v (grading.spectrum)
 
     def as_json(self) -> dict:
         """``{"file": "stage1_autograd/tensor.py", "line": 156, "function": "Tensor.__truediv__"}``."""

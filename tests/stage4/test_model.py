@@ -281,3 +281,44 @@ def test_n_head_is_required_for_other_widths():
     assert_raises(ValueError, lambda: GPT.from_gpt2_state_dict(state),
                   "GPT.from_gpt2_state_dict(a GPT-2 of width 24, which is none of the published sizes) without n_head",
                   match="n_head")
+
+
+@pytest.mark.under_test("GPT.forward", "Block.forward", "CausalSelfAttention.forward")
+@pytest.mark.parametrize("variant", ["gpt2", "llama"])
+def test_logits_and_gradients_match_the_pytorch_reference(variant):
+    """A plain GPT (no GPT-2 checkpoint): the logits of the PyTorch reference holding the same random weights, and
+    the gradient of every parameter for the upstream gradient w of the logits (the loss is exercise 4.4's)."""
+    fields = dict(SMALL, **VARIANTS[variant])
+    reference = randomize(ReferenceGPT(**fields).double(), seed=2)
+    model = GPT(GPTConfig(**fields), rng=0, dtype=np.float64)
+    model.load_state_dict(numpy_state(reference))
+    rng = np.random.default_rng(4)
+    idx = rng.integers(0, fields["vocab_size"], (2, 9))
+    upstream = rng.normal(size=(2, 9, fields["vocab_size"]))
+    what = f"GPT {variant} {fields} in float64 with the reference's weights"
+    logits, _ = model(idx)
+    expected, _ = reference(torch.tensor(idx))
+    assert_close(logits, expected, f"{what}: logits for idx of shape {idx.shape}")
+    (expected * torch.tensor(upstream)).sum().backward()
+    logits.backward(upstream)
+    theirs = dict(reference.named_parameters())
+    for name, p in model.named_parameters():
+        assert_close(p.grad, theirs[name].grad, f"{what}: gradient of {name!r} for an upstream gradient w of the logits")
+
+
+@pytest.mark.under_test("CausalSelfAttention.forward")
+@pytest.mark.parametrize("variant", ["gpt2", "llama"])
+def test_causal_self_attention_alone_matches_the_pytorch_reference(variant):
+    """One block's attention on its own (no norms, no residuals, no MLP), with the reference's weights: a
+    mistake in how the heads are split, scaled or merged shows here before it shows in the whole model."""
+    from stage1_autograd.tensor import Tensor  # noqa: PLC0415
+
+    fields = dict(SMALL, **VARIANTS[variant])
+    reference = randomize(ReferenceGPT(**fields).double(), seed=2)
+    model = GPT(GPTConfig(**fields), rng=0, dtype=np.float64)
+    model.load_state_dict(numpy_state(reference))
+    x = np.random.default_rng(5).normal(size=(2, 9, fields["n_embd"]))
+    got = model.transformer.h[0].attn(Tensor(x), np.arange(9))
+    expected = reference.transformer.h[0].attn(torch.tensor(x))
+    assert_close(got, expected, f"transformer.h[0].attn of GPT {variant} {fields} on x of shape {x.shape}, with the "
+                 "reference's weights")
