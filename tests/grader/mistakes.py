@@ -84,7 +84,7 @@ MISTAKES = [
     Mistake("softmax: backward without subtracting sum(g * y)", "3.1", "functional.py",
             "gx = g - sum_of_products(g, y, axis)", "gx = g.copy()", "softmax"),
     Mistake("layer_norm: the mean of gy not subtracted in backward", "3.2", "functional.py",
-            "        dx -= gy.mean(axis=1, keepdims=True)\n        dx *= rstd\n", "        dx *= rstd\n", "layer_norm"),
+            "        dx -= sum_along(gy, 1) / size  # mean(gy)\n        dx *= rstd\n", "        dx *= rstd\n", "layer_norm"),
     Mistake("RoPE: halves rotated instead of interleaved pairs", "3.3", "functional.py",
             "even, odd = a[..., 0::2], a[..., 1::2]", "even, odd = a[..., : a.shape[-1] // 2], a[..., a.shape[-1] // 2 :]",
             "rotate_pairs"),
@@ -95,8 +95,12 @@ MISTAKES = [
             "return np.tri(L, L if S is None else S, dtype=bool)", "return np.tri(L, L if S is None else S, -1, dtype=bool)",
             "causal_mask"),
     Mistake("attention: scores scaled by 1/E instead of 1/sqrt(E)", "3.4", "functional.py",
-            "scale = 1.0 / math.sqrt(E) if scale is None else scale", "scale = 1.0 / E if scale is None else scale",
-            "attention"),
+            "# TODO 3.4: scores = (q * scale) @ k^T, add the mask, softmax over S, zero the fully masked rows, "
+            "dropout, @ v\n    L, E = q.shape[-2], q.shape[-1]\n    S = k.shape[-2]\n"
+            "    scale = 1.0 / math.sqrt(E) if scale is None else scale",
+            "# TODO 3.4: scores = (q * scale) @ k^T, add the mask, softmax over S, zero the fully masked rows, "
+            "dropout, @ v\n    L, E = q.shape[-2], q.shape[-1]\n    S = k.shape[-2]\n"
+            "    scale = 1.0 / E if scale is None else scale", "attention"),
     Mistake("MHA: heads split by a reshape without the transpose", "3.5", "nn.py",
             "return y.reshape(B, length, h, hd).transpose(0, 2, 1, 3)", "return y.reshape(B, h, length, hd)",
             "MultiheadAttention.forward"),
