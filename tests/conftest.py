@@ -128,7 +128,12 @@ def pytest_report_header(config):
 
 def pytest_collection_modifyitems(config, items):
     """Every test under tests/stageN/ belongs to exactly one exercise of that stage's registry, and the functions
-    its ``under_test`` marker names (if any) are functions of that exercise's file."""
+    its ``under_test`` marker names (if any) are functions of that exercise's file.
+
+    In authoritative grading the tests of the exercises that may use PyTorch run first, in the student process
+    that imported their modules while collecting; that process is then replaced once, by one without PyTorch."""
+    if config.getoption("--student-process"):
+        items.sort(key=lambda item: not _exercise_allows_torch(item))  # stable: each group keeps its order
     stages = {stage.name: stage for stage in all_stages()}
     known = {name: {e.id for e in stage.exercises} for name, stage in stages.items()}
     problems = []
