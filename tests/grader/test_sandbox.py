@@ -290,12 +290,14 @@ def test_without_root_the_sandbox_is_a_user_namespace_and_keeps_the_uid(monkeypa
 
 
 def test_a_student_process_has_no_torch_and_no_other_site_package():
-    view = sandbox.View(distributions=sandbox.STUDENT_DISTRIBUTIONS)
-    command, setup = sandbox.confined(sandbox.Isolation("bubblewrap", "test", (sandbox.SANDBOX_UID_BASE + 1,) * 2)
-                                      if AS_ROOT else sandbox.Isolation("bubblewrap", "test"),
-                                      sandbox.SANDBOX_UID_BASE + 1, view,
-                                      sandbox.python_command("-c", "import importlib.util as u, numpy; "
-                                                                   "print(u.find_spec('torch'), u.find_spec('pytest'))"))
-    done = subprocess.run(command, capture_output=True, text=True, preexec_fn=setup, timeout=60, cwd="/")
+    isolation = sandbox.choose_isolation("bubblewrap")  # as root, a uid pair no concurrent run holds
+    try:
+        student_uid = isolation.uids[1] if isolation.uids else None
+        command, setup = sandbox.confined(isolation, student_uid, sandbox.View(distributions=sandbox.STUDENT_DISTRIBUTIONS),
+                                          sandbox.python_command("-c", "import importlib.util as u, numpy; "
+                                                                       "print(u.find_spec('torch'), u.find_spec('pytest'))"))
+        done = subprocess.run(command, capture_output=True, text=True, preexec_fn=setup, timeout=60, cwd="/")
+    finally:
+        isolation.release()
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["None", "None"], done.stdout
