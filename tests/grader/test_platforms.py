@@ -130,3 +130,21 @@ def test_a_file_saved_with_windows_line_endings_gets_the_same_pointer(tmp_path):
         assert statuses(data) == {"1.1": "not_started"}, output
         pointers[ending] = data["exercises"][0]["todo"]
     assert pointers["\r\n"]["line"] == pointers["\n"]["line"] and pointers["\n"]["line"], pointers
+
+
+def test_the_windows_branches_grade(monkeypatch):
+    """With ``os.name == "nt"`` as the grader's modules see it: no preexec function, no new session, the log by
+    its path (Windows passes no descriptors to a child). The rest stays Linux's, which runs those branches."""
+    import types  # noqa: PLC0415
+
+    from grading import runner, sandbox  # noqa: PLC0415
+    from grading.registry import SOLUTIONS_DIR, load_stage  # noqa: PLC0415
+
+    windows_os = types.SimpleNamespace(**{**vars(os), "name": "nt"})
+    monkeypatch.setattr(runner, "os", windows_os)
+    monkeypatch.setattr(sandbox, "os", windows_os)
+    assert sandbox.switch_user(None) is None and sandbox.switch_user(None, limits=False) is None
+    stage = load_stage("stage1")
+    run = runner.run_stage(stage, {stage.package: SOLUTIONS_DIR}, ["1.1"], None, 300)
+    outcomes = {test.outcome for test in run.tests.values() if test.exercise == "1.1"}
+    assert outcomes == {"passed"}, run.output[-3000:]
