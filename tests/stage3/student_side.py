@@ -78,10 +78,15 @@ def addition_environment() -> dict[str, str]:
     return {**child_environment(), "PYTHONIOENCODING": "utf-8"}
 
 
-def run_addition(*args, cwd, stdin: str, timeout: float = 60) -> subprocess.CompletedProcess:
-    """``python -m stage3_transformer.addition ARGS`` with ``stdin`` as its input, to the end (UTF-8 text)."""
-    return subprocess.run(module_command(ADDITION, *args), input=stdin, capture_output=True, text=True,
+def run_program(module: str, *args, cwd, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess:
+    """``python -m MODULE ARGS`` with ``stdin`` as its input, to the end (UTF-8 text both ways)."""
+    return subprocess.run(module_command(module, *args), input=stdin, capture_output=True, text=True,
                           encoding="utf-8", cwd=cwd, env=addition_environment(), timeout=timeout)
+
+
+def run_addition(*args, cwd, stdin: str, timeout: float = 60) -> subprocess.CompletedProcess:
+    """``python -m stage3_transformer.addition ARGS`` (see ``run_program``)."""
+    return run_program(ADDITION, *args, cwd=cwd, stdin=stdin, timeout=timeout)
 
 
 def start_addition(*args, cwd) -> subprocess.Popen:
@@ -129,6 +134,5 @@ TRANSLATE = "stage3_transformer.translate"
 
 
 def run_translate(*args, cwd, stdin: str = "", timeout: float = 60) -> subprocess.CompletedProcess:
-    """``python -m stage3_transformer.translate ARGS`` with ``stdin`` as its input, to the end (UTF-8 text)."""
-    return subprocess.run(module_command(TRANSLATE, *args), input=stdin, capture_output=True, text=True,
-                          encoding="utf-8", cwd=cwd, env=addition_environment(), timeout=timeout)
+    """``python -m stage3_transformer.translate ARGS`` (see ``run_program``)."""
+    return run_program(TRANSLATE, *args, cwd=cwd, stdin=stdin, timeout=timeout)
