@@ -160,6 +160,7 @@ class GradingRecorder:
         self.stage = load_stage(Path(config.args[0]).name)
         self.lost_exercises: set[str] = set()
         self.outcomes: dict[str, tuple[str, dict | None]] = {}
+        self.what_runs = WhatRuns()
         self.hung_imports = HungImports()
         self.detailed: set[tuple[str | None, str]] = set()  # (exercise, outcome) pairs whose output is kept
 
@@ -243,10 +244,10 @@ class GradingRecorder:
         exercise = exercise_of(item)
         lost = exercise in self.lost_exercises
         limit = self.stage.time_limit(exercise, self.config.getoption("--grading-timeout"))
-        recording = not lost and record_what_runs("begin")
+        recording = not lost and self.what_runs.begin()
         with alarm(None if lost else limit, f"this test took longer than its time limit of {limit:g} s"):
             protocol = yield
-        ran = spectrum.clean(record_what_runs("end")) if recording else ()
+        ran = self.what_runs.end() if recording else ()
         # A test passes only on a recorded pass of its call phase; anything else that ends it is not a pass.
         outcome, error = self.outcomes.pop(item.nodeid, ("error", {
             "type": "NoResult", "message": "the test ended without a result", "location": None}))
@@ -318,21 +319,55 @@ class GradingRecorder:
         self.outcomes[item.nodeid] = (outcome, error)
 
 
-def record_what_runs(step: str):
-    """``grading.spectrum.begin()`` (True once done) or ``end()`` (the functions the test ran) where the
-    student's code runs: here, or in the student process if it is up (a dead one is not restarted for this).
-    What it says steers the pointer at a TODO, never a verdict."""
-    try:
-        student = remote.STUDENT
-        if student is None:
-            return spectrum.end() if step == "end" else spectrum.begin() or True
-        if not student.alive:
-            return () if step == "end" else False
-        module = student.request("import", None, "grading.spectrum")
-        answer = student.request("call", student.request("getattr", module, step), (), {})
-        return answer if step == "end" else True
-    except Exception:  # noqa: BLE001 - a student process that ended or misbehaves: no record, same verdicts
-        return () if step == "end" else False
+class WhatRuns:
+    """Which of the student's functions each test runs (``grading.spectrum``), recorded where the student's code
+    runs: here, or in the student process if it is up (a dead one is not restarted for this). What it says
+    steers the pointer at a TODO, never a verdict.
+
+    In authoritative grading each recording is a round trip, so a test costs one: its end also arms the
+    functions for the next test (``spectrum.end_and_begin``); only a fresh student process needs ``begin``."""
+
+    def __init__(self):
+        self.armed = None  # the generation of the student process armed for the next test
+        self.functions: tuple[int, object, object] | None = None  # (generation, begin, end_and_begin) proxies
+
+    def _function(self, student, name: str):
+        if self.functions is None or self.functions[0] != student.generation:
+            module = student.request("import", None, "grading.spectrum")
+            self.functions = (student.generation, student.request("getattr", module, "begin"),
+                              student.request("getattr", module, "end_and_begin"))
+        return self.functions[1 if name == "begin" else 2]
+
+    def begin(self) -> bool:
+        """Before a test: whether its functions are being recorded."""
+        try:
+            student = remote.STUDENT
+            if student is None:
+                spectrum.begin()
+                return True
+            if not student.alive:
+                return False
+            if self.armed != student.generation:
+                student.request("call", self._function(student, "begin"), (), {})
+                self.armed = student.generation
+            return True
+        except Exception:  # noqa: BLE001 - a student process that ended or misbehaves: no record, same verdicts
+            return False
+
+    def end(self) -> tuple[str, ...]:
+        """After a test that was recorded: the functions it ran."""
+        try:
+            student = remote.STUDENT
+            if student is None:
+                return spectrum.clean(spectrum.end())
+            self.armed = None
+            if not student.alive:
+                return ()
+            names = student.request("call", self._function(student, "end"), (), {})
+            self.armed = student.generation
+            return spectrum.clean(names)
+        except Exception:  # noqa: BLE001
+            return ()
 
 
 def cap_reached(exc: BaseException) -> str | None:

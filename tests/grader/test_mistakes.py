@@ -21,6 +21,7 @@ import pytest
 from grading.registry import REPO_ROOT, SOLUTIONS_DIR, load_stage
 from grading.source import SourceFiles
 from tests.grader.mistakes import MISTAKES, Mistake
+from tests.grader.test_grading import linux_only
 
 MISSED: set[str] = set()  # names of mistakes whose pointer is known to miss (each an expected failure)
 assert len(MISSED) <= 0.1 * len(MISTAKES), f"{len(MISSED)} of {len(MISTAKES)} mistakes missed: the goal is >= 90 %"
@@ -46,21 +47,38 @@ def plant(root: Path, package: str, mistake: Mistake) -> None:
     path.write_text(text.replace(mistake.old, mistake.new), encoding="utf-8")
 
 
-@pytest.mark.parametrize("mistake", [pytest.param(m, id=m.name, marks=[pytest.mark.xfail(strict=True)] if m.name in MISSED else [])
-                                     for m in MISTAKES])
-def test_your_todo_names_the_function_that_holds_the_mistake(tmp_path, mistake):
+def grade_planted(tmp_path: Path, mistake: Mistake, *options: str) -> tuple[dict, str]:
+    """The report of ``mistake``'s exercise and what the grader printed."""
     stage = load_stage(mistake.stage)
     root = finished_copy(tmp_path / "copy", stage.package)
     plant(root, stage.package, mistake)
     report = tmp_path / "report.json"
     command = [sys.executable, str(REPO_ROOT / "grader.py"), stage.name, "--submission", str(root),
-               "--no-authoritative", "-x", mistake.exercise, "--json", str(report)]
+               "-x", mistake.exercise, "--json", str(report), *options]
     if stage.requires:
         command.append("--reference-earlier")
     completed = subprocess.run(command, capture_output=True, text=True, timeout=280, cwd=tmp_path)
     exercise = next(e for e in json.loads(report.read_text())["exercises"] if e["id"] == mistake.exercise)
     assert exercise["status"] in ("failed", "error"), f"the planted mistake was not caught:\n{completed.stdout}"
-    assert (exercise["todo"] or {}).get("function") == mistake.function, completed.stdout
+    return exercise, completed.stdout
+
+
+@pytest.mark.parametrize("mistake", [pytest.param(m, id=m.name, marks=[pytest.mark.xfail(strict=True)] if m.name in MISSED else [])
+                                     for m in MISTAKES])
+def test_your_todo_names_the_function_that_holds_the_mistake(tmp_path, mistake):
+    exercise, printed = grade_planted(tmp_path, mistake, "--no-authoritative")
+    assert (exercise["todo"] or {}).get("function") == mistake.function, printed
+
+
+@linux_only
+def test_authoritative_grading_records_what_each_test_ran_in_the_student_process(tmp_path):
+    # The recording happens where the student's code runs; here, in the student process, and one round trip per
+    # test arms the next (grading.plugin.WhatRuns): the ranking -v prints comes from it.
+    mistake = next(m for m in MISTAKES if m.name == "SGD: momentum's velocity not kept")
+    exercise, printed = grade_planted(tmp_path, mistake, "--authoritative", "-v")
+    assert (exercise["todo"] or {}).get("function") == mistake.function, printed
+    suspects = printed.split("the likeliest place of the mistake first", 1)[-1]
+    assert f"{mistake.function} ({mistake.file}): " in suspects, printed
 
 
 def test_every_mistake_names_a_function_of_its_exercise_file():
