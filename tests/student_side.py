@@ -17,14 +17,15 @@ to drive and observe the code under test, and decide every verdict themselves, o
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
-import contextlib
-import io
+import numpy as np
 
 from grading.stage_imports import StagePackageFinder
 
@@ -124,3 +125,87 @@ def make_folder(path: str) -> None:
 def names(folder: str, pattern: str = "*") -> list[str]:
     """The names in ``folder`` that match ``pattern``, sorted."""
     return sorted(p.name for p in Path(folder).glob(pattern))
+
+
+# ---------------------------------------------------------------------- reading many objects at once
+def read_each(objects, name: str) -> list:
+    """``[getattr(o, name) for o in objects]``. The tests read many objects of the code under test in a row (every
+    parameter's ``.grad``); in authoritative grading this is one round trip instead of one per object."""
+    return [getattr(o, name) for o in objects]
+
+
+# ---------------------------------------------------------------------- gradients by hand, before the engine
+# Exercises 1.2-1.6 are graded before 1.7's Tensor.backward() is written: the tests push gradients through the
+# graph themselves. Here, beside the code under test, because a graph walk reads every node: in authoritative
+# grading that is one round trip for the whole walk instead of several per node. The gradients it leaves in
+# .grad are then read and judged by the tests.
+def _read_only(g) -> np.ndarray:
+    """A view of ``g`` that NumPy refuses to write into: ``g *= 2`` or ``g[mask] = 0`` on it raise."""
+    view = np.asarray(g).view()
+    view.flags.writeable = False
+    return view
+
+
+def _call_backward(node, g):
+    """``node._backward(g)`` on a read-only view of ``g``. The same upstream array is often handed to
+    several parents (``a + b`` returns ``(g, g)``) or is another node's gradient, so an op that modified it
+    in place would silently corrupt other gradients: here it fails at once, naming the op."""
+    try:
+        return node._backward(_read_only(g))
+    except ValueError as error:
+        if "read-only" not in str(error):
+            raise
+        backward = getattr(node._backward, "__qualname__", "")
+        op = backward.split(".<locals>")[0] if ".<locals>" in backward else "an op"
+        raise AssertionError(
+            f"the backward function of {op} wrote into the upstream gradient g it was given (in place: "
+            f"g *= ..., g[...] = ..., np.add.at(g, ...)); it must leave g unchanged and return new arrays, "
+            f"because the same g may be handed to several parents. NumPy said: {error}"
+        ) from None
+
+
+def run_backward(out, grad: np.ndarray) -> None:
+    """Push ``grad`` (dL/d out) back through the graph by calling each node's ``_backward``, exactly as
+    ``Tensor.backward()`` does, but without using it: exercises 1.2-1.6 are graded before 1.7 is written.
+
+    Each ``_backward`` receives a read-only view of its upstream gradient: one that writes into it fails
+    with a message naming the op (the op contract of tensor.py forbids it)."""
+    order, seen, stack = [], set(), [(out, False)]
+    while stack:
+        node, parents_done = stack.pop()
+        if parents_done:
+            order.append(node)
+        elif id(node) not in seen:
+            seen.add(id(node))
+            stack.append((node, True))
+            stack.extend((p, False) for p in node._parents if p.requires_grad)
+    grads = {id(out): grad}
+    for node in reversed(order):
+        if node._backward is None:
+            node.grad = grads[id(node)]
+            continue
+        parent_grads = _call_backward(node, grads[id(node)])
+        assert len(parent_grads) == len(node._parents), (
+            f"_backward returned {len(parent_grads)} gradients for an op with {len(node._parents)} inputs"
+        )
+        for parent, g in zip(node._parents, parent_grads):
+            if g is not None and parent.requires_grad:
+                g = np.asarray(g)
+                assert g.shape == parent.shape, (
+                    f"_backward returned a gradient of shape {g.shape} for an input of shape {parent.shape}: "
+                    f"each gradient must have its input's shape; {_shape_fix(g.shape, parent.shape)}"
+                )
+                grads[id(parent)] = grads[id(parent)] + g if id(parent) in grads else g
+
+
+def _shape_fix(got: tuple[int, ...], wanted: tuple[int, ...]) -> str:
+    """How a gradient of shape ``got`` becomes one of ``wanted``: it is too big, too small, or arranged wrongly."""
+    got_size, wanted_size = int(np.prod(got)), int(np.prod(wanted))
+    only_size_1_axes_differ = [n for n in got if n != 1] == [n for n in wanted if n != 1]
+    if got_size > wanted_size or (only_size_1_axes_differ and len(got) > len(wanted)):
+        return ("sum it down to that shape with unbroadcast (the input was broadcast in the forward pass, so its "
+                "gradient adds up over the copies)")
+    if got_size < wanted_size or only_size_1_axes_differ:
+        return ("spread it over that shape (a reduction's input: give g its reduced axes back as size 1 with "
+                "np.expand_dims, then np.broadcast_to the input's shape)")
+    return "it has the right number of elements in the wrong arrangement: undo the forward's reshape or transpose"

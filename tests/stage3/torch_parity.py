@@ -14,6 +14,7 @@ import torch
 
 from stage1_autograd.tensor import Tensor
 from tests.helpers import ATOL, RTOL, assert_close, assert_equal, assert_tensor
+from tests.student_side import read_each
 
 # float32 has 24 bits of mantissa (6e-8 relative per rounding); the layers here chain a few dozen roundings
 # through sums of tens of terms, which leaves ~1e-6 relative. 1e-4 relative (1e-5 absolute for values near 0)
@@ -29,7 +30,15 @@ def tolerances(dtype) -> tuple[float, float]:
 
 def parameter_shapes(module) -> dict[str, tuple[int, ...]]:
     """name -> shape of every parameter, for one of our modules or a torch module."""
-    return {name: tuple(p.shape) for name, p in module.named_parameters()}
+    if isinstance(module, torch.nn.Module):
+        return {name: tuple(p.shape) for name, p in module.named_parameters()}
+    names, params = _names_and_parameters(module)
+    return {name: tuple(shape) for name, shape in zip(names, read_each(params, "shape"))}
+
+
+def _names_and_parameters(module) -> tuple[list[str], list]:
+    pairs = list(module.named_parameters())
+    return [name for name, _ in pairs], [p for _, p in pairs]
 
 
 def assert_same_parameters(ours, theirs, what: str) -> None:
@@ -56,7 +65,8 @@ def load_torch_into_ours(ours, theirs: torch.nn.Module, what: str) -> None:
     """ours.load_state_dict(PyTorch's state dict as NumPy arrays), after checking the names and shapes."""
     assert_same_parameters(ours, theirs, what)
     ours.load_state_dict({k: v.detach().numpy().copy() for k, v in theirs.state_dict().items()})
-    loaded = dict(ours.named_parameters())
+    names, params = _names_and_parameters(ours)
+    loaded = dict(zip(names, read_each(params, "data")))
     for name, value in theirs.state_dict().items():  # our parameters now hold PyTorch's numbers
         assert_close(loaded[name], value.detach().numpy().astype(loaded[name].dtype),
                      f"{what}: parameter {name!r} after load_state_dict of PyTorch's state dict", atol=0, rtol=0)
@@ -118,15 +128,16 @@ def compare_modules(ours, theirs: torch.nn.Module, inputs, *, call_ours, call_th
     for i in grad_inputs:
         assert_close(ours_in[i].grad, theirs_in[i].grad, f"{what}: gradient of {input_names[i]}", atol=atol, rtol=rtol)
     theirs_params = dict(theirs.named_parameters())
-    for name, p in ours.named_parameters():
+    names, params = _names_and_parameters(ours)
+    for name, grad in zip(names, read_each(params, "grad")):
         expected_grad = theirs_params[name].grad
         if expected_grad is None:
-            expected_grad = torch.zeros(p.shape, dtype=torch.float64)
-        if p.grad is None and unused_may_be_none and not expected_grad.any():
+            expected_grad = torch.zeros(theirs_params[name].shape, dtype=torch.float64)
+        if grad is None and unused_may_be_none and not expected_grad.any():
             continue
-        if p.grad is not None:
-            assert_equal(p.grad.dtype.name, dtype.name, f"{what}: dtype of the gradient of parameter {name!r}")
-        assert_close(p.grad, expected_grad, f"{what}: gradient of parameter {name!r}", atol=atol, rtol=rtol)
+        if grad is not None:
+            assert_equal(np.asarray(grad).dtype.name, dtype.name, f"{what}: dtype of the gradient of parameter {name!r}")
+        assert_close(grad, expected_grad, f"{what}: gradient of parameter {name!r}", atol=atol, rtol=rtol)
     return got, expected
 
 
