@@ -11,5 +11,5 @@ def gradient_recording_switched_on():
     it must not also make every later test of other exercises fail."""
     yield
     tensor = sys.modules.get("stage1_autograd.tensor")
-    if tensor is not None and hasattr(tensor, "_grad_enabled"):
+    if tensor is not None and getattr(tensor, "_grad_enabled", True) is not True:  # one read: a round trip, remotely
         tensor._grad_enabled = True
