@@ -5,11 +5,13 @@ PyTorch, never graded (a passing test of given code would make an untouched exer
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from stage1_autograd.tensor import Tensor
 from stage3_transformer import functional as F
-from tests.helpers import assert_close, assert_raises, run_backward
+from tests.helpers import assert_close, assert_equal, assert_raises, run_backward
+from tests.student_side import printed
 
 
 def test_index_add_adds_rows_into_their_places_like_torch():
@@ -30,3 +32,101 @@ def test_index_add_adds_rows_into_their_places_like_torch():
 def test_index_add_names_a_wrong_index():
     assert_raises(ValueError, lambda: F.index_add(4, np.array([0, 1]), Tensor(np.ones((3, 2)))),
                   "index_add with 2 ids for 3 rows of source", match="one id per row of source")
+
+
+# ---------------------------------------------------------------------- pictures of attention
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def test_recorded_attention_keeps_every_head_and_answers_callers_as_before():
+    from stage3_transformer.nn import MultiheadAttention
+    from stage3_transformer.plots import recorded_attention
+
+    rng = np.random.default_rng(0)
+    mha = MultiheadAttention(8, 2, rng=0, dtype=np.float64)
+    query, memory = Tensor(rng.standard_normal((1, 3, 8))), Tensor(rng.standard_normal((1, 4, 8)))
+    out, heads = mha(query, memory, memory, need_weights=True, average_attn_weights=False)  # (1, 2, 3, 4)
+    with recorded_attention([mha]) as recorded:
+        out_unasked, none = mha(query, memory, memory, need_weights=False)
+        _, averaged = mha(query, memory, memory)
+    assert_equal(len(recorded), 2, "recorded_attention: one array per call")
+    assert_close(recorded[0], heads, "recorded_attention: the weights of every head, (B, heads, L, S)")
+    assert_equal(none, None, "recorded_attention: a caller that asked need_weights=False still gets None")
+    assert_close(out_unasked, out, "recorded_attention: the layer's output is unchanged")
+    assert_close(averaged, heads.mean(axis=1), "recorded_attention: a caller that asked for weights gets them "
+                 "averaged over the heads, as by default")
+    assert_equal("forward" in vars(mha), False, "after recorded_attention: the class's forward again")
+
+
+def test_attention_tables_put_the_heads_side_by_side():
+    from stage3_transformer.plots import attention_tables
+
+    weights = np.array([[[1.0, 0.0], [0.5, 0.5]], [[0.0, 1.0], [0.04, 0.96]]])  # (heads, rows, columns)
+    assert_equal(attention_tables(weights, ["x", "yy"], ["a", "b"]).splitlines(),
+                 ["head 0    head 1", "   a b       a b", " x # .     x . #", "yy 5 5    yy . #"],
+                 "attention_tables of 2 heads: each head's attention_table under its name, side by side")
+
+
+def test_attention_grid_writes_one_png_for_two_kinds_of_attention(tmp_path):
+    from stage3_transformer.plots import AttentionMaps, attention_grid
+
+    rng = np.random.default_rng(1)
+    cross = AttentionMaps("cross", rng.dirichlet(np.ones(5), size=(2, 2, 3)), ["6", "8", "</s>"], list("23+45"))
+    self_ = AttentionMaps("self", rng.dirichlet(np.ones(3), size=(2, 2, 3)), ["6", "8", "</s>"], ["<s>", "6", "8"])
+    path = attention_grid([cross, self_], tmp_path / "grid.png", title="23+45 = 68")
+    assert_equal(path.read_bytes()[:8], PNG_SIGNATURE, "attention_grid: a PNG file")
+    assert_raises(ValueError, lambda: attention_grid(cross._replace(columns=["2"]), tmp_path / "bad.png"),
+                  "attention_grid with 1 column label for 5 columns", match="column labels")
+
+
+def test_positions_command_writes_its_figure(tmp_path):
+    from stage3_transformer.plots import main
+
+    path = tmp_path / "positions.png"
+    status, out = printed(main, ["positions", "--out", str(path), "--length", "16", "--dim", "8", "--head-dim", "8"])
+    assert_equal((status, path.read_bytes()[:8]), (0, PNG_SIGNATURE),
+                 f"python -m stage3_transformer.plots positions --out PNG: exit status 0 and a PNG; it printed {out!r}")
+
+
+def test_addition_attention_maps_have_a_row_per_written_token():
+    from stage3_transformer.addition import AdditionConfig, AdditionModel, attention_maps, greedy_decode
+
+    model = AdditionModel(AdditionConfig(d_model=16, nhead=2, layers=2, ff=32), dtype=np.float64)
+    picture = attention_maps(model, "23+45")
+    assert_equal(picture.answer, greedy_decode(model, ["23+45"])[0], "attention_maps: greedy_decode's answer")
+    assert_equal("".join(t for t in picture.rows if t != "</s>"), picture.answer,
+                 "attention_maps: the rows are the answer's tokens (and </s> if it wrote one)")
+    assert_equal(picture.inputs[:1], ["<s>"], "attention_maps: the decoder input starts with <s>")
+    T = len(picture.rows)
+    assert_equal((picture.cross.shape, picture.self_.shape), ((2, 2, T, 5), (2, 2, T, T)),
+                 "attention_maps: (layers, heads, rows, problem characters) and (layers, heads, rows, inputs)")
+    assert_close(picture.cross.sum(axis=-1), np.ones((2, 2, T)), "attention_maps: each cross-attention row sums to 1")
+    assert_close(np.triu(picture.self_, 1), np.zeros_like(picture.self_),
+                 "attention_maps: no self-attention on later positions (the causal mask)")
+
+
+@pytest.mark.parametrize("pos", ["learned", "rope"])
+def test_gpt_attention_weights_are_those_its_attention_layers_use(pos):
+    from stage4_gpt.model import GPT, GPTConfig
+    from stage4_gpt.sample import attention_weights, causal_attention_weights
+
+    config = GPTConfig(vocab_size=11, block_size=8, n_layer=2, n_head=2, n_embd=16, pos=pos)
+    model = GPT(config, rng=0, dtype=np.float64)
+    model.eval()
+    attn = model.transformer.h[0].attn
+    attn.c_attn.weight.data[...] *= 50  # sharp attention: near-uniform weights would agree with almost anything
+    x, positions = Tensor(np.random.default_rng(2).standard_normal((1, 5, 16))), np.arange(5)
+    weights = causal_attention_weights(attn, x, positions)  # (1, n_head, 5, 5)
+    v = attn.c_attn(x).data[..., 32:].reshape(1, 5, 2, 8).transpose(0, 2, 1, 3)  # (1, n_head, 5, hd)
+    mixed = Tensor((weights @ v).transpose(0, 2, 1, 3).reshape(1, 5, 16))
+    assert_close(attn(x, positions), attn.c_proj(mixed), f"pos={pos}: c_proj(weights @ v) with the weights of "
+                 "causal_attention_weights is what the attention layer computes")
+
+    ids = [1, 2, 3, 4, 5]
+    logits, _ = model(np.array([ids]))
+    maps = attention_weights(model, ids)
+    assert_equal(maps.shape, (2, 2, 5, 5), "attention_weights: (n_layer, n_head, T, T)")
+    assert_close(maps.sum(axis=-1), np.ones((2, 2, 5)), "attention_weights: each row sums to 1")
+    assert_close(np.triu(maps, 1), np.zeros_like(maps), "attention_weights: no weight on later positions")
+    assert_equal("forward" in vars(attn), False, "after attention_weights: the class's forward again")
+    assert_close(model(np.array([ids]))[0], logits, "after attention_weights: the model computes what it did")
