@@ -1,6 +1,7 @@
-"""Given code of the stages, which students call but do not write: tested by the course's self-test against
-PyTorch, never graded (a passing test of given code would make an untouched exercise read "failed", not
-"not started")."""
+"""Given code of the stages, which students call but do not write: tested by the course's self-test (against
+PyTorch where there is a PyTorch twin), never graded (a passing test of given code would make an untouched
+exercise read "failed", not "not started"). The pictures of attention are tested here too: the figures are
+PNG files, the tables carry the right labels, and the weights are the ones the models use."""
 
 from __future__ import annotations
 
@@ -130,3 +131,42 @@ def test_gpt_attention_weights_are_those_its_attention_layers_use(pos):
     assert_close(np.triu(maps, 1), np.zeros_like(maps), "attention_weights: no weight on later positions")
     assert_equal("forward" in vars(attn), False, "after attention_weights: the class's forward again")
     assert_close(model(np.array([ids]))[0], logits, "after attention_weights: the model computes what it did")
+
+
+def test_sample_draws_the_attention_of_a_prompt(tmp_path, capsys):
+    # Given code on the GPT of exercise 4.3, graded nowhere: a passing test in 4.7's file would make an untouched
+    # `complete` read "failed" instead of "not started".
+    import json
+
+    from stage4_gpt.model import GPT, GPTConfig
+    from stage4_gpt.sample import main
+    from stage4_gpt.tokenizer import CharTokenizer
+
+    tokenizer = CharTokenizer.fit("abcdefgh .")
+    model = GPT(GPTConfig(vocab_size=tokenizer.vocab_size, block_size=16, n_layer=2, n_head=2, n_embd=16), rng=5)
+    checkpoint = tmp_path / "ckpt.npz"
+    np.savez(checkpoint, model_config=np.array(json.dumps(model.config.to_dict())),
+             tokenizer=np.array(tokenizer.to_json()),
+             **{f"model.{name}": value for name, value in model.state_dict().items()})
+    picture = tmp_path / "heads.png"
+    code = main(["--checkpoint", str(checkpoint), "--prompt", "bad cafe", "--attention", str(picture)])
+    out, err = capsys.readouterr()
+    assert_equal(code, 0, f"python -m stage4_gpt.sample --prompt 'bad cafe' --attention PNG: exit code (stderr {err!r})")
+    assert_equal(picture.read_bytes()[:8], PNG_SIGNATURE, f"--attention {picture}: a PNG file")
+    lines = out.splitlines()
+    assert_equal([line for line in lines if line.startswith("layer ")],
+                 [f"layer {n}: each token (row) reads itself and the tokens before it (weights in tenths)" for n in (0, 1)],
+                 f"--attention, 2 layers: a table of each; it printed:\n{out}")
+    start = lines.index(next(line for line in lines if line.startswith("layer 0:")))
+    tokens = list("bad␣cafe")  # one token per character, a space shown as ␣
+    assert_equal(lines[start + 1].split(), ["head", "0", "head", "1"], f"--attention: the 2 heads side by side:\n{out}")
+    assert_equal(lines[start + 2].split(), tokens * 2, f"--attention: the columns are the prompt's tokens:\n{out}")
+    assert_equal([line.split()[0] for line in lines[start + 3:start + 3 + len(tokens)]], tokens,
+                 f"--attention: the rows of layer 0's table are the prompt's tokens:\n{out}")
+
+    for prompt, says in [("bad€", "€"), ("", "--prompt"), ("abcdefgh" * 3, "block_size")]:
+        code = main(["--checkpoint", str(checkpoint), "--prompt", prompt, "--attention", str(picture)])
+        out, err = capsys.readouterr()
+        assert_equal((code, err.count("\n"), says in err), (2, 1, True),
+                     f"--attention with the prompt {prompt!r}: exit code 2 and one line on stderr that mentions {says!r}; "
+                     f"stderr was {err!r}")

@@ -167,34 +167,3 @@ def test_interactive_mode_answers_each_line(student_tmp):
                  "with a model that always predicts 'h' (the input ends at the empty line)")
     assert_equal("€" in result.stderr, True, "stderr names the character '€' of the prompt it could not encode")
 
-
-def test_command_line_draws_the_attention_of_a_prompt(student_tmp):
-    tokenizer, model = tokenizer_and_model(seed=5, n_layer=2)  # 2 layers of 2 heads
-    path = student_tmp / "ckpt.npz"
-    write_checkpoint(path, model, tokenizer)
-    picture = student_tmp / "heads.png"
-    output = Output()
-    code = run_main(output, ["--checkpoint", str(path), "--prompt", "bad cafe", "--attention", str(picture)])
-    out, err = output.readouterr()
-    assert_equal(code, 0, f"exit code of python -m stage4_gpt.sample --prompt 'bad cafe' --attention PNG (stderr: {err!r})")
-    assert_equal(picture.exists() and picture.read_bytes()[:8], b"\x89PNG\r\n\x1a\n",
-                 f"--attention {picture}: a PNG file there (its first 8 bytes); it printed:\n{out}")
-    lines = out.splitlines()
-    for layer in (0, 1):
-        assert_equal(sum(line.startswith(f"layer {layer}:") for line in lines), 1,
-                     f"--attention, 2 layers: one table of layer {layer}; it printed:\n{out}")
-    start = lines.index(next(line for line in lines if line.startswith("layer 0:")))
-    assert_equal(lines[start + 1].split(), ["head", "0", "head", "1"],
-                 f"--attention, 2 heads: the heads of layer 0 side by side; it printed:\n{out}")
-    tokens = list("bad␣cafe")  # one token per character, a space shown as ␣
-    assert_equal(lines[start + 2].split(), tokens * 2, f"--attention: the columns of both heads' tables are the "
-                 f"prompt's tokens; it printed:\n{out}")
-    assert_equal([line.split()[0] for line in lines[start + 3:start + 3 + len(tokens)]], tokens,
-                 f"--attention: the rows of layer 0's table are the prompt's tokens; it printed:\n{out}")
-
-    for prompt, says in [("bad€", "€"), ("", "--prompt")]:
-        code = run_main(output, ["--checkpoint", str(path), "--prompt", prompt, "--attention", str(picture)])
-        out, err = output.readouterr()
-        assert_equal((code, err.count("\n"), says in err, "Traceback" in err), (2, 1, True, False),
-                     f"--attention with the prompt {prompt!r}: exit code 2 and one line on stderr that mentions "
-                     f"{says!r}; stderr was {err!r}")
