@@ -166,4 +166,3 @@ def test_interactive_mode_answers_each_line(student_tmp):
                  "the answers to the prompts 'ab', 'c€' (not encodable: a message on stderr, no answer) and 'ca' "
                  "with a model that always predicts 'h' (the input ends at the empty line)")
     assert_equal("€" in result.stderr, True, "stderr names the character '€' of the prompt it could not encode")
-
