@@ -132,8 +132,12 @@ def show_attention(model: GPT, tokenizer, prompt: str, path: str | Path) -> int:
             print()
     else:
         print(f"({len(ids)} tokens: the tables are printed for prompts of at most {TABLE_TOKENS} tokens)")
-    attention_grid(AttentionMaps("causal self-attention", weights, labels, labels, xlabel="reads (key)",
-                                 ylabel="token (query)"), path, title=f"{prompt!r}: every layer and head")
+    try:
+        attention_grid(AttentionMaps("causal self-attention", weights, labels, labels, xlabel="reads (key)",
+                                     ylabel="token (query)"), path, title=f"{prompt!r}: every layer and head")
+    except OSError as error:  # a folder that does not exist, a file that may not be written
+        print(f"error: cannot write the heatmaps to {path}: {error.strerror or error}", file=sys.stderr)
+        return 2
     print(f"heatmaps: {path}")
     return 0
 

@@ -560,7 +560,7 @@ def show_attention(checkpoint: str | Path, text: str, out: str | Path = "attenti
     try:
         problem = parse_problem(text, model.config.digits)
     except ValueError as error:
-        write(str(error))
+        write(str(error) if text.strip() else 'Give a sum to look at, such as: attention "23+45".')
         return 1
     picture = attention_maps(model, problem)
     expected = answer_of(problem)
@@ -576,11 +576,16 @@ def show_attention(checkpoint: str | Path, text: str, out: str | Path = "attenti
               f"({' '.join(picture.inputs)})")
         write(attention_tables(picture.self_[layer], picture.rows, picture.inputs))
     writes = "writes (each row: the position that predicts it)"
-    attention_grid([AttentionMaps("cross-attention: each answer token reads the problem", picture.cross,
-                                  picture.rows, columns, xlabel="the problem (encoder)", ylabel=writes),
-                    AttentionMaps("self-attention: each answer token reads the decoder's input", picture.self_,
-                                  picture.rows, picture.inputs, xlabel="read so far (decoder input)", ylabel=writes)],
-                   out, title=f"{problem} = {picture.answer}: where every head of the decoder looked")
+    try:
+        attention_grid([AttentionMaps("cross-attention: each answer token reads the problem", picture.cross,
+                                      picture.rows, columns, xlabel="the problem (encoder)", ylabel=writes),
+                        AttentionMaps("self-attention: each answer token reads the decoder's input", picture.self_,
+                                      picture.rows, picture.inputs, xlabel="read so far (decoder input)",
+                                      ylabel=writes)],
+                       out, title=f"{problem} = {picture.answer}: where every head of the decoder looked")
+    except OSError as error:  # a folder that does not exist, a file that may not be written
+        write(f"\ncannot write the heatmaps to {out}: {error.strerror or error}")
+        return 1
     write(f"\nheatmaps: {out}")
     return 0
 

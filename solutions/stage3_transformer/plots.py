@@ -262,6 +262,9 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except ValueError as error:  # an odd width: the functions of 3.3 say which
         parser.error(str(error))
+    except OSError as error:  # a folder that does not exist, a file that may not be written
+        print(f"Cannot write the figure to {args.out}: {error.strerror or error}")
+        return 1
     print(f"positions: {path}")
     return 0
 
