@@ -49,7 +49,7 @@ from stage2_mlp.nn import Linear, Module
 from stage2_mlp.optim import AdamW
 from stage3_transformer import functional as F
 from stage3_transformer import nn
-from stage3_transformer.plots import attention_heatmap, attention_table
+from stage3_transformer.plots import attention_heatmap, attention_table, recorded_attention
 
 SPLIT_SEED = 0  # the held-out numbers: the same for every training seed
 MAX_NUMBERS = 1_000_000  # the range's upper end: a million numbers take a minute to write out
@@ -528,33 +528,16 @@ def cross_attention(model: TranslationModel, phrase: str) -> tuple[str, np.ndarr
     heads. Row t is the decoder position that predicts output byte t (the last row predicts </s>); column s is
     source byte s. (Only the first max_bytes + 1 rows of a translation that never ended.)
 
-    The decoder runs once more on ``<s>`` + the translation, with each layer's cross-attention asked for its
-    weights (``need_weights=True``)."""
+    The decoder runs once more on ``<s>`` + the translation, with the weights of each layer's cross-attention
+    recorded (``plots.recorded_attention``)."""
     translation = greedy_decode(model, [phrase])[0]
     source = VOCAB.encode_texts([phrase])
     written = VOCAB.encode_texts([translation])[:, : model.config.max_bytes]  # a translation that never wrote
     decoder_input = np.concatenate([[[VOCAB.start_id]], written], axis=1)    # </s> runs one byte past the positions
-    recorded: list[np.ndarray] = []
     layers = model.transformer.decoder.layers
-    originals = [layer.multihead_attn.forward for layer in layers]
-
-    def recording(forward):
-        def with_weights(*args, **kwargs):
-            kwargs.update(need_weights=True, average_attn_weights=True)
-            out, weights = forward(*args, **kwargs)
-            recorded.append(np.array(weights.data[0]))
-            return out, None
-        return with_weights
-
-    try:
-        for layer, forward in zip(layers, originals):
-            layer.multihead_attn.forward = recording(forward)
-        with no_grad():
-            model.decode(decoder_input, model.encode(source), source)
-    finally:
-        for layer in layers:
-            del layer.multihead_attn.forward  # the class's forward again
-    return translation, np.stack(recorded)
+    with no_grad(), recorded_attention([layer.multihead_attn for layer in layers]) as recorded:
+        model.decode(decoder_input, model.encode(source), source)
+    return translation, np.stack([weights[0].mean(axis=0) for weights in recorded])  # each (heads, T + 1, S)
 
 
 def byte_labels(text: str) -> list[str]:

@@ -3,6 +3,7 @@
     python -m stage3_transformer.addition train              # 2-digit sums; >= 99% of unseen problems right
     python -m stage3_transformer.addition train --digits 3 --steps 6000   # longer numbers, more steps
     python -m stage3_transformer.addition ask                # type a sum, the model answers
+    python -m stage3_transformer.addition attention "23+45"  # where each head looked: tables and attention.png
 
 Addition is a sequence-to-sequence task, the one the original Transformer was built for (translation): the
 encoder reads the source "23+45", the decoder writes the answer "68" one character at a time, each new
@@ -21,8 +22,9 @@ The pieces, in the order a run uses them:
     greedy_decode, exact_match    answering: start from <s>, append the most likely character, repeat
     train                         the loop: warmup then cosine decay of the learning rate, a progress line
                                   per evaluation
-    save_checkpoint, load_checkpoint, ask, main
-                                  an .npz of plain arrays (no pickle), the prompt, the command line
+    save_checkpoint, load_checkpoint, ask, attention_maps, show_attention, main
+                                  an .npz of plain arrays (no pickle), the prompt, the attention of every
+                                  head as tables and a picture, the command line
 
 One seed decides every random choice (the split, the initial weights, the batches): same seed, same model.
 """
@@ -32,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -46,6 +49,7 @@ from stage2_mlp.nn import Linear, Module
 from stage2_mlp.optim import AdamW, Optimizer
 from stage3_transformer import functional as F
 from stage3_transformer import nn
+from stage3_transformer.plots import AttentionMaps, attention_grid, attention_tables, recorded_attention
 
 DEFAULT_CHECKPOINT = "addition.npz"
 MAX_DIGITS = 3  # 4-digit numbers make 10**8 problems: too many to list one by one
@@ -457,17 +461,11 @@ def ask(checkpoint: str | Path = DEFAULT_CHECKPOINT, read: Callable[[str], str] 
     """The prompt: read problems (``read``, by default ``input``), answer each with the model, mark it ✓ or
     show the true sum. Bad input gets a one-line explanation and the prompt goes on; end of input (Ctrl-D)
     or Ctrl-C ends it. Returns the exit status: 0, or 1 when there is no usable checkpoint."""
+    loaded = _load_or_explain(checkpoint, write)
+    if loaded is None:
+        return 1
+    model, metrics = loaded
     path = Path(checkpoint)
-    train_command = "python -m stage3_transformer.addition train" + (
-        f" --checkpoint {path}" if str(path) != DEFAULT_CHECKPOINT else "")
-    if not path.is_file():
-        write(f"No checkpoint at {path}. Train a model first: {train_command}")
-        return 1
-    try:
-        model, metrics = load_checkpoint(path)
-    except (ValueError, OSError, RuntimeError) as error:  # not an .npz, not ours, or weights that do not fit
-        write(f"{path} is not a usable addition checkpoint ({error}). Train a new one: {train_command}")
-        return 1
     digits = model.config.digits
     accuracy = metrics.get("held_out_accuracy")
     trained = f", {accuracy:.1%} of held-out problems right" if accuracy is not None else ""
@@ -492,10 +490,110 @@ def ask(checkpoint: str | Path = DEFAULT_CHECKPOINT, read: Callable[[str], str] 
     return 0
 
 
+def _load_or_explain(checkpoint: str | Path, write: Callable[[str], None]) -> tuple[AdditionModel, dict] | None:
+    """``(model, metrics)`` of the checkpoint, or None after a one-line explanation of what to run."""
+    path = Path(checkpoint)
+    train_command = "python -m stage3_transformer.addition train" + (
+        f" --checkpoint {path}" if str(path) != DEFAULT_CHECKPOINT else "")
+    if not path.is_file():
+        write(f"No checkpoint at {path}. Train a model first: {train_command}")
+        return None
+    try:
+        return load_checkpoint(path)
+    except (ValueError, OSError, RuntimeError, KeyError) as error:  # not an .npz, not ours, weights that do not fit
+        write(f"{path} is not a usable addition checkpoint ({error}). Train a new one: {train_command}")
+        return None
+
+
+# ---------------------------------------------------------------------- a look inside
+class AttentionPicture(NamedTuple):
+    """Where the decoder looked while it wrote the answer to one problem, every layer and head:
+
+        rows    the tokens the decoder positions wrote, e.g. ["6", "8", "</s>"] for 23+45: row t is the
+                position that predicts token t, from <s> and the tokens before it
+        cross   (layers, heads, len(rows), len(problem))   the cross-attention on the problem's characters
+        inputs  the tokens the decoder read, e.g. ["<s>", "6", "8"]
+        self_   (layers, heads, len(rows), len(inputs))   the decoder's causal self-attention
+    """
+
+    answer: str
+    rows: list[str]
+    cross: np.ndarray
+    inputs: list[str]
+    self_: np.ndarray
+
+
+def attention_maps(model: AdditionModel, problem: str) -> AttentionPicture:
+    """The answer ``greedy_decode`` gives to ``problem`` (a valid "a+b"), and the attention weights with which
+    the decoder wrote it: the decoder runs once more on ``<s>`` + the answer (teacher forcing on its own
+    answer, which gives the same weights as the step-by-step decoding), with every head's weights recorded
+    (``recorded_attention``). The problem is encoded without padding, so each column is one character."""
+    answer = greedy_decode(model, [problem])[0]
+    # The answer's tokens: a character each, or the name of a special token a half-trained model wrote.
+    written = [VOCAB.tokens.index(t) for t in re.findall(r"<pad>|<s>|.", answer)]
+    complete = len(written) <= answer_length(model.config.digits)  # else the decoding stopped without </s>
+    rows = [VOCAB.tokens[i] for i in written] + ([VOCAB.END] if complete else [])
+    decoder_input = np.array([[VOCAB.start_id, *written][: len(rows)]])  # (1, T): <s>, then all but the last
+    source = VOCAB.encode_texts([problem], len(problem))  # (1, S)
+    layers = model.transformer.decoder.layers
+    model.eval()
+    with no_grad(), recorded_attention([layer.self_attn for layer in layers]) as self_maps, \
+            recorded_attention([layer.multihead_attn for layer in layers]) as cross_maps:
+        model.decode(decoder_input, model.encode(source), source)
+    if len(self_maps) != len(layers) or len(cross_maps) != len(layers):
+        raise RuntimeError(f"the decoder's {len(layers)} layers called self_attn {len(self_maps)} times and "
+                           f"multihead_attn {len(cross_maps)} times; the picture needs one call of each per layer")
+    inputs = [VOCAB.tokens[i] for i in decoder_input[0]]
+    return AttentionPicture(answer, rows, np.stack([m[0] for m in cross_maps]), inputs,
+                            np.stack([m[0] for m in self_maps]))
+
+
+def show_attention(checkpoint: str | Path, text: str, out: str | Path = "attention.png",
+                   write: Callable[[str], None] = print) -> int:
+    """Answer the problem ``text`` with the model of ``checkpoint``, print the attention of every decoder
+    layer (heads side by side, in tenths) and write every head's heatmap to the PNG ``out``. Bad input gets a
+    one-line explanation. Returns the exit status: 0, or 1 for an unusable checkpoint or problem."""
+    loaded = _load_or_explain(checkpoint, write)
+    if loaded is None:
+        return 1
+    model = loaded[0]
+    try:
+        problem = parse_problem(text, model.config.digits)
+    except ValueError as error:
+        write(str(error) if text.strip() else 'Give a sum to look at, such as: attention "23+45".')
+        return 1
+    picture = attention_maps(model, problem)
+    expected = answer_of(problem)
+    verdict = "✓" if picture.answer == expected else f"✗ (the sum is {expected})"
+    write(f"{problem} = {picture.answer} {verdict}")
+    columns = list(problem)
+    for layer in range(len(picture.cross)):
+        write(f"\ncross-attention of decoder layer {layer}: the row that writes each answer token, reading "
+              f"{problem} (weights in tenths)")
+        write(attention_tables(picture.cross[layer], picture.rows, columns))
+    for layer in range(len(picture.self_)):
+        write(f"\nself-attention of decoder layer {layer}: the same rows, reading what the decoder has read "
+              f"({' '.join(picture.inputs)})")
+        write(attention_tables(picture.self_[layer], picture.rows, picture.inputs))
+    writes = "writes (each row: the position that predicts it)"
+    try:
+        attention_grid([AttentionMaps("cross-attention: each answer token reads the problem", picture.cross,
+                                      picture.rows, columns, xlabel="the problem (encoder)", ylabel=writes),
+                        AttentionMaps("self-attention: each answer token reads the decoder's input", picture.self_,
+                                      picture.rows, picture.inputs, xlabel="read so far (decoder input)",
+                                      ylabel=writes)],
+                       out, title=f"{problem} = {picture.answer}: where every head of the decoder looked")
+    except OSError as error:  # a folder that does not exist, a file that may not be written
+        write(f"\ncannot write the heatmaps to {out}: {error.strerror or error}")
+        return 1
+    write(f"\nheatmaps: {out}")
+    return 0
+
+
 # ---------------------------------------------------------------------- command line
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m stage3_transformer.addition", description=__doc__.split("\n")[0])
-    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,ask}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="{train,ask,attention}")
     train_parser = commands.add_parser("train", help="train a model and save it to the checkpoint")
     defaults = AdditionConfig()
     train_parser.add_argument("--digits", type=int, default=defaults.digits,
@@ -513,18 +611,24 @@ def build_parser() -> argparse.ArgumentParser:
         train_parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default,
                                   help=f"{help_text} (default: %(default)s)")
     ask_parser = commands.add_parser("ask", help="answer the sums you type, with a trained model")
-    for sub in (train_parser, ask_parser):
+    attention_parser = commands.add_parser("attention", help="where every head looked while the model answered a "
+                                                             "sum: tables and a PNG")
+    attention_parser.add_argument("problem", help="a sum such as 23+45")
+    attention_parser.add_argument("--out", default="attention.png", help="the PNG to write (default: %(default)s)")
+    for sub in (train_parser, ask_parser, attention_parser):
         sub.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
                          help="the .npz file the model is saved to / loaded from (default: %(default)s)")
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    """``train`` or ``ask``, as the command line says; returns the exit status."""
+    """``train``, ``ask`` or ``attention``, as the command line says; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command == "ask":
         return ask(args.checkpoint)
+    if args.command == "attention":
+        return show_attention(args.checkpoint, args.problem, args.out)
     if not 1 <= args.digits <= MAX_DIGITS:
         parser.error(f"--digits must be between 1 and {MAX_DIGITS}, got {args.digits} "
                      f"({args.digits}-digit numbers make 10**{2 * args.digits} problems)")

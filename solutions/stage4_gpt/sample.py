@@ -4,11 +4,14 @@
     python -m stage4_gpt.sample --checkpoint runs/gpt/ckpt.npz --prompt "def main(" --max-new-tokens 300
     python -m stage4_gpt.sample --checkpoint runs/gpt/ckpt.npz --temperature 0.5 --top-k 20 --num-samples 3
     python -m stage4_gpt.sample --checkpoint runs/gpt/ckpt.npz --interactive      # one prompt per line
+    python -m stage4_gpt.sample --attention attention.png --prompt "def f(x):"   # where every head looks
 
 The checkpoint holds the model's settings, its weights and its tokenizer (see ``train.py``), so nothing
 else is needed. ``--temperature`` below 1 makes the model surer of itself (0: always the most likely
 token), above 1 more adventurous; ``--top-k`` and ``--top-p`` leave the unlikely tail out. A prompt with
 newlines: ``--prompt $'def f(x):\\n    return'`` in bash. ``--seed`` makes a sample repeatable.
+``--attention PNG`` writes nothing new: it draws the causal self-attention of every layer and head on the
+prompt's tokens (and prints it as tables for a short prompt).
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
+from stage1_autograd.tensor import Tensor, no_grad
+from stage3_transformer.plots import AttentionMaps, attention_grid, attention_tables
 from stage4_gpt.model import GPT
 from stage4_gpt.train import CHECKPOINT_NAME, DEFAULT_OUT, HelpWithDefaults, load_checkpoint, model_from_checkpoint
 
@@ -54,6 +59,102 @@ def complete(model: GPT, tokenizer, prompt: str, max_new_tokens: int, *, tempera
     # END SOLUTION
 
 
+# ---------------------------------------------------------------------- a look inside (given)
+def causal_attention_weights(attn, x: Tensor, positions: np.ndarray) -> np.ndarray:
+    """The attention weights of every head of ``attn`` (a ``CausalSelfAttention``) on its input ``x`` (B, T, C)
+    at ``positions``: (B, n_head, T, T), row t the weights with which position t reads positions 0 .. t.
+
+    Computed again from ``attn``'s own layers, by the recipe of its docstring (q | k | v side by side out of
+    c_attn, head h the features h*hd .. (h+1)*hd, RoPE on q and k), so that the model itself need not hand
+    its weights out: softmax(q k^T / sqrt(hd)) with the future masked."""
+    B, T, C = x.shape
+    hd = C // attn.n_head
+    qkv = attn.c_attn(x).data.reshape(B, T, 3, attn.n_head, hd)
+    q = Tensor(qkv[:, :, 0].transpose(0, 2, 1, 3))  # (B, n_head, T, hd)
+    k = Tensor(qkv[:, :, 1].transpose(0, 2, 1, 3))
+    if attn.rotary is not None:
+        q, k = attn.rotary(q, positions), attn.rotary(k, positions)
+    scores = q.data.astype(np.float64) @ k.data.astype(np.float64).swapaxes(-1, -2) / np.sqrt(hd)  # (B, nh, T, T)
+    scores = np.where(np.tri(T, dtype=bool), scores, -np.inf)
+    weights = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    return weights / weights.sum(axis=-1, keepdims=True)
+
+
+def attention_weights(model: GPT, ids: list[int]) -> np.ndarray:
+    """The self-attention weights of every layer and head while ``model`` reads the token ids ``ids``:
+    (n_layer, n_head, T, T). The model runs once, in evaluation mode, with each block's attention recording
+    what it was given (``causal_attention_weights`` of its input)."""
+    recorded: list[np.ndarray] = []
+
+    def recording(attn):
+        forward = attn.forward
+
+        def forward_and_record(x, positions, kv_cache=None):
+            recorded.append(causal_attention_weights(attn, x, positions)[0])
+            return forward(x, positions, kv_cache)
+        return forward_and_record
+
+    attentions = [block.attn for block in model.transformer.h]
+    model.eval()
+    try:
+        # An attribute on the instance comes before the class's method: Module.__call__ runs the recording.
+        for attn in attentions:
+            attn.forward = recording(attn)
+        with no_grad():
+            model(np.array([ids], dtype=np.int64))
+    finally:
+        for attn in attentions:
+            vars(attn).pop("forward", None)  # the class's forward again
+    return np.stack(recorded)
+
+
+def token_labels(tokenizer, ids: list[int]) -> list[str]:
+    """One readable label per token: its text, with a space shown as "␣" and a newline or tab as "\\n", "\\t"."""
+    labels = []
+    for i in ids:
+        text = tokenizer.decode([i])
+        labels.append(text.replace(" ", "␣").replace("\n", "\\n").replace("\t", "\\t") or "∅")
+    return labels
+
+
+TABLE_TOKENS = 24  # the longest prompt whose tables are printed; a longer one is only drawn
+
+
+def show_attention(model: GPT, tokenizer, prompt: str, path: str | Path) -> int:
+    """Draw the self-attention of every layer and head on the tokens of ``prompt`` to the PNG ``path``, and
+    print it as tables (a layer's heads side by side) when the prompt is short. Returns the exit status: 2,
+    after a one-line message, for a prompt that cannot be drawn."""
+    if not prompt:
+        print("error: --attention draws the attention on a prompt; give one with --prompt", file=sys.stderr)
+        return 2
+    try:
+        ids = tokenizer.encode(prompt)
+    except ValueError as error:
+        print(f"error: the prompt cannot be used: {error}", file=sys.stderr)
+        return 2
+    if len(ids) > model.config.block_size:
+        print(f"error: the prompt is {len(ids)} tokens, more than the {model.config.block_size} this model reads "
+              "(its block_size); shorten it", file=sys.stderr)
+        return 2
+    weights = attention_weights(model, ids)  # (n_layer, n_head, T, T)
+    labels = token_labels(tokenizer, ids)
+    if len(ids) <= TABLE_TOKENS:
+        for layer, heads in enumerate(weights):
+            print(f"layer {layer}: each token (row) reads itself and the tokens before it (weights in tenths)")
+            print(attention_tables(heads, labels, labels))
+            print()
+    else:
+        print(f"({len(ids)} tokens: the tables are printed for prompts of at most {TABLE_TOKENS} tokens)")
+    try:
+        attention_grid(AttentionMaps("causal self-attention", weights, labels, labels, xlabel="reads (key)",
+                                     ylabel="token (query)"), path, title=f"{prompt!r}: every layer and head")
+    except OSError as error:  # a folder that does not exist, a file that may not be written
+        print(f"error: cannot write the heatmaps to {path}: {error.strerror or error}", file=sys.stderr)
+        return 2
+    print(f"heatmaps: {path}")
+    return 0
+
+
 def check_sampling_flags(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     """Reject settings that define no distribution, with a message naming the flag."""
     if args.temperature < 0:
@@ -85,6 +186,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--seed", type=int, default=None, help="repeatable samples (default: fresh randomness)")
     parser.add_argument("--no-cache", action="store_true", help="recompute every position at every step (slow)")
     parser.add_argument("--stats", action="store_true", help="print tokens per second to stderr")
+    parser.add_argument("--attention", metavar="PNG", default=None,
+                        help="instead of sampling, draw where every head looks on the prompt's tokens to this PNG "
+                             "(and print tables for a short prompt)")
     return parser
 
 
@@ -98,6 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         model, tokenizer = model_from_checkpoint(load_checkpoint(args.checkpoint))
     except (OSError, ValueError, KeyError) as error:
         parser.error(f"--checkpoint {args.checkpoint}: cannot read it as a checkpoint ({error})")
+    if args.attention is not None:
+        return show_attention(model, tokenizer, args.prompt, args.attention)
     check_sampling_flags(parser, args)
     rng = np.random.default_rng(args.seed)
 

@@ -395,3 +395,37 @@ def test_ask_ends_cleanly_on_ctrl_c(student_tmp):
     assert_equal(b"Problem > " in seen, True, f"ask: the prompt 'Problem > ' should appear; {transcript}")
     assert_equal(process.returncode, 0, f"ask, Ctrl-C at the prompt: the exit status (a clean exit); {transcript}")
     assert_equal(b"Traceback" in err, False, f"ask, Ctrl-C at the prompt: a traceback on stderr; {transcript}")
+
+
+def test_command_line_attention_prints_every_head_and_writes_the_picture(student_tmp):
+    # A model straight from its initialisation: the picture needs a loadable checkpoint, not a good adder.
+    checkpoint = student_tmp / "untrained.npz"
+    model = AdditionModel(SMALL)  # 2 decoder layers of 2 heads
+    save_checkpoint(str(checkpoint), model)
+    picture = student_tmp / "look.png"
+    status, out = printed(main, ["attention", "23+45", "--checkpoint", str(checkpoint), "--out", str(picture)])
+    assert_equal(status, 0, f"main(['attention', '23+45', ...]): the exit status; it printed:\n{out}")
+    assert_equal(picture.exists() and picture.read_bytes()[:8], b"\x89PNG\r\n\x1a\n",
+                 f"attention --out {picture}: a PNG file there (its first 8 bytes); it printed:\n{out}")
+    answer = greedy_decode(model, ["23+45"])[0]
+    lines = out.splitlines()
+    assert_equal(lines[0].startswith(f"23+45 = {answer} "), True,
+                 f"attention '23+45': the first line names the model's answer {answer!r}; it printed:\n{out}")
+    for layer in (0, 1):
+        for kind in ("cross-attention", "self-attention"):
+            assert_equal(f"{kind} of decoder layer {layer}" in out, True,
+                         f"attention '23+45', 2 decoder layers: a table of the {kind} of layer {layer}; it printed:\n{out}")
+    headers = [line.split() for line in lines if line.split()[:1] == ["head"]]
+    assert_equal(headers, [["head", "0", "head", "1"]] * 4, "attention, 2 heads: each of the 4 tables (2 layers, "
+                 f"cross and self) shows head 0 and head 1 side by side; it printed:\n{out}")
+    assert_equal(sum(line.split() == ["2", "3", "+", "4", "5"] * 2 for line in lines), 2,
+                 "attention '23+45': the columns of the 2 cross-attention tables (two heads side by side) are the "
+                 f"characters of the problem; it printed:\n{out}")
+
+    for typed, says in [("23*45", "'*'"), ("123+4", "2 digits"), ("23+", "one '+'")]:
+        status, out = printed(main, ["attention", typed, "--checkpoint", str(checkpoint), "--out", str(picture)])
+        assert_equal((status, out.count("\n"), says in out), (1, 1, True),
+                     f"attention {typed!r}: exit status 1 and one line that mentions {says}; it printed {out!r}")
+    status, out = printed(main, ["attention", "23+45", "--checkpoint", str(student_tmp / "missing.npz")])
+    assert_equal((status, "python -m stage3_transformer.addition train" in out), (1, True),
+                 f"attention with a missing checkpoint: exit status 1 and how to train one; it printed {out!r}")
