@@ -16,6 +16,7 @@ import torch
 from stage1_autograd.tensor import Tensor
 from tests.helpers import assert_close
 from tests.stage2.student_side import DataArrays, set_one_gradient_array
+from tests.student_side import read_each
 
 SHAPES = {"w1": (4, 3), "b1": (4,), "w2": (2, 4), "b2": (2,), "sometimes": (2,), "unused": (3,)}
 
@@ -46,31 +47,35 @@ def run_side_by_side(make_ours, make_theirs, label: str, steps: int = 12, seed: 
     opt_ours, opt_theirs = make_ours(list(ours.values())), make_theirs(list(theirs.values()))
     arrays = DataArrays(list(ours.values()))  # each parameter's .data array, held where it lives to see it replaced
 
+    names, params = list(ours), list(ours.values())
     for step in range(1, steps + 1):
         x, y = batch(step)
         opt_ours.zero_grad()
         opt_theirs.zero_grad()
         loss_of(ours, Tensor(x), Tensor(y), step).backward()
         loss_of(theirs, torch.tensor(x), torch.tensor(y), step).backward()
-        grads_before = {name: None if p.grad is None else p.grad.copy() for name, p in ours.items()}
-        for name, p in ours.items():  # a difference here is stage 1's, not the optimizer's
+        # Every parameter's grad read in one round trip (read_each), and copied: in one process it is the very
+        # array that step() must leave unchanged.
+        grads_before = {name: None if g is None else np.array(g) for name, g in zip(names, read_each(params, "grad"))}
+        for name, grad in grads_before.items():  # a difference here is stage 1's, not the optimizer's
             if theirs[name].grad is not None:
-                assert_close(p.grad, theirs[name].grad, f"{label}: the gradient of {name!r} before step {step} "
-                                                        "(computed by stage 1's backward, not by the optimizer)")
+                assert_close(grad, theirs[name].grad, f"{label}: the gradient of {name!r} before step {step} "
+                                                      "(computed by stage 1's backward, not by the optimizer)")
 
         opt_ours.step()
         opt_theirs.step()
 
         replaced = dict(zip(ours, arrays.replaced()))
-        for name, p in ours.items():
+        grads_after, values_after = read_each(params, "grad"), read_each(params, "data")
+        for name, grad, value in zip(names, grads_after, values_after):
             assert not replaced[name], (
                 f"{label}: step {step} replaced {name}.data by a new array; update it in place (p.data -= ...), "
                 "so that everything holding the parameter's array sees the new values"
             )
             if grads_before[name] is not None:
-                assert_close(p.grad, grads_before[name], f"{label}: {name}.grad after step {step} (step() must not "
-                                                         "change p.grad: compute new arrays, e.g. g = p.grad + wd * p.data)")
-            assert_close(p, theirs[name], f"{label}: parameter {name!r} after step {step}")
+                assert_close(grad, grads_before[name], f"{label}: {name}.grad after step {step} (step() must not "
+                                                       "change p.grad: compute new arrays, e.g. g = p.grad + wd * p.data)")
+            assert_close(value, theirs[name], f"{label}: parameter {name!r} after step {step}")
     assert_close(ours["unused"], start["unused"], f"{label}: parameter 'unused', whose grad is always None (skip it)")
 
 
