@@ -122,6 +122,27 @@ def run_backward(out, grad: np.ndarray) -> None:
     push_back(out, grad)
 
 
+def parameter_shapes(module) -> dict[str, tuple[int, ...]]:
+    """name -> shape of every parameter, of a torch module of the tests or of a module of the code under test
+    (read beside it, in one call)."""
+    if isinstance(module, torch.nn.Module):
+        return {name: tuple(p.shape) for name, p in module.named_parameters()}
+    from tests.student_side import parameter_shapes as read_shapes  # noqa: PLC0415 - see run_backward
+
+    return read_shapes(module)
+
+
+def randomize_like_training(model, rng: np.random.Generator) -> None:
+    """Give every matrix of ``model`` values of the size a trained model's have, N(0, 0.3): at initialisation the
+    attention is nearly uniform, which would hide a mistake of masks or positions. Drawn here, by the tests;
+    assigned in place where the parameters live, in one call."""
+    from tests.student_side import assign_each, read_each  # noqa: PLC0415 - see run_backward
+
+    params = [p for _, p in model.named_parameters()]
+    matrices = [(p, shape) for p, shape in zip(params, read_each(params, "shape")) if len(shape) > 1]
+    assign_each([p for p, _ in matrices], [rng.normal(0, 0.3, shape) for _, shape in matrices])
+
+
 def compare_with_torch(fn, *arrays, torch_fn=None, label: str = "", seed: int = 0, use_engine: bool = False,
                        grad_inputs=None):
     """Run ``fn`` on our Tensors and ``torch_fn`` (default: ``fn``) on torch tensors, all float64, with the

@@ -134,6 +134,23 @@ def read_each(objects, name: str) -> list:
     return [getattr(o, name) for o in objects]
 
 
+def parameter_shapes(module) -> dict[str, tuple[int, ...]]:
+    """name -> shape of every parameter of ``module`` (ours, or a PyTorch one of the port), in one call."""
+    return {name: tuple(int(n) for n in p.shape) for name, p in module.named_parameters()}
+
+
+def state_as_arrays(module) -> dict:
+    """``module.state_dict()`` of a PyTorch module of the port (stage 4.9), its tensors as NumPy arrays, in one
+    call (its tensors would otherwise cross one by one, as objects)."""
+    return {name: t.detach().cpu().numpy().copy() for name, t in module.state_dict().items()}
+
+
+def assign_each(parameters, values) -> None:
+    """``p.data[...] = v`` for each parameter and its new values: the same arrays, changed in place, in one call."""
+    for parameter, value in zip(parameters, values):
+        parameter.data[...] = value
+
+
 # ---------------------------------------------------------------------- gradients by hand, before the engine
 # Exercises 1.2-1.6 are graded before 1.7's Tensor.backward() is written: the tests push gradients through the
 # graph themselves. Here, beside the code under test, because a graph walk reads every node: in authoritative

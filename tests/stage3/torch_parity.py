@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from stage1_autograd.tensor import Tensor
-from tests.helpers import ATOL, RTOL, assert_close, assert_equal, assert_tensor
+from tests.helpers import ATOL, RTOL, assert_close, assert_equal, assert_tensor, parameter_shapes
 from tests.student_side import read_each
 
 # float32 has 24 bits of mantissa (6e-8 relative per rounding); the layers here chain a few dozen roundings
@@ -26,14 +26,6 @@ F32_RTOL = 1e-4
 def tolerances(dtype) -> tuple[float, float]:
     """(atol, rtol) for comparing our ``dtype`` results with PyTorch's float64 ones."""
     return (ATOL, RTOL) if np.dtype(dtype) == np.float64 else (F32_ATOL, F32_RTOL)
-
-
-def parameter_shapes(module) -> dict[str, tuple[int, ...]]:
-    """name -> shape of every parameter, for one of our modules or a torch module."""
-    if isinstance(module, torch.nn.Module):
-        return {name: tuple(p.shape) for name, p in module.named_parameters()}
-    names, params = _names_and_parameters(module)
-    return {name: tuple(shape) for name, shape in zip(names, read_each(params, "shape"))}
 
 
 def _names_and_parameters(module) -> tuple[list[str], list]:

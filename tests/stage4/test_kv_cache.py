@@ -15,7 +15,8 @@ from torch.nn import functional as TF
 
 from stage1_autograd.tensor import Tensor
 from stage4_gpt.model import GPT, GPTConfig, KVCache
-from tests.helpers import assert_close, assert_equal, assert_in_range, assert_raises, assert_tensor
+from tests.helpers import (assert_close, assert_equal, assert_in_range, assert_raises, assert_tensor,
+                           randomize_like_training)
 from tests.stage4.student_side import assign_in_place
 from tests.stage4.test_sampling import sampled_rollout
 from tests.stage4.torch_reference import ReferenceGPT
@@ -35,10 +36,7 @@ FLOAT32_RTOL = 1e-5
 def model(variant: str, dtype=np.float64, seed: int = 0) -> GPT:
     """A small GPT with weights of a trained model's size (N(0, 0.3)): peaked, position-dependent predictions."""
     gpt = GPT(GPTConfig(**SMALL, **VARIANTS[variant]), rng=seed, dtype=dtype)
-    rng = np.random.default_rng(seed + 100)
-    for _, p in gpt.named_parameters():
-        if p.ndim > 1:
-            assign_in_place(p, rng.normal(0, 0.3, p.shape))  # p.data[...] = ..., where p lives
+    randomize_like_training(gpt, np.random.default_rng(seed + 100))
     return gpt
 
 

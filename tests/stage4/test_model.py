@@ -10,8 +10,9 @@ import pytest
 import torch
 
 from stage4_gpt.model import GPT, GPTConfig, gpt2_config_from_state_dict
-from tests.helpers import assert_close, assert_equal, assert_in_range, assert_raises, assert_tensor
-from tests.stage4.student_side import assign_in_place, call_on_fake_gpt2_state
+from tests.helpers import (assert_close, assert_equal, assert_in_range, assert_raises, assert_tensor,
+                           randomize_like_training)
+from tests.stage4.student_side import call_on_fake_gpt2_state
 from tests.stage4.torch_reference import ReferenceGPT, hf_gpt2_state_dict, numpy_state, randomize
 
 pytestmark = pytest.mark.exercise("4.3")
@@ -139,7 +140,7 @@ def test_attention_is_causal(variant):
     """Position t's logits depend on tokens 0..t only; and they do depend on earlier tokens."""
     fields = dict(SMALL, **VARIANTS[variant])
     model = GPT(GPTConfig(**fields), rng=0, dtype=np.float64)
-    randomize_like_training(model)
+    randomize_like_training(model, np.random.default_rng(0))
     rng = np.random.default_rng(2)
     idx = rng.integers(0, fields["vocab_size"], (2, 12))
     changed_future = idx.copy()
@@ -155,14 +156,6 @@ def test_attention_is_causal(variant):
     difference = np.abs(moved.data[:, 3:] - before.data[:, 3:]).max(axis=-1).min()
     assert_in_range(difference, 1e-6, None, f"GPT {variant}: the smallest change of the logits of a position "
                     "after position 2 when the token at position 2 changes (each position should read the past)")
-
-
-def randomize_like_training(model: GPT, seed: int = 0) -> None:
-    """Weights of a size a trained model has (N(0, 0.3)); at GPT-2's initialisation the attention is nearly uniform."""
-    rng = np.random.default_rng(seed)
-    for _, p in model.named_parameters():
-        if p.ndim > 1:
-            assign_in_place(p, rng.normal(0, 0.3, p.shape))  # p.data[...] = ..., where p lives
 
 
 @pytest.mark.under_test("GPT.forward")
@@ -208,7 +201,7 @@ def test_attention_weight_dropout_acts_in_training_mode():
     """Every Dropout module switched off (p = 0): what is left of dropout in training mode is the one on the
     attention weights, which must still change the logits; after eval() it must not."""
     model = GPT(GPTConfig(**dict(SMALL, dropout=0.3)), rng=0, dtype=np.float64)
-    randomize_like_training(model, seed=5)
+    randomize_like_training(model, np.random.default_rng(5))
     model.transformer.drop.p = 0.0
     for block in model.transformer.h:
         block.attn.resid_dropout.p = 0.0

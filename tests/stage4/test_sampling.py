@@ -14,8 +14,7 @@ import pytest
 import torch
 
 from stage4_gpt.model import GPT, GPTConfig, sampling_distribution
-from tests.helpers import assert_close, assert_equal, assert_in_range, assert_raises
-from tests.stage4.student_side import assign_in_place
+from tests.helpers import assert_close, assert_equal, assert_in_range, assert_raises, randomize_like_training
 
 pytestmark = pytest.mark.exercise("4.7")
 
@@ -53,10 +52,7 @@ def random_logits(seed: int, shape=(5, 29), scale: float = 2.0) -> np.ndarray:
 def model(dtype=np.float64, seed: int = 0) -> GPT:
     """A small GPT whose weights are large enough (N(0, 0.3)) to give peaked, position-dependent predictions."""
     gpt = GPT(GPTConfig(**FIELDS), rng=seed, dtype=dtype)
-    rng = np.random.default_rng(seed + 100)
-    for _, p in gpt.named_parameters():
-        if p.ndim > 1:
-            assign_in_place(p, rng.normal(0, 0.3, p.shape))  # p.data[...] = ..., where p lives
+    randomize_like_training(gpt, np.random.default_rng(seed + 100))
     return gpt
 
 

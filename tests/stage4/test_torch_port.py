@@ -19,10 +19,10 @@ from stage4_gpt.model import GPT, GPTConfig
 from stage4_gpt.torch_gpt import (Distributed, TorchGPT, from_torch, main, setup_distributed, shard, to_torch,
                                   wrap_for_training)
 from stage4_gpt.train import load_checkpoint, model_from_checkpoint
-from tests.helpers import assert_close, assert_equal, assert_in_range, assert_raises
+from tests.helpers import assert_close, assert_equal, assert_in_range, assert_raises, parameter_shapes
 from tests.stage4.student_side import Output, shift_in_place, start_module_with_environment
 from tests.stage4.torch_reference import ReferenceGPT
-from tests.student_side import reraise_not_implemented
+from tests.student_side import reraise_not_implemented, state_as_arrays
 
 pytestmark = pytest.mark.exercise("4.9")
 
@@ -69,8 +69,7 @@ def batch(fields: dict, seed: int, B: int = 4, padding: bool = True):
 def test_torch_gpt_has_the_parameters_of_gpt(variant):
     config = GPTConfig(**dict(SMALL, **VARIANTS[variant]))
     ours, theirs = GPT(config, rng=0), TorchGPT(config)
-    shapes = {name: tuple(p.shape) for name, p in theirs.named_parameters()}
-    expected = {name: tuple(p.shape) for name, p in ours.named_parameters()}
+    shapes, expected = parameter_shapes(theirs), parameter_shapes(ours)
     assert_equal(sorted(shapes), sorted(expected), f"TorchGPT({variant}): the names of named_parameters() (sorted)")
     for name, shape in expected.items():
         assert_equal(shapes[name], shape, f"TorchGPT({variant}): the shape of {name!r}")
@@ -128,7 +127,7 @@ def test_from_torch_round_trip(variant):
     what = f"from_torch(TorchGPT {variant} in float64)"
     assert_equal(isinstance(ours, GPT), True, f"{what} returns a GPT")
     assert_equal(ours.config.to_dict(), theirs.config.to_dict(), f"{what}: the config (every field)")
-    state = {name: t.detach().numpy() for name, t in theirs.state_dict().items()}
+    state = state_as_arrays(theirs)
     for name, value in ours.state_dict().items():
         assert_equal(value, state[name], f"{what}: {name!r}")
     assert_equal(ours.lm_head.weight is ours.transformer.wte.weight, fields.get("tie_weights", True),
@@ -138,8 +137,8 @@ def test_from_torch_round_trip(variant):
         expected = theirs(torch.tensor(idx))[0]
     assert_close(ours(idx)[0], expected, f"{what}: our logits vs the torch model's")
     back = to_torch(ours)
-    for name, t in back.state_dict().items():
-        assert_equal(t.numpy(), state[name], f"to_torch(from_torch(TorchGPT {variant})): {name!r}")
+    for name, value in state_as_arrays(back).items():
+        assert_equal(value, state[name], f"to_torch(from_torch(TorchGPT {variant})): {name!r}")
 
 
 def test_torch_gpt_starts_from_gpt2_initialisation():
