@@ -134,6 +134,11 @@ def read_each(objects, name: str) -> list:
     return [getattr(o, name) for o in objects]
 
 
+def listed(iterable) -> list:
+    """``list(iterable)`` beside the code under test (a generator of its): one round trip, not one per item."""
+    return list(iterable)
+
+
 def parameter_shapes(module) -> dict[str, tuple[int, ...]]:
     """name -> shape of every parameter of ``module`` (ours, or a PyTorch one of the port), in one call."""
     return {name: tuple(int(n) for n in p.shape) for name, p in module.named_parameters()}

@@ -19,6 +19,7 @@ from stage4_gpt.bpe import BPETokenizer, bytes_to_unicode, pretokenize
 from stage4_gpt.tokenizer import tokenizer_from_json
 from tests.helpers import assert_equal, assert_raises
 from tests.stage4.student_side import type_name
+from tests.student_side import listed
 
 pytestmark = pytest.mark.exercise("4.2")
 
@@ -256,10 +257,10 @@ def test_encode_iterable_is_lazy_and_equals_encode():
     expected = tok.encode(text)
     assert_equal(expected, naive_encode(text, *naive_train(TEXT, 390, (EOT,)), (EOT,)), "encode of the whole text")
     lines = text.splitlines(keepends=True)
-    assert_equal(list(tok.encode_iterable(lines)), expected, "encode_iterable(the text's lines)")
-    assert_equal(list(tok.encode_iterable(iter(lines))), expected, "encode_iterable(an iterator over the lines)")
+    assert_equal(listed(tok.encode_iterable(lines)), expected, "encode_iterable(the text's lines)")
+    assert_equal(listed(tok.encode_iterable(iter(lines))), expected, "encode_iterable(an iterator over the lines)")
     pieces = [text[i:i + 7] for i in range(0, len(text), 7)]
-    assert_equal(list(tok.encode_iterable(pieces)), expected, "encode_iterable(pieces of 7 characters)")
+    assert_equal(listed(tok.encode_iterable(pieces)), expected, "encode_iterable(pieces of 7 characters)")
 
     def lines_then_failure():
         yield "the cat sat\n"
