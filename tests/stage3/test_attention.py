@@ -11,7 +11,7 @@ from stage3_transformer import functional as F
 from tests.helpers import assert_close, assert_equal, assert_in_range, compare_with_torch
 from tests.stage3.torch_parity import compare_functions
 
-pytestmark = pytest.mark.exercise("3.4")
+pytestmark = [pytest.mark.exercise("3.4"), pytest.mark.under_test("attention")]
 
 TF = torch.nn.functional
 
@@ -50,11 +50,15 @@ def bool_mask(shape, seed=1):
 
 
 @pytest.mark.parametrize("mask_shape", [(3, 5), (2, 1, 3, 5), (2, 4, 3, 5), (1, 5)], ids=str)
+@pytest.mark.under_test("attention", "additive_mask")
+@pytest.mark.integration
 def test_matches_torch_with_a_bool_mask(mask_shape):
     check_sdpa(*qkv((2, 4), 3, 5, seed=2), "a bool attn_mask, True where a query may attend", attn_mask=bool_mask(mask_shape))
 
 
 @pytest.mark.parametrize("mask_shape", [(3, 5), (2, 1, 3, 5)], ids=str)
+@pytest.mark.under_test("attention", "additive_mask")
+@pytest.mark.integration
 def test_matches_torch_with_a_float_mask(mask_shape):
     mask = np.random.default_rng(3).standard_normal(mask_shape)
     mask[~bool_mask(mask_shape, seed=4)] = -np.inf
@@ -62,6 +66,8 @@ def test_matches_torch_with_a_float_mask(mask_shape):
 
 
 @pytest.mark.parametrize("L, S", [(4, 4), (3, 5), (5, 3)], ids=str)
+@pytest.mark.under_test("attention", "causal_mask")
+@pytest.mark.integration
 def test_matches_torch_when_causal(L, S):
     check_sdpa(*qkv((2, 2), L, S, seed=6), f"is_causal=True, L={L}, S={S}", is_causal=True)
 
@@ -82,6 +88,8 @@ def test_float32_stays_float32():
 
 # ---------------------------------------------------------------------- fully masked rows
 @pytest.mark.parametrize("kind", ["bool", "float"])
+@pytest.mark.under_test("attention", "additive_mask")
+@pytest.mark.integration
 def test_a_fully_masked_row_gives_zero_output_and_gradient(kind):
     q, k, v = qkv((2, 2), 4, 5, seed=11)
     allowed = bool_mask((2, 1, 4, 5), seed=12)
@@ -100,6 +108,8 @@ def test_a_fully_masked_row_gives_zero_output_and_gradient(kind):
     assert_close(q_t.grad[0, :, 1], np.zeros((2, 4)), "the gradient of the fully masked query 1 of batch 0", 0, 0)
 
 
+@pytest.mark.under_test("attention", "additive_mask")
+@pytest.mark.integration
 def test_every_row_masked():
     q, k, v = qkv((2,), 3, 4, seed=13)
     out = check_sdpa(q, k, v, "an attn_mask of all False", attn_mask=np.zeros((3, 4), dtype=bool))
@@ -157,6 +167,7 @@ def test_dropout_is_seeded_and_zero_dropout_is_exact():
 
 # ---------------------------------------------------------------------- causal_mask
 @pytest.mark.parametrize("L, S", [(4, None), (1, None), (3, 5), (5, 3)], ids=str)
+@pytest.mark.under_test("causal_mask")
 def test_causal_mask(L, S):
     got = F.causal_mask(L) if S is None else F.causal_mask(L, S)
     expected = torch.ones(L, L if S is None else S, dtype=torch.bool).tril().numpy()  # top-left aligned, as is_causal
