@@ -366,11 +366,30 @@ def long_failure_output(item, excinfo) -> str:
         option.tbstyle = saved
 
 
+MESSAGE_LINES = 20  # of an exception's message kept for the report; the rest is in pytest's output (-v)
+MESSAGE_CHARACTERS = 4000
+
+
+def message_of(exc: BaseException) -> str:
+    """The exception's message, whole up to MESSAGE_LINES lines: a message such as load_state_dict's lists what
+    is wrong on the lines after its first. Without the introspection pytest appends to a failed ``assert x, msg``
+    ("assert 0.06 <= 0.05"), which repeats the message's values in Python's words."""
+    lines = str(exc).strip().splitlines()
+    if isinstance(exc, AssertionError):
+        cut = next((i for i, line in enumerate(lines) if i and line.startswith("assert ")), len(lines))
+        lines = lines[:cut]
+    kept = lines[:MESSAGE_LINES]
+    if len(lines) > len(kept):
+        kept.append(f"... ({len(lines) - len(kept)} more lines; add -v for pytest's whole output)")
+    message = "\n".join(kept)
+    return message if len(message) <= MESSAGE_CHARACTERS else message[:MESSAGE_CHARACTERS] + " ... (cut)"
+
+
 def describe_exception(exc: BaseException, during: str, longrepr: str = "") -> dict:
-    """What the parent needs to explain an exception: its type, first line, and where in a stage package
-    it was raised (the innermost frame in student or reference code, not in the tests)."""
+    """What the parent needs to explain an exception: its type, message (see ``message_of``), and where in a
+    stage package it was raised (the innermost frame in student or reference code, not in the tests)."""
     original = exc.__cause__ if exc.__cause__ is not None and type(exc).__name__ == "CollectError" else exc
-    message = str(original).strip().splitlines()[0] if str(original).strip() else ""
+    message = message_of(original)
     location = None
     frames = stage_frames(original)
     if isinstance(original, SyntaxError) and original.filename:

@@ -11,7 +11,7 @@ import torch
 
 from stage1_autograd.tensor import Tensor
 from stage2_mlp.nn import IncompatibleKeys, Parameter
-from tests.helpers import assert_close
+from tests.helpers import assert_close, assert_equal
 from tests.stage2.student_side import (
     Net,
     load_npz_state_dict,
@@ -84,14 +84,8 @@ def names(named):
 
 
 def assert_same_names(got, expected, what):
-    if got != expected:
-        first = next((i for i, (g, e) in enumerate(zip(got, expected)) if g != e), min(len(got), len(expected)))
-        raise AssertionError(
-            f"{what}: expected the names (in this order)\n  {expected}\ngot\n  {got}\n"
-            f"first difference at position {first}: expected "
-            f"{expected[first] if first < len(expected) else 'nothing more'!r}, "
-            f"got {got[first] if first < len(got) else 'nothing more'!r}"
-        )
+    """The names in this order (a wrong one is reported as missing and extra, see tests.helpers.assert_equal)."""
+    assert_equal(list(got), list(expected), f"{what}: the names, in this order")
 
 
 def torch_state_as_numpy(torch_model):
