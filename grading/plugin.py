@@ -219,6 +219,7 @@ class GradingRecorder:
         if remote.STUDENT is not None:  # a stage module imported inside the student process is refused there too
             remote.STUDENT.refuse(module, why)
 
+    @pytest.hookimpl(trylast=True)  # after tests/conftest.py's ordering: the log's order is the order they run in
     def pytest_collection_modifyitems(self, config, items):
         wanted = config.getoption("--grading-exercises")
         only = config.getoption("--grading-only")
@@ -359,7 +360,7 @@ def long_failure_output(item, excinfo) -> str:
     option = item.config.option
     saved, option.tbstyle = option.tbstyle, "long"
     try:
-        return str(item.repr_failure(excinfo))
+        return absolute_locations(str(item.repr_failure(excinfo)))
     except Exception as error:  # noqa: BLE001 - the output is a courtesy; the verdict does not depend on it
         return f"(pytest's output could not be formatted: {type(error).__name__})"
     finally:
@@ -383,6 +384,19 @@ def message_of(exc: BaseException) -> str:
         kept.append(f"... ({len(lines) - len(kept)} more lines; add -v for pytest's whole output)")
     message = "\n".join(kept)
     return message if len(message) <= MESSAGE_CHARACTERS else message[:MESSAGE_CHARACTERS] + " ... (cut)"
+
+
+# "../tests/stage2/test_linear.py:63: AssertionError": pytest's place of a traceback entry, relative to the folder
+# it runs in when that is shorter. That folder is the grading workspace, which means nothing to the student.
+LOCATION = re.compile(r"^(?P<path>[^\s:][^:\n]*\.py)(?=:\d+:)", re.MULTILINE)
+
+
+def absolute_locations(text: str) -> str:
+    """pytest's output with each traceback entry's file as an absolute path, which the parent maps from the
+    workspace back to the real file (``grading.sandbox.Workspace.to_real``) and shows relative to the student's
+    copy (``grading.report.relative_to_copies``)."""
+    return LOCATION.sub(lambda m: m["path"] if os.path.isabs(m["path"]) else
+                        os.path.normpath(os.path.join(os.getcwd(), m["path"])), text)
 
 
 def describe_exception(exc: BaseException, during: str, longrepr: str = "") -> dict:

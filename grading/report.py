@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -305,6 +306,16 @@ class View:
     isolation: str | None = None  # authoritative grading: the level, in words (grading.sandbox.Isolation.describe)
     warnings: list[str] = field(default_factory=list)  # said above the table (PyTorch imported where it must not be)
     conceal_hidden: bool = False  # name no hidden test: only how many of them passed (what students see)
+    copies: tuple[Path, ...] = (REPO_ROOT,)  # the student's folders and the course's: -v shows paths relative to them
+
+
+def relative_to_copies(text: str, copies: tuple[Path, ...]) -> str:
+    """``text`` with each absolute path into one of ``copies`` made relative to it: pytest's
+    ``/home/ann/course/tests/stage2/test_linear.py:63`` becomes ``tests/stage2/test_linear.py:63``, and a file of
+    a submission graded with --submission, ``stage2_mlp/nn.py``, as the report names files everywhere else."""
+    for root in sorted({str(c) for c in copies}, key=len, reverse=True):  # a copy inside another: the deeper first
+        text = text.replace(root.rstrip("/\\") + os.sep, "")
+    return text
 
 
 def render(stage: Stage, results: list[ExerciseResult], run: RunResult, view: View) -> str:
@@ -324,7 +335,7 @@ def render(stage: Stage, results: list[ExerciseResult], run: RunResult, view: Vi
     if failing:
         lines += first_to_fix(failing[0], view) + [""]
     if view.verbose:
-        lines += every_failure(failing, run, view.conceal_hidden)
+        lines += [relative_to_copies(line, view.copies) for line in every_failure(failing, run, view.conceal_hidden)]
     lines += earlier_stage_lines(results, view)
     lines.append(f"Score: {total(results)}/{sum(r.exercise.points for r in results)}")
     if any(r.scoring == "fraction" for r in results):

@@ -73,11 +73,15 @@ def test_matches_torch_when_causal(L, S):
 
 
 @pytest.mark.parametrize("scale", [0.3, 1.0])
+@pytest.mark.under_test("attention", "causal_mask")
+@pytest.mark.integration
 def test_matches_torch_with_a_custom_scale(scale):
     check_sdpa(*qkv((2,), 3, 4, seed=7), f"scale={scale}", scale=scale)
     check_sdpa(*qkv((2,), 4, 4, seed=8), f"scale={scale}, is_causal=True", scale=scale, is_causal=True)
 
 
+@pytest.mark.under_test("attention", "additive_mask")
+@pytest.mark.integration
 def test_float32_stays_float32():
     q, k, v = qkv((2, 2), 3, 5, seed=9)
     mask = bool_mask((3, 5), seed=10)
