@@ -1,6 +1,7 @@
 """Exercise 3.4: scaled_dot_product_attention against torch.nn.functional.scaled_dot_product_attention
 (masks, is_causal, scale, batch dimensions, gradients of q, k and v), fully masked rows, dropout on the
-attention weights, and causal_mask."""
+attention weights, and the masks' own functions, causal_mask and additive_mask (their tests run first: see
+the integration marker in tests/conftest.py)."""
 
 import numpy as np
 import pytest
@@ -179,3 +180,28 @@ def test_causal_mask(L, S):
     assert_equal(type(got).__name__, "ndarray", f"{what}: the type")
     assert_equal(got.dtype.name, "bool", f"{what}: the dtype")
     assert_equal(got, expected, what)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.under_test("additive_mask")
+def test_additive_mask_of_a_bool_mask_is_zero_or_minus_infinity(dtype):
+    mask = bool_mask((2, 3, 5), seed=13)
+    got = F.additive_mask(mask, dtype)
+    what = f"additive_mask(a bool mask (2, 3, 5), {np.dtype(dtype).name}) (0 where True, -inf where False)"
+    assert_equal(np.asarray(got).dtype.name, np.dtype(dtype).name, f"{what}: the dtype")
+    assert_equal(np.asarray(got), np.where(mask, 0.0, -np.inf).astype(dtype), what)
+
+
+@pytest.mark.under_test("additive_mask")
+def test_additive_mask_takes_a_float_mask_as_it_is_and_a_tensor_as_a_constant():
+    mask = np.random.default_rng(14).standard_normal((3, 5))
+    mask[0, 1] = -np.inf
+    what = "additive_mask(a float64 mask (3, 5) with a -inf, float32)"
+    got = F.additive_mask(mask, np.float32)
+    assert_equal(np.asarray(got).dtype.name, "float32", f"{what}: the dtype")
+    assert_equal(np.asarray(got), mask.astype(np.float32), f"{what}: the values, as they are")
+    got = F.additive_mask(Tensor(mask, requires_grad=True), np.float64)
+    what = "additive_mask(Tensor(that mask, requires_grad=True), float64)"
+    assert_equal(type(got).__name__, "ndarray", f"{what}: the type (an array: a mask is a constant, no gradient "
+                 "flows into it)")
+    assert_equal(got, mask, f"{what}: the values")

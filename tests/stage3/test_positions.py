@@ -1,6 +1,7 @@
 """Exercise 3.3: Embedding (against torch.nn.Embedding), sinusoidal positions (against the formula of
-Vaswani et al.) and rotary positions, RoPE (against a PyTorch version written here, and by its properties:
-each pair keeps its norm, and the dot product of a rotated query and key depends only on their distance)."""
+Vaswani et al.) and rotary positions, RoPE (its angles and rotation, then the whole against a PyTorch version
+written here, and by its properties: each pair keeps its norm, and the dot product of a rotated query and key
+depends only on their distance)."""
 
 import numpy as np
 import pytest
@@ -142,6 +143,33 @@ ROPE_CASES = [  # x shape, positions, theta
     ((3, 4), np.array([9, 2, 2]), 100.0),
     ((1, 2, 2), [5, 1000], 10000.0),
 ]
+
+
+@pytest.mark.parametrize("positions, head_dim, theta", [([0, 1, 2], 4, 10000.0), ([3, 7, 0, 11], 6, 100.0)], ids=str)
+@pytest.mark.under_test("rope_angles")
+def test_rope_angles_are_the_cos_and_sin_of_position_times_frequency(positions, head_dim, theta):
+    cos, sin = F.rope_angles(positions, head_dim, theta)
+    angle = np.outer(positions, theta ** (-np.arange(0, head_dim, 2) / head_dim))  # (seq, head_dim/2)
+    what = f"rope_angles({positions}, head_dim={head_dim}, theta={theta}): the (seq, head_dim/2)"
+    assert_close(cos, np.cos(angle), f"{what} cos of positions[p] * theta^(-2i/head_dim)")
+    assert_close(sin, np.sin(angle), f"{what} sin of positions[p] * theta^(-2i/head_dim)")
+
+
+def torch_rotate_pairs(x, cos, sin):
+    """The pair (x[..., 2i], x[..., 2i+1]) of position p turned by the angle of cos[p, i], sin[p, i], in PyTorch."""
+    cos, sin = torch.as_tensor(cos), torch.as_tensor(sin)
+    even, odd = x[..., 0::2], x[..., 1::2]
+    return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
+
+
+@pytest.mark.under_test("rotate_pairs")
+def test_rotate_pairs_turns_each_pair_and_its_gradient_back():
+    rng = np.random.default_rng(5)
+    x, angle = rng.standard_normal((2, 3, 6)), rng.uniform(-np.pi, np.pi, (3, 3))
+    cos, sin = np.cos(angle), np.sin(angle)
+    compare_with_torch(lambda t: F.rotate_pairs(t, cos, sin), x, torch_fn=lambda t: torch_rotate_pairs(t, cos, sin),
+                       label="rotate_pairs(x (2, 3, 6), cos, sin (3, 3)) (out[..., 2i] = x[..., 2i] cos - x[..., 2i+1] "
+                             "sin, out[..., 2i+1] = x[..., 2i] sin + x[..., 2i+1] cos)")
 
 
 @pytest.mark.parametrize("x_shape, positions, theta", ROPE_CASES, ids=str)
