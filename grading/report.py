@@ -429,11 +429,13 @@ def earlier_stage_lines(results: list[ExerciseResult], view: View) -> list[str]:
     if not failing or not view.earlier_are_students:
         return []
 
+    def score(earlier: EarlierStage) -> str:
+        # what it scored when last graded; None: never graded here; "": unknown (not this copy's folders)
+        return (f", which scored {earlier.score}" if earlier.score else
+                ", which has not been graded yet" if earlier.score is None else "")
+
     def named(earlier: EarlierStage) -> str:
-        # score: what it scored when last graded; None: never graded here; "": unknown (not this copy's folders)
-        score = (f", which scored {earlier.score}" if earlier.score else
-                 ", which has not been graded yet" if earlier.score is None else "")
-        return f"{earlier.stage.name} ({earlier.folder}{score})"
+        return f"{earlier.stage.name} ({earlier.folder}{score(earlier)})"
 
     def listed(words: list[str]) -> str:
         return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
@@ -446,14 +448,14 @@ def earlier_stage_lines(results: list[ExerciseResult], view: View) -> list[str]:
         (earlier,) = needed
         ids, many = ", ".join(earlier.needed), len(earlier.needed) > 1
         it = "them" if many else "it"
-        text = (f"This stage runs on your {named(earlier)}. Its exercise{'s' if many else ''} {ids} "
+        text = (f"This stage runs on your {earlier.stage.name} ({earlier.folder}){score(earlier)}. Its "
+                f"exercise{'s' if many else ''} {ids} "
                 f"{'are' if many else 'is'} not done yet, and this stage's tests need {it}: finish {it} first, "
                 f"starting with `{earlier.command} -x {earlier.needed[0]}`.")
     elif needed:
         exercises = listed([", ".join(e.needed) + f" ({e.stage.name})" for e in needed])
         text = (f"This stage runs on your {listed([named(e) for e in needed])}. Their exercises {exercises} are "
-                f"not done yet, and this "
-                f"stage's tests need them: finish them first, starting with "
+                f"not done yet, and this stage's tests need them: finish them first, starting with "
                 f"`{needed[0].command} -x {needed[0].needed[0]}`.")
     if suspects:
         stages = listed([named(e) for e in suspects])

@@ -202,7 +202,7 @@ def mentioned(text: str, function: Function) -> int | None:
     return min(positions) if positions else None
 
 
-def test_texts(test: str) -> tuple[str, str]:
+def texts_of_test_id(test: str) -> tuple[str, str]:
     """What a test id says, most specific first: its parameters (``log_softmax-(4, 6)`` of
     ``test_softmax_matches_torch[log_softmax-(4, 6)]``, which name the function of this case), then its name."""
     name = test.split("::")[-1]
@@ -222,7 +222,7 @@ def named_by_test(paths: Path | list[Path], names: tuple[str, ...] | list[str], 
     named = [by_name[name] for name in names if name in by_name]
     if not named:
         return None
-    for text in (*test_texts(test), message):
+    for text in (*texts_of_test_id(test), message):
         scored = [(position, i) for i, (_, f) in enumerate(named) if (position := mentioned(text, f)) is not None]
         if scored:
             return pointer(*named[min(scored)[1]])
@@ -245,7 +245,7 @@ def under_test(path: Path, exercise_id: str, test: str, message: str, files: Sou
     own = [f for f in functions if any(e == exercise_id for _, e in f.todos)]
     # The test's parameters and name first, then the message, and the module's name last: in "test_softmax.py::
     # test_softmax_x[log_softmax]" the parameter names the function, the file and the test's name only the topic.
-    for text in (*test_texts(test), message, test):
+    for text in (*texts_of_test_id(test), message, test):
         scored = [(position, i) for i, f in enumerate(own or functions) if (position := mentioned(text, f)) is not None]
         if scored:
             return pointer(path, (own or functions)[min(scored)[1]])

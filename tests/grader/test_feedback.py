@@ -297,6 +297,21 @@ def test_earlier_stages_that_may_hold_a_bug_are_named_in_one_line():
             "fail a test here (`python grader.py stage1` shows it).") in text, text
 
 
+def test_unfinished_exercises_of_several_earlier_stages_are_named_in_one_paragraph():
+    stage3, stage4 = load_stage("stage3"), load_stage("stage4")
+    r = result(stage4.exercises[0], "failed", message="values differ", test="test_tokenizer.py::test_x")
+    earlier = [EarlierStage(STAGE1, "stage1_autograd/", ["1.6", "1.7"], None, "python grader.py stage1"),
+               EarlierStage(STAGE2, "stage2_mlp/", [], "100/100 when last graded", "python grader.py stage2"),
+               EarlierStage(stage3, "stage3_transformer/", ["3.1"], None, "python grader.py stage3")]
+    text = render(stage4, [r], RunResult(), view(earlier=earlier, earlier_are_students=True))
+    assert text.count("This stage runs on your") == 1, text
+    assert ("This stage runs on your stage1 (stage1_autograd/, which has not been graded yet) and stage3 "
+            "(stage3_transformer/, which has not been graded yet). Their exercises 1.6, 1.7 (stage1) and 3.1 (stage3) "
+            "are not done yet, and this stage's tests need them: finish them first, starting with "
+            "`python grader.py stage1 -x 1.6`. A bug in your stage2 (stage2_mlp/, which scored 100/100 when last "
+            "graded) can also fail a test here (`python grader.py stage2` shows it).") in text, text
+
+
 def test_after_a_whole_stage_passes_the_report_names_the_next_lesson_and_command():
     results = [result(e) for e in STAGE1.exercises]
     text = render(STAGE1, results, RunResult(), view(next_stage=STAGE2, next_stage_command="python grader.py stage2"))
