@@ -242,6 +242,7 @@ def grade(stage: Stage, args, homes: dict[str, Path]) -> tuple[int, str]:
         isolation=isolation.describe() if isolation is not None else None,
         warnings=torch_warnings(stage, homes),
         conceal_hidden=args.conceal_hidden,
+        copies=(REPO_ROOT, *{root for root in homes.values() if root != SOLUTIONS_DIR}),
     )
     if all(r.status == "passed" for r in results):
         plan_next(stage, results, view, state if remember else None, args)

@@ -220,6 +220,7 @@ class GradingRecorder:
         if remote.STUDENT is not None:  # a stage module imported inside the student process is refused there too
             remote.STUDENT.refuse(module, why)
 
+    @pytest.hookimpl(trylast=True)  # after tests/conftest.py's ordering: the log's order is the order they run in
     def pytest_collection_modifyitems(self, config, items):
         wanted = config.getoption("--grading-exercises")
         only = config.getoption("--grading-only")
@@ -394,18 +395,50 @@ def long_failure_output(item, excinfo) -> str:
     option = item.config.option
     saved, option.tbstyle = option.tbstyle, "long"
     try:
-        return str(item.repr_failure(excinfo))
+        return absolute_locations(str(item.repr_failure(excinfo)))
     except Exception as error:  # noqa: BLE001 - the output is a courtesy; the verdict does not depend on it
         return f"(pytest's output could not be formatted: {type(error).__name__})"
     finally:
         option.tbstyle = saved
 
 
+MESSAGE_LINES = 20  # of an exception's message kept for the report; the rest is in pytest's output (-v)
+MESSAGE_CHARACTERS = 4000
+
+
+def message_of(exc: BaseException) -> str:
+    """The exception's message, whole up to MESSAGE_LINES lines: a message such as load_state_dict's lists what
+    is wrong on the lines after its first. Without the introspection pytest appends to a failed ``assert x, msg``
+    ("assert 0.06 <= 0.05"), which repeats the message's values in Python's words."""
+    lines = str(exc).strip().splitlines()
+    if isinstance(exc, AssertionError):
+        cut = next((i for i, line in enumerate(lines) if i and line.startswith("assert ")), len(lines))
+        lines = lines[:cut]
+    kept = lines[:MESSAGE_LINES]
+    if len(lines) > len(kept):
+        kept.append(f"... ({len(lines) - len(kept)} more lines; add -v for pytest's whole output)")
+    message = "\n".join(kept)
+    return message if len(message) <= MESSAGE_CHARACTERS else message[:MESSAGE_CHARACTERS] + " ... (cut)"
+
+
+# "../tests/stage2/test_linear.py:63: AssertionError": pytest's place of a traceback entry, relative to the folder
+# it runs in when that is shorter. That folder is the grading workspace, which means nothing to the student.
+LOCATION = re.compile(r"^(?P<path>[^\s:][^:\n]*\.py)(?=:\d+:)", re.MULTILINE)
+
+
+def absolute_locations(text: str) -> str:
+    """pytest's output with each traceback entry's file as an absolute path, which the parent maps from the
+    workspace back to the real file (``grading.sandbox.Workspace.to_real``) and shows relative to the student's
+    copy (``grading.report.relative_to_copies``)."""
+    return LOCATION.sub(lambda m: m["path"] if os.path.isabs(m["path"]) else
+                        os.path.normpath(os.path.join(os.getcwd(), m["path"])), text)
+
+
 def describe_exception(exc: BaseException, during: str, longrepr: str = "") -> dict:
-    """What the parent needs to explain an exception: its type, first line, and where in a stage package
-    it was raised (the innermost frame in student or reference code, not in the tests)."""
+    """What the parent needs to explain an exception: its type, message (see ``message_of``), and where in a
+    stage package it was raised (the innermost frame in student or reference code, not in the tests)."""
     original = exc.__cause__ if exc.__cause__ is not None and type(exc).__name__ == "CollectError" else exc
-    message = str(original).strip().splitlines()[0] if str(original).strip() else ""
+    message = message_of(original)
     location = None
     frames = stage_frames(original)
     if isinstance(original, SyntaxError) and original.filename:

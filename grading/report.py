@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from grading import spectrum
 from grading.registry import REPO_ROOT, SOLUTIONS_DIR, Exercise, Stage
 from grading.runner import RunResult, TestResult
-from grading.source import SourceFiles, Todo, first_todo, named_by_test, under_test, where_it_arose
+from grading.source import SourceFiles, Todo, exercise_files, first_todo, named_by_test, under_test, where_it_arose
 
 STATUS_TEXT = {
     "passed": "passed",
@@ -22,9 +23,17 @@ STATUS_TEXT = {
 }
 # Problems whose message reads well alone; any other exception is shown as "TypeError: ...".
 PLAIN_KINDS = {"AssertionError", "TestTimedOut", "timeout", "crashed", "NotRun", "NoResult", "Skipped", "ImportBlocked"}
-# When an exercise's tests went wrong in several ways, the worst names its status.
+# When an exercise's tests went wrong in several ways, the worst is shown and names its status.
 # A skip is never a pass; it ranks below an unstarted TODO, so an untouched skeleton still reads "not started".
 SEVERITY = ["crashed", "timeout", "error", "failed", "not_implemented", "skipped", "not_run"]
+
+
+def shown_first(tests: list[TestResult]) -> TestResult:
+    """The failing test an exercise's message comes from: the worst by SEVERITY, except that an exception
+    ("error") and a wrong value ("failed") rank alike, so the one that ran first is shown. Tests run unit tests
+    first and integration tests last (tests/conftest.py), so that is the most specific failure: a wrong
+    causal_mask's own test, not the ValueError it causes deep inside attention."""
+    return min(tests, key=lambda t: SEVERITY.index("error" if t.outcome == "failed" else t.outcome))
 
 
 @dataclass
@@ -138,19 +147,19 @@ def score_exercises(stage: Stage, exercises: list[Exercise], run: RunResult, par
             continue
         blockers = [b for b in (blocker(t, exercise) for t in bad) if b]
         counts.update(tests_blocked=len(blockers), blocked_by=blockers[0] if blockers else None)
-        worst = min(bad, key=lambda t: SEVERITY.index(t.outcome))
+        worst = shown_first(bad)
         status = {"not_implemented": "failed", "not_run": "failed", "skipped": "failed"}.get(worst.outcome, worst.outcome)
         if worst.outcome == "not_implemented" and passed == 0:
             status = "not_started"  # (or cannot start yet: the message then names the exercise it waits for)
-        failures = [Failure(short_test_name(t), first_line(explain(t.error, stage, exercise)), brief_location(t.error),
-                            t.outcome, is_hidden(t), blocker(t, exercise)) for t in bad]
+        failures = [Failure(short_test_name(t), first_line(explain(t.error, stage, exercise, advice=False)),
+                            brief_location(t.error), t.outcome, is_hidden(t), blocker(t, exercise)) for t in bad]
         public_bad = [t for t in bad if not is_hidden(t)]
         if conceal_hidden and not public_bad:  # only hidden tests failed: they are counted, never named
             results.append(ExerciseResult(exercise, status, passed, len(tests), hidden_summary(counts), failures=failures,
                                           **counts))
             continue
         if conceal_hidden:
-            worst = min(public_bad, key=lambda t: SEVERITY.index(t.outcome))
+            worst = shown_first(public_bad)
         results.append(ExerciseResult(exercise, status, passed, len(tests), explain(worst.error, stage, exercise),
                                       short_test_name(worst), (worst.error or {}).get("detail", ""),
                                       is_earlier_stage_todo(worst.error, stage), failures=failures, error=worst.error,
@@ -194,14 +203,18 @@ def reference_available(stage: Stage) -> bool:
     return bool(stage.requires) and all((SOLUTIONS_DIR / p).is_dir() for p in stage.requires)
 
 
-def explain(error: dict | None, stage: Stage, exercise: Exercise | None = None) -> str:
-    """One or two plain lines: what went wrong and where (``exercise``: the one whose test failed)."""
+def explain(error: dict | None, stage: Stage, exercise: Exercise | None = None, advice: bool = True) -> str:
+    """Plain lines: what went wrong and where (``exercise``: the one whose test failed). ``advice=False``: an
+    unfinished TODO of another exercise is named without what to do about it, which the report says once, not
+    for each of the tests it stopped (-v lists them with "blocked: ...")."""
     if not error:
         return ""
     kind, message, location = error["type"], error.get("message", ""), error.get("location")
     where = f" ({location['file']}, line {location['line']})" if location else ""
     earlier = location is not None and location["package"] != stage.package
     from_reference = location is not None and Path(location["root"]) == SOLUTIONS_DIR
+    if kind == "NotImplementedError" and not advice:
+        return message or "NotImplementedError"
     if kind == "NotImplementedError":
         if is_earlier_stage_todo(error, stage):
             return (f"{message}{where}. Grading this exercise needs it: finish that exercise first"
@@ -240,12 +253,14 @@ def find_todos(stage: Stage, results: list[ExerciseResult], homes: dict[str, Pat
             continue
         error = r.error or {}
         frames = error.get("frames") or ([error["location"]] if error.get("location") else [])
-        path = homes[stage.package] / stage.package / r.exercise.file
+        package = homes[stage.package] / stage.package
+        path = package / r.exercise.file
         arose = where_it_arose(frames, student_roots, files)
         tests = [t for t in (run.tests.values() if run else ()) if t.exercise == r.exercise.id]
-        r.todo = (spectrum.pointer(r, tests, homes[stage.package] / stage.package, files, arose, SOLUTIONS_DIR / stage.package)
+        r.todo = (spectrum.pointer(r, tests, package, files, arose, SOLUTIONS_DIR / stage.package)
                   or arose
-                  or named_by_test(path, r.functions, r.test, error.get("message", ""), files)
+                  or named_by_test(exercise_files(package, r.exercise.id, r.exercise.file, files), r.functions, r.test,
+                                   error.get("message", ""), files)
                   or under_test(path, r.exercise.id, r.test, error.get("message", ""), files)
                   or first_todo(path, r.exercise.id, files))
 
@@ -291,6 +306,16 @@ class View:
     isolation: str | None = None  # authoritative grading: the level, in words (grading.sandbox.Isolation.describe)
     warnings: list[str] = field(default_factory=list)  # said above the table (PyTorch imported where it must not be)
     conceal_hidden: bool = False  # name no hidden test: only how many of them passed (what students see)
+    copies: tuple[Path, ...] = (REPO_ROOT,)  # the student's folders and the course's: -v shows paths relative to them
+
+
+def relative_to_copies(text: str, copies: tuple[Path, ...]) -> str:
+    """``text`` with each absolute path into one of ``copies`` made relative to it: pytest's
+    ``/home/ann/course/tests/stage2/test_linear.py:63`` becomes ``tests/stage2/test_linear.py:63``, and a file of
+    a submission graded with --submission, ``stage2_mlp/nn.py``, as the report names files everywhere else."""
+    for root in sorted({str(c) for c in copies}, key=len, reverse=True):  # a copy inside another: the deeper first
+        text = text.replace(root.rstrip("/\\") + os.sep, "")
+    return text
 
 
 def render(stage: Stage, results: list[ExerciseResult], run: RunResult, view: View) -> str:
@@ -310,7 +335,7 @@ def render(stage: Stage, results: list[ExerciseResult], run: RunResult, view: Vi
     if failing:
         lines += first_to_fix(failing[0], view) + [""]
     if view.verbose:
-        lines += every_failure(failing, run, view.conceal_hidden)
+        lines += [relative_to_copies(line, view.copies) for line in every_failure(failing, run, view.conceal_hidden)]
     lines += earlier_stage_lines(results, view)
     lines.append(f"Score: {total(results)}/{sum(r.exercise.points for r in results)}")
     if any(r.scoring == "fraction" for r in results):
@@ -398,33 +423,47 @@ def every_failure(failing: list[ExerciseResult], run: RunResult, conceal_hidden:
 
 
 def earlier_stage_lines(results: list[ExerciseResult], view: View) -> list[str]:
+    """One paragraph, however many tests and earlier stages it concerns, that begins "This stage runs on your
+    ...": the earlier stages' unfinished exercises this run's tests met, else the stages a bug may hide in."""
     failing = [r for r in results if r.status != "passed"]
     if not failing or not view.earlier_are_students:
         return []
-    lines = []
-    suspects = []  # earlier stages with nothing unfinished met, named together: a bug there can fail a test here
-    for earlier in view.earlier:
-        # score: what it scored when last graded; None: never graded here; "": unknown (not this copy's folders)
-        score = (f", which scored {earlier.score}" if earlier.score else
-                 ", which has not been graded yet" if earlier.score is None else "")
-        if earlier.needed:
-            ids = ", ".join(earlier.needed)
-            many = len(earlier.needed) > 1
-            it = "them" if many else "it"
-            lines.append(f"This stage runs on your {earlier.stage.name} ({earlier.folder}){score}. Its "
-                         f"exercise{'s' if many else ''} {ids} {'are' if many else 'is'} not done yet, "
-                         f"and this stage's tests need {it}: finish {it} first, starting with "
-                         f"`{earlier.command} -x {earlier.needed[0]}`.")
-        elif any(r.status in ("failed", "error") for r in failing):
-            suspects.append((f"{earlier.stage.name} ({earlier.folder}{score})", earlier.command))
-    if len(suspects) == 1:
-        (name, command), = suspects
-        lines.append(f"This stage runs on your {name}: a bug there can fail a test here (`{command}` shows it).")
-    elif suspects:
-        names = ", ".join(name for name, _ in suspects[:-1]) + " and " + suspects[-1][0]
-        commands = ", ".join(f"`{command}`" for _, command in suspects)
-        lines.append(f"This stage runs on your {names}: a bug there can fail a test here (grading them shows it: "
-                     f"{commands}).")
+
+    def score(earlier: EarlierStage) -> str:
+        # what it scored when last graded; None: never graded here; "": unknown (not this copy's folders)
+        return (f", which scored {earlier.score}" if earlier.score else
+                ", which has not been graded yet" if earlier.score is None else "")
+
+    def named(earlier: EarlierStage) -> str:
+        return f"{earlier.stage.name} ({earlier.folder}{score(earlier)})"
+
+    def listed(words: list[str]) -> str:
+        return words[0] if len(words) == 1 else ", ".join(words[:-1]) + " and " + words[-1]
+
+    needed = [e for e in view.earlier if e.needed]
+    # earlier stages with nothing unfinished met: a bug there can fail a test here
+    suspects = [e for e in view.earlier if not e.needed] if any(r.status in ("failed", "error") for r in failing) else []
+    text = ""
+    if len(needed) == 1:
+        (earlier,) = needed
+        ids, many = ", ".join(earlier.needed), len(earlier.needed) > 1
+        it = "them" if many else "it"
+        text = (f"This stage runs on your {earlier.stage.name} ({earlier.folder}){score(earlier)}. Its "
+                f"exercise{'s' if many else ''} {ids} "
+                f"{'are' if many else 'is'} not done yet, and this stage's tests need {it}: finish {it} first, "
+                f"starting with `{earlier.command} -x {earlier.needed[0]}`.")
+    elif needed:
+        exercises = listed([", ".join(e.needed) + f" ({e.stage.name})" for e in needed])
+        text = (f"This stage runs on your {listed([named(e) for e in needed])}. Their exercises {exercises} are "
+                f"not done yet, and this stage's tests need them: finish them first, starting with "
+                f"`{needed[0].command} -x {needed[0].needed[0]}`.")
+    if suspects:
+        stages = listed([named(e) for e in suspects])
+        shows = (f"`{suspects[0].command}` shows it" if len(suspects) == 1 else
+                 "grading them shows it: " + ", ".join(f"`{e.command}`" for e in suspects))
+        text += (f" A bug in your {stages} can also fail a test here ({shows})." if needed else
+                 f"This stage runs on your {stages}: a bug there can fail a test here ({shows}).")
+    lines = [text] if text else []
     if lines and view.reference_earlier:
         lines.append(f"To grade this stage on the reference of the earlier stages instead: "
                      f"`{view.command} --reference-earlier`.")

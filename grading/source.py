@@ -202,19 +202,40 @@ def mentioned(text: str, function: Function) -> int | None:
     return min(positions) if positions else None
 
 
-def named_by_test(path: Path, names: tuple[str, ...] | list[str], test: str, message: str,
+def texts_of_test_id(test: str) -> tuple[str, str]:
+    """What a test id says, most specific first: its parameters (``log_softmax-(4, 6)`` of
+    ``test_softmax_matches_torch[log_softmax-(4, 6)]``, which name the function of this case), then its name."""
+    name = test.split("::")[-1]
+    parameters = name.partition("[")[2].removesuffix("]")
+    return parameters, name
+
+
+def named_by_test(paths: Path | list[Path], names: tuple[str, ...] | list[str], test: str, message: str,
                   files: SourceFiles) -> Todo | None:
-    """The function the test names as under test (its ``under_test`` marker) found in the file: of several,
-    the one the test id or message mentions first, else the first named. None if none is in the file."""
-    by_name = {f.qualname: f for f in files.functions(path)}
+    """The function the test names as under test (its ``under_test`` marker) found in the files (the exercise's
+    file first, then its other files): of several, the one the test id's parameters, its name or the message
+    mention first, else the first named. None if none is in the files."""
+    by_name = {}
+    for path in [paths] if isinstance(paths, Path) else paths:
+        for f in files.functions(path):
+            by_name.setdefault(f.qualname, (path, f))
     named = [by_name[name] for name in names if name in by_name]
     if not named:
         return None
-    for text in (test.split("::")[-1], message):
-        scored = [(position, i) for i, f in enumerate(named) if (position := mentioned(text, f)) is not None]
+    for text in (*texts_of_test_id(test), message):
+        scored = [(position, i) for i, (_, f) in enumerate(named) if (position := mentioned(text, f)) is not None]
         if scored:
-            return pointer(path, named[min(scored)[1]])
-    return pointer(path, named[0])
+            return pointer(*named[min(scored)[1]])
+    return pointer(*named[0])
+
+
+def exercise_files(package_dir: Path, exercise_id: str, file: str, files: SourceFiles) -> list[Path]:
+    """The exercise's registry file, then the other files of the package that hold one of its TODOs (3.2's
+    LayerNorm module in nn.py beside its function in functional.py)."""
+    main = package_dir / file
+    others = [path for path in sorted(package_dir.rglob("*.py"))
+              if path != main and any(e == exercise_id for f in files.functions(path) for _, e in f.todos)]
+    return [main, *others]
 
 
 def under_test(path: Path, exercise_id: str, test: str, message: str, files: SourceFiles) -> Todo | None:
@@ -222,9 +243,9 @@ def under_test(path: Path, exercise_id: str, test: str, message: str, files: Sou
     id names first, else the one the failure message names first."""
     functions = files.functions(path)
     own = [f for f in functions if any(e == exercise_id for _, e in f.todos)]
-    # The test's own name first, then the message, and the module's name last: in "test_softmax.py::
-    # test_x[log_softmax]" the parameter names the function, the file only the topic.
-    for text in (test.split("::")[-1], message, test):
+    # The test's parameters and name first, then the message, and the module's name last: in "test_softmax.py::
+    # test_softmax_x[log_softmax]" the parameter names the function, the file and the test's name only the topic.
+    for text in (*texts_of_test_id(test), message, test):
         scored = [(position, i) for i, f in enumerate(own or functions) if (position := mentioned(text, f)) is not None]
         if scored:
             return pointer(path, (own or functions)[min(scored)[1]])

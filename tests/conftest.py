@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import functools
 import json
+import re
 import sys
 from pathlib import Path
 
 import pytest
 
-from grading.registry import REPO_ROOT, SOLUTIONS_DIR, all_stages
+from grading.registry import REPO_ROOT, SOLUTIONS_DIR, TESTS_DIR, all_stages
 from grading.source import functions_in, read_source
 from grading.stage_imports import StagePackageFinder
 from tests.helpers import StudentPath
@@ -127,16 +128,29 @@ def pytest_report_header(config):
 
 
 def pytest_collection_modifyitems(config, items):
-    """Every test under tests/stageN/ belongs to exactly one exercise of that stage's registry, and the functions
-    its ``under_test`` marker names (if any) are functions of that exercise's file.
+    """Every test under tests/stageN/ belongs to exactly one exercise of that stage's registry, and names the
+    functions it grades with an ``under_test`` marker: functions of that exercise's files (the registry's file, and
+    any other file of the package that holds a part of the exercise). Instructors' hidden tests (--extra-tests)
+    may leave the marker out.
+
+    Within an exercise, the tests marked ``integration`` (they run several of its functions together: attention
+    with its masks, the whole model) run after the others, so the first failure of an exercise that the report
+    shows is the most specific one. A stable sort: every other test keeps its order in the file.
 
     In authoritative grading the tests of the exercises that may use PyTorch run first, in the student process
     that imported their modules while collecting; that process is then replaced once, by one without PyTorch."""
-    if config.getoption("--student-process"):
-        items.sort(key=lambda item: not _exercise_allows_torch(item))  # stable: each group keeps its order
+    def group(item) -> str:  # an exercise's tests; a test of no exercise (the grader's own) stays with its file
+        return _exercise_of(item) or str(item.fspath)
+
+    first_of_group: dict[str, int] = {}
+    for index, item in enumerate(items):
+        first_of_group.setdefault(group(item), index)
+    torch_first = bool(config.getoption("--student-process"))
+    items.sort(key=lambda item: (torch_first and not _exercise_allows_torch(item), first_of_group[group(item)],
+                                 item.get_closest_marker("integration") is not None))
     stages = {stage.name: stage for stage in all_stages()}
     known = {name: {e.id for e in stage.exercises} for name, stage in stages.items()}
-    problems = []
+    problems, unmarked = [], []
     for item in items:
         stage = next((part for part in Path(item.fspath).parts if part in known), None)
         if stage is None:
@@ -146,25 +160,52 @@ def pytest_collection_modifyitems(config, items):
             problems.append(f"{item.nodeid}: exercise markers {ids}, expected exactly one of {sorted(known[stage])}")
             continue
         named = [name for mark in item.iter_markers("under_test") for name in mark.args]
-        if named:
-            missing = _not_in_exercise_file(stages[stage], ids[0], named)
-            if missing:
-                problems.append(f"{item.nodeid}: under_test names {missing}, which are not functions of exercise "
-                                f"{ids[0]}'s file in solutions/")
+        if not named and _is_graded_test(item, stage):
+            unmarked.append(item.nodeid)
+            continue
+        missing = _not_in_exercise_files(stages[stage], ids[0], named)
+        if missing:
+            problems.append(f"{item.nodeid}: under_test names {missing}, which are not functions of exercise "
+                            f"{ids[0]}'s files in solutions/")
+    if unmarked:
+        # The report points a failure at the TODO of the function the test grades: without the marker it guesses.
+        problems.append("these tests name no function they grade: add @pytest.mark.under_test(\"Class.method\", ...) "
+                        "(or a pytestmark for the whole file):\n    " + "\n    ".join(unmarked))
     if problems:
         raise pytest.UsageError("tests with a missing or wrong exercise or under_test marker:\n  " + "\n  ".join(problems))
 
 
-def _not_in_exercise_file(stage, exercise_id: str, names: list[str]) -> list[str]:
-    """The names (``"GPT.forward"``) that are no function or method of the exercise's file in solutions/ (none
+def _exercise_of(item) -> str | None:
+    marker = item.get_closest_marker("exercise")
+    return marker.args[0] if marker else None
+
+
+def _is_graded_test(item, stage: str) -> bool:
+    """One of the course's own tests of ``stage`` (tests/stageN/), not an instructor's hidden one."""
+    return Path(item.fspath).resolve().is_relative_to(TESTS_DIR / stage)
+
+
+def _not_in_exercise_files(stage, exercise_id: str, names: list[str]) -> list[str]:
+    """The names (``"GPT.forward"``) that are no function or method of the exercise's files in solutions/ (none
     in a student's copy, which has no solutions/ to check against)."""
-    found = _functions_of(SOLUTIONS_DIR / stage.package / stage.exercise(exercise_id).file)
+    found = _functions_of_exercise(stage.package, exercise_id, stage.exercise(exercise_id).file)
     if found is None:
         return []
     return [name for name in names if not isinstance(name, str) or name not in found]
 
 
 @functools.lru_cache(maxsize=None)
-def _functions_of(path: Path) -> frozenset[str] | None:
-    source = read_source(path)
-    return None if source is None else frozenset(f.qualname for f in functions_in(source))
+def _functions_of_exercise(package: str, exercise_id: str, file: str) -> frozenset[str] | None:
+    """The functions of the exercise's registry file and of every other file of the package whose reference holds
+    a ``# BEGIN SOLUTION <id>`` region (3.2's LayerNorm module lives in nn.py, its function in functional.py)."""
+    home = SOLUTIONS_DIR / package
+    main = read_source(home / file)
+    if main is None:
+        return None
+    found = {f.qualname for f in functions_in(main)}
+    region = re.compile(rf"^\s*# BEGIN SOLUTION {re.escape(exercise_id)}\b", re.MULTILINE)
+    for path in sorted(home.rglob("*.py")):
+        source = read_source(path)
+        if path != home / file and source is not None and region.search(source):
+            found |= {f.qualname for f in functions_in(source)}
+    return frozenset(found)

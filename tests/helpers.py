@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import io
 import os
+from collections import Counter
 
 import numpy as np
 import torch
@@ -30,10 +31,13 @@ def as_array(x) -> np.ndarray | None:
     return np.asarray(x)
 
 
-def assert_close(got, expected, what: str, atol: float = ATOL, rtol: float = RTOL) -> None:
+def assert_close(got, expected, what: str, atol: float = ATOL, rtol: float = RTOL,
+                 small_difference_hint: tuple[float, str] | None = None) -> None:
     """Assert ``got`` equals ``expected`` elementwise within tolerance; ``what`` names the quantity.
     NaN is never close to anything, itself included: an expected value that came out NaN (say, from inputs the
-    code under test handed back) must not let a NaN answer pass."""
+    code under test handed back) must not let a NaN answer pass. ``small_difference_hint``: (limit, advice),
+    the advice added to the message when the largest difference is at most the limit (a near miss has causes
+    of its own, which would mislead about a plainly wrong value)."""
     got_arr, exp_arr = as_array(got), as_array(expected)
     if got_arr is None:
         raise AssertionError(f"{what}: expected an array of shape {exp_arr.shape}, got None")
@@ -48,9 +52,12 @@ def assert_close(got, expected, what: str, atol: float = ATOL, rtol: float = RTO
         diff[~bad] = 0  # locate the worst among the elements that are actually out of tolerance
         where = np.unravel_index(np.nanargmax(np.where(np.isnan(diff), np.inf, diff)), diff.shape)
         at = f" at index {tuple(int(i) for i in where)}" if got_arr.ndim else ""
+        hint = ""
+        if small_difference_hint is not None and diff[where] <= small_difference_hint[0]:
+            hint = f" ({small_difference_hint[1]})"
         raise AssertionError(
             f"{what}: {int(bad.sum())} of {bad.size} elements differ (shape {got_arr.shape}, dtype {got_arr.dtype}); "
-            f"largest difference {diff[where]:.3g}{at}: expected {exp64[where]:.6g}, got {got64[where]:.6g}"
+            f"largest difference {diff[where]:.3g}{at}: expected {exp64[where]:.6g}, got {got64[where]:.6g}{hint}"
         )
 
 
@@ -72,7 +79,61 @@ def assert_equal(got, expected, what: str) -> None:
         raise AssertionError(f"{what}: expected {expected!r} ({type(expected).__name__}), "
                              f"got {got!r} ({type(got).__name__})")
     if not got == expected:
-        raise AssertionError(f"{what}: expected {expected!r}, got {got!r}")
+        difference = collection_difference(got, expected)
+        raise AssertionError(f"{what}: {difference}" if difference else f"{what}: expected {expected!r}, got {got!r}")
+
+
+SHOWN_ITEMS = 8  # of the missing or extra items of a list or set, named in a message
+
+
+def _some(items: list) -> str:
+    shown = ", ".join(_brief(item) for item in items[:SHOWN_ITEMS])
+    return shown + (f" and {len(items) - SHOWN_ITEMS} more" if len(items) > SHOWN_ITEMS else "")
+
+
+def _brief(item) -> str:
+    text = repr(item)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def collection_difference(got, expected) -> str | None:
+    """For two lists, tuples, sets or dicts that differ: what is missing and what is extra (and for dicts the
+    keys whose values differ), rather than both whole: a model's parameter names run to a thousand characters.
+    For lists, the first difference in order too. None for anything else, or items that cannot be counted."""
+    if isinstance(got, dict) and isinstance(expected, dict):
+        missing = [key for key in expected if key not in got]
+        extra = [key for key in got if key not in expected]
+        try:
+            changed = [key for key in expected if key in got and not got[key] == expected[key]]
+        except (TypeError, ValueError):  # values such as arrays, whose == is no yes or no
+            return None
+        parts = [f"missing keys: {_some(missing)}"] if missing else []
+        parts += [f"extra keys: {_some(extra)}"] if extra else []
+        parts += [f"other values at {len(changed)} key{'s' if len(changed) > 1 else ''}: " + "; ".join(
+            f"{_brief(key)}: expected {_brief(expected[key])}, got {_brief(got[key])}" for key in changed[:SHOWN_ITEMS])
+            + (" ..." if len(changed) > SHOWN_ITEMS else "")] if changed else []
+        return "; ".join(parts) or None
+    if type(got) is not type(expected) or not isinstance(got, (list, tuple, set, frozenset)):
+        return None
+    try:
+        got_counts, expected_counts = Counter(got), Counter(expected)
+    except TypeError:
+        return None
+    missing = list((expected_counts - got_counts).elements())
+    extra = list((got_counts - expected_counts).elements())
+    if isinstance(got, (set, frozenset)):
+        missing, extra = sorted(missing, key=repr), sorted(extra, key=repr)
+    parts = [f"expected {len(expected)} items, got {len(got)}" if len(got) != len(expected) else
+             f"{len(expected)} items as expected, but not the same ones" if missing else
+             f"the expected {len(expected)} items, in another order"]
+    parts += [f"missing: {_some(missing)}"] if missing else []
+    parts += [f"extra: {_some(extra)}"] if extra else []
+    if isinstance(got, (list, tuple)):
+        first = next((i for i, (g, e) in enumerate(zip(got, expected)) if g != e), min(len(got), len(expected)))
+        parts.append(f"first difference at index {first}: expected "
+                     f"{_brief(expected[first]) if first < len(expected) else 'nothing more'}, "
+                     f"got {_brief(got[first]) if first < len(got) else 'nothing more'}")
+    return "; ".join(parts)
 
 
 def assert_in_range(value, low: float | None, high: float | None, what: str) -> None:

@@ -15,8 +15,8 @@ from grading import cli, doctor, progress, runner, watch
 from grading.registry import REPO_ROOT, all_stages, load_stage
 from grading.report import EarlierStage, ExerciseResult, Failure, View, find_todos, render, short_test_name
 from grading.runner import RunResult
-from grading.source import (SourceFiles, first_todo, functions_in, named_by_test, read_source, under_test,
-                            where_it_arose)
+from grading.source import (SourceFiles, exercise_files, first_todo, functions_in, named_by_test, read_source,
+                            under_test, where_it_arose)
 from grading.state import State, age
 
 STAGE1, STAGE2 = load_stage("stage1"), load_stage("stage2")
@@ -159,6 +159,33 @@ def test_a_function_the_test_names_outranks_the_guess_from_its_name(student):
     assert named_by_test(path, ("Tensor.renamed",), "test_x.py::test_y", "", files) is None  # gone: the heuristics decide
 
 
+def test_a_tests_parameters_name_the_function_before_its_name(tmp_path):
+    """test_softmax_matches_torch[log_softmax-...] is about log_softmax, though its name says softmax first."""
+    path = tmp_path / "stage2_mlp" / "functional.py"
+    path.parent.mkdir()
+    path.write_text("def log_softmax(x):\n    return x\n\n\ndef softmax(x):\n    return x\n")
+    test = "test_losses.py::test_softmax_matches_torch[log_softmax-(4, 6)--1]"
+    assert named_by_test(path, ("softmax", "log_softmax"), test, "", SourceFiles()).function == "log_softmax"
+    assert under_test(path, "2.4", test, "", SourceFiles()).function == "log_softmax"
+    test = "test_losses.py::test_softmax_matches_torch[softmax-(4, 6)--1]"
+    assert named_by_test(path, ("log_softmax", "softmax"), test, "", SourceFiles()).function == "softmax"
+
+
+def test_a_function_named_by_a_test_may_live_in_another_file_of_its_exercise(tmp_path):
+    """3.2's LayerNorm module is in nn.py, the exercise's file is functional.py: the marker finds it there."""
+    package = tmp_path / "stage3_transformer"
+    package.mkdir()
+    (package / "functional.py").write_text("def layer_norm(x):\n    # TODO 3.2: normalise\n    return x\n")
+    (package / "nn.py").write_text("class LayerNorm:\n    def forward(self, x):\n        # TODO 3.2: call it\n"
+                                   "        return x\n\n\nclass Other:\n    def forward(self, x):\n        return x\n")
+    (package / "other.py").write_text("class LayerNorm:\n    def forward(self, x):\n        return x\n")
+    files = SourceFiles()
+    paths = exercise_files(package, "3.2", "functional.py", files)
+    assert paths == [package / "functional.py", package / "nn.py"], paths  # not other.py: no TODO of 3.2
+    todo = named_by_test(paths, ("LayerNorm.forward",), "test_norms.py::test_module", "", files)
+    assert (todo.path, todo.function, todo.exercise) == (package / "nn.py", "LayerNorm.forward", "3.2"), todo
+
+
 def test_the_report_uses_the_tests_own_functions_before_the_heuristics(student):
     """find_todos: a failure with no frame in the student's code, whose test names its function."""
     stage = load_stage("stage1")
@@ -268,6 +295,21 @@ def test_earlier_stages_that_may_hold_a_bug_are_named_in_one_line():
     text = render(stage3, [r], RunResult(), view(earlier=earlier[:1], earlier_are_students=True))
     assert ("This stage runs on your stage1 (stage1_autograd/, which has not been graded yet): a bug there can "
             "fail a test here (`python grader.py stage1` shows it).") in text, text
+
+
+def test_unfinished_exercises_of_several_earlier_stages_are_named_in_one_paragraph():
+    stage3, stage4 = load_stage("stage3"), load_stage("stage4")
+    r = result(stage4.exercises[0], "failed", message="values differ", test="test_tokenizer.py::test_x")
+    earlier = [EarlierStage(STAGE1, "stage1_autograd/", ["1.6", "1.7"], None, "python grader.py stage1"),
+               EarlierStage(STAGE2, "stage2_mlp/", [], "100/100 when last graded", "python grader.py stage2"),
+               EarlierStage(stage3, "stage3_transformer/", ["3.1"], None, "python grader.py stage3")]
+    text = render(stage4, [r], RunResult(), view(earlier=earlier, earlier_are_students=True))
+    assert text.count("This stage runs on your") == 1, text
+    assert ("This stage runs on your stage1 (stage1_autograd/, which has not been graded yet) and stage3 "
+            "(stage3_transformer/, which has not been graded yet). Their exercises 1.6, 1.7 (stage1) and 3.1 (stage3) "
+            "are not done yet, and this stage's tests need them: finish them first, starting with "
+            "`python grader.py stage1 -x 1.6`. A bug in your stage2 (stage2_mlp/, which scored 100/100 when last "
+            "graded) can also fail a test here (`python grader.py stage2` shows it).") in text, text
 
 
 def test_after_a_whole_stage_passes_the_report_names_the_next_lesson_and_command():

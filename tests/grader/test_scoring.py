@@ -38,6 +38,21 @@ def test_a_skip_beside_unstarted_todos_still_reads_not_started():
     assert (result.status, result.score) == ("not_started", 0)
 
 
+def test_a_wrong_value_and_an_exception_rank_alike_so_the_first_to_run_is_shown():
+    """The tests run unit tests first (tests/conftest.py): between an assertion and an exception, the earlier one
+    is the more specific; a crash or a hang still comes first, wherever it ran."""
+    run = runner.RunResult()
+    for name, outcome in (("unit", "failed"), ("integration", "error"), ("later", "not_implemented")):
+        run.tests[name] = runner.TestResult(name, FIRST.id, outcome, {"type": "AssertionError" if outcome == "failed"
+                                            else "ValueError", "message": f"{name} went wrong", "location": None})
+    result = score_exercises(STAGE, [FIRST], run)[0]
+    assert (result.status, result.test, result.message) == ("failed", "unit", "unit went wrong"), result
+    run.tests["hang"] = runner.TestResult("hang", FIRST.id, "timeout", {"type": "timeout", "message": "too slow",
+                                                                        "location": None})
+    result = score_exercises(STAGE, [FIRST], run)[0]
+    assert (result.status, result.test) == ("timeout", "hang"), result
+
+
 def test_every_test_passing_earns_the_points():
     result = verdict("passed", "passed")
     assert (result.status, result.score) == ("passed", FIRST.points)

@@ -6,7 +6,13 @@ import pytest
 from stage1_autograd.tensor import Tensor, unbroadcast
 from tests.helpers import assert_close, assert_matches_central_differences, compare_with_torch
 
-pytestmark = pytest.mark.exercise("1.2")
+pytestmark = [
+    pytest.mark.exercise("1.2"),
+    pytest.mark.under_test(
+        "Tensor.__add__", "Tensor.__sub__", "Tensor.__mul__", "Tensor.__truediv__", "Tensor.__pow__", "Tensor.__neg__",
+        "Tensor.__radd__", "Tensor.__rsub__", "Tensor.__rmul__", "Tensor.__rtruediv__",
+    ),
+]
 
 BINARY_OPS = {
     "a + b": lambda a, b: a + b,
@@ -54,6 +60,7 @@ def test_binary_op_matches_central_differences(op, shapes):
 
 
 @pytest.mark.parametrize("exponent", [3, -1.5, 0.5])
+@pytest.mark.under_test("Tensor.__pow__")
 def test_power_matches_central_differences(exponent):
     (x,) = random_inputs((2, 3), seed=8)
     assert_matches_central_differences(lambda a: a**exponent, np.abs(x), label=f"a ** {exponent} (a > 0)")
@@ -66,6 +73,7 @@ def test_operations_with_python_numbers(op):
 
 
 @pytest.mark.parametrize("exponent", [2, 3, 0.5, -1, -2.5, 0])
+@pytest.mark.under_test("Tensor.__pow__")
 def test_power_with_number_exponent(exponent):
     (x,) = random_inputs((3, 4))
     if exponent % 1:  # a fractional power needs positive bases
@@ -73,10 +81,12 @@ def test_power_with_number_exponent(exponent):
     compare_with_torch(lambda a: a**exponent, x, label=f"a ** {exponent}")
 
 
+@pytest.mark.under_test("Tensor.__neg__")
 def test_negation():
     compare_with_torch(lambda a: -a, *random_inputs((2, 3)), label="-a")
 
 
+@pytest.mark.integration
 def test_chained_expression_shares_inputs():
     # a appears three times: its gradient is the sum of the three paths.
     compare_with_torch(lambda a, b: a * b - a / (b * b) + a, *random_inputs((3, 1), (1, 4)),
@@ -84,6 +94,7 @@ def test_chained_expression_shares_inputs():
 
 
 @pytest.mark.parametrize("op", ["array + tensor", "array * tensor", "array - tensor", "array / tensor"])
+@pytest.mark.under_test("Tensor.__radd__", "Tensor.__rsub__", "Tensor.__rmul__", "Tensor.__rtruediv__")
 def test_numpy_array_on_the_left(op):
     arr = random_inputs((3, 4), seed=1)[0]
     fn = {
@@ -103,6 +114,7 @@ def test_numpy_array_on_the_left(op):
     compare_with_torch(fn, *random_inputs((3, 4)), torch_fn=torch_fn, label=op)
 
 
+@pytest.mark.under_test("Tensor.__add__")
 def test_in_place_add_operator_builds_a_new_node():
     a = Tensor([1.0, 2.0], requires_grad=True)
     b = a
@@ -117,6 +129,7 @@ def test_in_place_add_operator_builds_a_new_node():
     [((3, 4), (4,)), ((3, 4), (3, 1)), ((2, 3, 4), (1, 4)), ((2, 3), ()), ((5,), (1,)), ((2, 3), (2, 3))],
     ids=str,
 )
+@pytest.mark.under_test("unbroadcast")
 def test_unbroadcast_sums_to_the_operand_shape(grad_shape, shape):
     grad = np.random.default_rng(0).standard_normal(grad_shape)
     got = unbroadcast(grad, shape)
@@ -141,11 +154,13 @@ class TestDtypes:
             assert result.dtype == np.float64, f"{op} with float64 x: expected float64, got {result.dtype}"
 
     @pytest.mark.parametrize("data", [[1, 2, 3], [1.5, 2.5], 3, np.arange(4), [[True, False]]], ids=repr)
+    @pytest.mark.under_test("Tensor.__mul__")
     def test_ints_and_lists_become_float32(self, data):
         x = Tensor(data) * 2
         assert isinstance(x.data, np.ndarray), f"(Tensor({data!r}) * 2).data should be an np.ndarray, got {type(x.data)}"
         assert x.dtype == np.float32, f"Tensor({data!r}) * 2: expected dtype float32, got {x.dtype}"
 
+    @pytest.mark.under_test("Tensor.__mul__", "Tensor.__add__")
     def test_gradient_has_the_dtype_of_its_tensor(self):
         from tests.helpers import run_backward
 

@@ -14,7 +14,7 @@ from stage1_autograd.tensor import Tensor, no_grad
 from tests.helpers import assert_close, assert_equal, ref_add, ref_matmul, ref_mul, ref_sin, ref_sum
 from tests.stage1.student_side import chain_of_products, data_probe, still_alive
 
-pytestmark = pytest.mark.exercise("1.7")
+pytestmark = [pytest.mark.exercise("1.7"), pytest.mark.under_test("Tensor.backward", "_topological_order")]
 
 
 def leaf(*shape, seed=0, requires_grad=True):
@@ -110,6 +110,7 @@ def test_diamond_graph_matches_torch():
     assert_close(w.grad, wt.grad, "a diamond graph (a value used along two paths): gradient of w")
 
 
+@pytest.mark.under_test("_topological_order", "Tensor.backward")
 def test_chain_of_10000_ops_does_not_recurse():
     x = leaf(3)
     factor = Tensor(np.full(3, 1.0001))
@@ -133,6 +134,7 @@ def test_gradients_accumulate_across_backward_calls():
                  "two forward/backward passes of sum(sin(x)) without zero_grad(): gradient of x (should add up)")
 
 
+@pytest.mark.under_test("Tensor.zero_grad")
 def test_zero_grad_forgets_the_gradient():
     x = leaf(3)
     ref_sum(ref_sin(x)).backward()
@@ -151,6 +153,7 @@ def test_leaf_gradient_owns_its_memory():
     assert np.all(seed == 1), "changing x.grad in place changed the seed passed to backward(): copy the leaf's gradient"
 
 
+@pytest.mark.under_test("Tensor.detach")
 def test_detach_stops_the_gradient():
     x = leaf(3)
     d = x.detach()
@@ -170,6 +173,7 @@ def test_requires_grad_propagates_and_only_those_inputs_get_gradients():
 
 
 # ---------------------------------------------------------------------- no_grad
+@pytest.mark.under_test("no_grad")
 def test_no_grad_records_no_graph_and_restores_recording():
     x = leaf(3)
     with no_grad():
@@ -179,6 +183,7 @@ def test_no_grad_records_no_graph_and_restores_recording():
     assert z.requires_grad, "after the `with no_grad():` block, ops must record the graph again"
 
 
+@pytest.mark.under_test("no_grad")
 def test_no_grad_nests():
     x = leaf(3)
     with no_grad():
@@ -189,6 +194,7 @@ def test_no_grad_nests():
     assert ref_mul(x, x).requires_grad, "after both no_grad() blocks, ops must record the graph again"
 
 
+@pytest.mark.under_test("no_grad")
 def test_no_grad_restores_recording_after_an_exception():
     x = leaf(3)
     with pytest.raises(KeyError):

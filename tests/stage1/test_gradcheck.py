@@ -12,7 +12,7 @@ from stage1_autograd.gradcheck import GradcheckError, gradcheck, numerical_grad
 from stage1_autograd.tensor import Tensor
 from tests.helpers import assert_close, assert_equal, ref_add, ref_matmul, ref_mul, ref_sin, ref_sum
 
-pytestmark = pytest.mark.exercise("1.8")
+pytestmark = [pytest.mark.exercise("1.8"), pytest.mark.under_test("gradcheck")]
 
 # How close central differences with eps = 1e-6 come to the true slope, in float64:
 #   truncation error  eps**2 / 6 * |f'''|                      about 1e-13 here;
@@ -51,6 +51,7 @@ KNOWN = {
 
 
 @pytest.mark.parametrize("name", KNOWN)
+@pytest.mark.under_test("numerical_grad")
 def test_numerical_grad_matches_known_derivatives(name):
     f, derivative = KNOWN[name]
     x = tensor(3, 4)
@@ -62,6 +63,7 @@ def test_numerical_grad_matches_known_derivatives(name):
     assert_close(got, expected, f"numerical_grad of sum({name}) with x of shape (3, 4)", atol=FD_ATOL, rtol=FD_RTOL)
 
 
+@pytest.mark.under_test("numerical_grad")
 def test_numerical_grad_of_several_inputs_of_different_shapes():
     a, b, c = tensor(2, 3), tensor(3, seed=1), tensor(seed=2)  # c is 0-d
     f = values_only(lambda a, b, c: a * b * c + np.sin(b))  # (2, 3)
@@ -80,6 +82,7 @@ def test_numerical_grad_of_several_inputs_of_different_shapes():
                      atol=FD_ATOL, rtol=FD_RTOL)
 
 
+@pytest.mark.under_test("numerical_grad")
 def test_numerical_grad_weights_the_output_by_seed_grad():
     x = tensor(2, 3)
     seed = np.random.default_rng(5).standard_normal((2, 3))
@@ -88,6 +91,7 @@ def test_numerical_grad_weights_the_output_by_seed_grad():
                  rtol=FD_RTOL)
 
 
+@pytest.mark.under_test("numerical_grad")
 def test_numerical_grad_of_a_reduction():
     x = tensor(3, 4)
     (got,) = numerical_grad(values_only(lambda x: (x**2).sum(axis=1)), x, seed_grad=np.array([1.0, -2.0, 0.5]))
@@ -95,6 +99,7 @@ def test_numerical_grad_of_a_reduction():
     assert_close(got, expected, "numerical_grad of sum(seed_grad * (x**2).sum(axis=1))", atol=FD_ATOL, rtol=FD_RTOL)
 
 
+@pytest.mark.under_test("numerical_grad")
 def test_numerical_grad_restores_inputs_and_records_no_graph():
     # Values of the size of eps: for them (x - eps) + eps is often not exactly x in floating point.
     x = Tensor(np.random.default_rng(0).uniform(-3e-6, 3e-6, (2, 3)), requires_grad=True)

@@ -11,7 +11,7 @@ from stage1_autograd.linear_regression import fit_linear_regression, make_data
 from tests.helpers import assert_close
 from tests.student_side import printed
 
-pytestmark = pytest.mark.exercise("1.9")
+pytestmark = [pytest.mark.exercise("1.9"), pytest.mark.under_test("fit_linear_regression")]
 
 TRUE_W, TRUE_B, NOISE, N = np.array([2.0, -3.0, 0.5]), 1.0, 0.1, 200
 
@@ -90,6 +90,7 @@ def test_fits_other_data_and_hyperparameters():
     assert len(losses) == 400, f"steps=400 should give 400 losses, got {len(losses)}"
 
 
+@pytest.mark.integration
 def test_main_prints_the_fit():
     _, out = printed(linear_regression.main)  # main runs beside the code under test, its stdout captured there
     lines = out.lower().splitlines()

@@ -7,7 +7,10 @@ import torch
 from stage1_autograd.tensor import Tensor, concatenate, stack
 from tests.helpers import assert_matches_central_differences, compare_with_torch
 
-pytestmark = pytest.mark.exercise("1.6")
+pytestmark = [
+    pytest.mark.exercise("1.6"),
+    pytest.mark.under_test("Tensor.reshape", "Tensor.transpose", "Tensor.__getitem__", "concatenate", "stack"),
+]
 
 
 def randn(*shape, seed=0):
@@ -25,11 +28,13 @@ RESHAPES = {
 
 
 @pytest.mark.parametrize("label", RESHAPES)
+@pytest.mark.under_test("Tensor.reshape")
 def test_reshape(label):
     ours, theirs = RESHAPES[label]
     compare_with_torch(ours, randn(2, 3, 4), torch_fn=theirs, label=label)
 
 
+@pytest.mark.under_test("Tensor.reshape")
 def test_reshape_of_a_0d_tensor():
     compare_with_torch(lambda x: x.reshape(1, 1), np.array(2.5), label="x.reshape(1, 1) of a 0-d x")
 
@@ -44,12 +49,14 @@ TRANSPOSES = {
 
 
 @pytest.mark.parametrize("label", TRANSPOSES)
+@pytest.mark.under_test("Tensor.transpose")
 def test_transpose(label):
     # (2, 3, 4): distinct sizes, so a wrong permutation gives a wrong shape.
     ours, theirs = TRANSPOSES[label]
     compare_with_torch(ours, randn(2, 3, 4), torch_fn=theirs, label=label)
 
 
+@pytest.mark.under_test("Tensor.transpose")
 def test_transpose_of_a_matrix():
     compare_with_torch(lambda x: x.T, randn(3, 5), torch_fn=lambda t: t.T, label="x.T of a matrix")
 
@@ -64,6 +71,7 @@ NEGATIVE_AXES = {
 
 
 @pytest.mark.parametrize("label", NEGATIVE_AXES)
+@pytest.mark.under_test("Tensor.transpose")
 def test_transpose_with_negative_axes(label):
     shape, axes, permutation = NEGATIVE_AXES[label]
     compare_with_torch(lambda x: x.transpose(*axes), randn(*shape), torch_fn=lambda t: t.permute(*permutation),
@@ -96,6 +104,7 @@ INDEXES = {
 
 
 @pytest.mark.parametrize("label", INDEXES)
+@pytest.mark.under_test("Tensor.__getitem__")
 def test_getitem(label):
     ours, theirs = INDEXES[label]
     compare_with_torch(lambda x: x[ours], randn(4, 5), torch_fn=lambda t: t[theirs], label=label)
@@ -109,11 +118,13 @@ NEGATIVE_STEPS = {
 
 
 @pytest.mark.parametrize("label", NEGATIVE_STEPS)
+@pytest.mark.under_test("Tensor.__getitem__")
 def test_getitem_with_negative_steps(label):
     ours, theirs = NEGATIVE_STEPS[label]
     compare_with_torch(ours, randn(4, 5), torch_fn=theirs, label=label)
 
 
+@pytest.mark.under_test("Tensor.__getitem__")
 def test_getitem_with_a_tensor_of_indices():
     # Tensors hold floats; as an index they stand for the integers they contain (how embeddings look up rows).
     rows = Tensor(np.array([2, 0, 2, 2]))
@@ -121,6 +132,7 @@ def test_getitem_with_a_tensor_of_indices():
                        label="x[Tensor([2, 0, 2, 2])]")
 
 
+@pytest.mark.under_test("Tensor.__getitem__")
 def test_getitem_on_a_3d_tensor():
     compare_with_torch(lambda x: x[..., [1, 1]][1:, None], randn(3, 2, 4),
                        torch_fn=lambda t: t[..., [1, 1]][1:, None], label="x[..., [1, 1]][1:, None]")
@@ -138,6 +150,7 @@ CONCATENATIONS = [
 
 
 @pytest.mark.parametrize("shapes, axis", CONCATENATIONS, ids=str)
+@pytest.mark.under_test("concatenate")
 def test_concatenate(shapes, axis):
     rng = np.random.default_rng(0)
     arrays = [rng.standard_normal(s) for s in shapes]
@@ -146,6 +159,7 @@ def test_concatenate(shapes, axis):
 
 
 @pytest.mark.parametrize("axis", [0, 1, 2, -1, -3])
+@pytest.mark.under_test("stack")
 def test_stack(axis):
     rng = np.random.default_rng(0)
     arrays = [rng.standard_normal((2, 3)) for _ in range(4)]
@@ -154,11 +168,13 @@ def test_stack(axis):
                        label=f"stack(4 tensors of shape (2, 3), axis={axis})")
 
 
+@pytest.mark.under_test("stack")
 def test_stack_of_0d_tensors():
     compare_with_torch(lambda *xs: stack(xs), np.array(1.0), np.array(2.0), np.array(3.0),
                        torch_fn=lambda *ts: torch.stack(ts), label="stack(three 0-d tensors)")
 
 
+@pytest.mark.under_test("concatenate")
 def test_concatenate_a_tensor_with_itself():
     # The same input appears twice: its gradient is the sum of its two pieces.
     compare_with_torch(lambda x: concatenate([x, x], axis=1), randn(2, 3),
@@ -186,6 +202,7 @@ def test_shape_op_matches_central_differences(label):
     assert_matches_central_differences(fn, *arrays, label=label)
 
 
+@pytest.mark.integration
 def test_chain_of_shape_ops():
     def ours(x):
         return stack([x.reshape(3, 8).T[::2], x.transpose(2, 0, 1).reshape(4, 6)[:, 1:4]], axis=-1)

@@ -9,7 +9,14 @@ from stage1_autograd.value import Value
 from tests.helpers import assert_close
 from tests.stage1.student_side import chain_of_values
 
-pytestmark = pytest.mark.exercise("1.1")
+pytestmark = [
+    pytest.mark.exercise("1.1"),
+    pytest.mark.under_test(
+        "Value.__add__", "Value.__sub__", "Value.__mul__", "Value.__truediv__", "Value.__pow__", "Value.__neg__",
+        "Value.__radd__", "Value.__rsub__", "Value.__rmul__", "Value.__rtruediv__", "Value.exp", "Value.log",
+        "Value.tanh", "Value.relu", "Value.sigmoid", "Value.sin", "Value.backward",
+    ),
+]
 
 
 def compare_value_with_torch(fn, *numbers, label):
@@ -64,6 +71,7 @@ def test_operations_with_numbers_and_reflected_forms(op):
 
 
 @pytest.mark.parametrize("exponent", [2, 3, 0.5, -1, -2.5, 1])
+@pytest.mark.under_test("Value.__pow__")
 def test_power_with_number_exponent(exponent):
     compare_value_with_torch(lambda a: a**exponent, 1.7, label=f"a ** {exponent}")
 
@@ -85,6 +93,7 @@ def test_unary_functions(name):
         compare_value_with_torch(fn, x, label=f"{name}(a)")
 
 
+@pytest.mark.under_test("Value.__mul__", "Value.__add__", "Value.backward")
 def test_a_value_used_twice_accumulates_its_gradient():
     # a feeds both inputs of the product, and b reaches the output along two paths.
     compare_value_with_torch(lambda a: a * a, 3.0, label="a * a")
@@ -92,6 +101,7 @@ def test_a_value_used_twice_accumulates_its_gradient():
     compare_value_with_torch(lambda a: (lambda b: b * b.exp() + b)(a * 2.0), 0.4, label="b * exp(b) + b with b = 2a")
 
 
+@pytest.mark.integration
 def test_expression_mixing_everything():
     def fn(a, b):
         c = a * b + b**2 / a
@@ -102,6 +112,7 @@ def test_expression_mixing_everything():
     compare_value_with_torch(fn, 1.3, 0.6, label="an expression using every operation")
 
 
+@pytest.mark.under_test("Value.__add__")
 def test_plus_equals_builds_new_values():
     xs = [0.5, -1.0, 2.0]
     values = [Value(x) for x in xs]
@@ -117,6 +128,7 @@ def test_plus_equals_builds_new_values():
         assert_close(v.grad, 2 * x, f"sum of squares built with +=: gradient of input {i}")
 
 
+@pytest.mark.under_test("Value.backward")
 def test_deep_chain_of_5000_nodes_does_not_recurse():
     x = Value(0.5)
     y = chain_of_values(x, 1.0001, 5000)  # built beside the code under test: 5000 ops, one call
@@ -131,6 +143,7 @@ def test_deep_chain_of_5000_nodes_does_not_recurse():
     assert_close(x.grad, 1.0001**5000, "a chain of 5000 multiplications by 1.0001: gradient of the input")
 
 
+@pytest.mark.under_test("Value.backward")
 def test_gradient_of_an_unused_input_stays_zero():
     a, b = Value(1.0), Value(2.0)
     out = a.exp()

@@ -10,7 +10,7 @@ from stage2_mlp import nn
 from tests.helpers import assert_close, assert_matches_central_differences, compare_with_torch
 from tests.stage2.student_side import DropoutNet  # a subclass of the Module under test, kept beside it
 
-pytestmark = pytest.mark.exercise("2.3")
+pytestmark = [pytest.mark.exercise("2.3"), pytest.mark.under_test("relu", "sigmoid", "tanh", "gelu", "silu", "mish")]
 
 TF = torch.nn.functional
 
@@ -89,6 +89,7 @@ def positive_input(shape, seed=0):
     return Tensor(np.random.default_rng(seed).uniform(1.0, 2.0, shape), requires_grad=True)
 
 
+@pytest.mark.under_test("dropout")
 def test_dropout_in_eval_mode_is_the_identity():
     x = positive_input((4, 5))
     out = F.dropout(x, 0.5, training=False, rng=0)
@@ -101,11 +102,13 @@ def test_dropout_in_eval_mode_is_the_identity():
     assert_close(x.grad, g, "gradient through nn.Dropout(0.5) in eval mode (the identity's: the upstream gradient)")
 
 
+@pytest.mark.under_test("dropout")
 def test_dropout_with_p_zero_is_the_identity():
     x = positive_input((4, 5))
     assert_close(F.dropout(x, 0.0, training=True, rng=0), x, "F.dropout(x, p=0, training=True)")
 
 
+@pytest.mark.under_test("dropout")
 def test_dropout_with_p_one_gives_zeros():
     out = F.dropout(positive_input((4, 5)), 1.0, training=True, rng=0)
     assert_close(out, np.zeros((4, 5)), "F.dropout(x, p=1, training=True) (every element dropped: zeros, "
@@ -113,6 +116,7 @@ def test_dropout_with_p_one_gives_zeros():
 
 
 @pytest.mark.parametrize("p", [0.1, 0.5, 0.8])
+@pytest.mark.under_test("dropout")
 def test_dropout_drops_a_fraction_p_and_scales_the_rest(p):
     x = positive_input((200, 500))
     out = F.dropout(x, p, training=True, rng=0)
@@ -132,6 +136,7 @@ def test_dropout_drops_a_fraction_p_and_scales_the_rest(p):
 
 
 @pytest.mark.parametrize("p", [0.3, 0.5])
+@pytest.mark.under_test("dropout")
 def test_dropout_gradient_flows_through_kept_units_only(p):
     x = positive_input((50, 40))
     out = F.dropout(x, p, training=True, rng=1)
@@ -142,6 +147,7 @@ def test_dropout_gradient_flows_through_kept_units_only(p):
                  f"gradient of F.dropout(x, p={p}): g / (1 - p) where the element was kept, 0 where it was dropped")
 
 
+@pytest.mark.under_test("dropout")
 def test_dropout_is_reproducible_with_a_seeded_generator():
     x = positive_input((20, 30))
     a = F.dropout(x, 0.4, training=True, rng=np.random.default_rng(3))
@@ -158,6 +164,7 @@ def test_dropout_is_reproducible_with_a_seeded_generator():
     )
 
 
+@pytest.mark.under_test("dropout")
 def test_dropout_layer_follows_train_and_eval():
     net, x = DropoutNet(), positive_input((10, 10))  # a Module whose forward is its nn.Dropout(0.5, rng=0), self.drop
     assert np.any(net(x).data == 0), "nn.Dropout(0.5) in training mode should drop some of 100 elements"
@@ -167,6 +174,7 @@ def test_dropout_layer_follows_train_and_eval():
     assert np.any(net(x).data == 0), "nn.Dropout(0.5) after model.train() should drop elements again"
 
 
+@pytest.mark.under_test("dropout")
 def test_dropout_keeps_float32():
     x = Tensor(np.ones((8, 8), dtype=np.float32))
     out = F.dropout(x, 0.5, training=True, rng=0)

@@ -6,7 +6,7 @@ import torch
 from stage2_mlp.optim import Adam, AdamW
 from tests.stage2.optim_parity import run_side_by_side, shared_gradient_step
 
-pytestmark = pytest.mark.exercise("2.6")
+pytestmark = [pytest.mark.exercise("2.6"), pytest.mark.under_test("Adam.step")]
 
 SETTINGS = [
     ("Adam", dict(lr=0.01)),

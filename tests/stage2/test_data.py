@@ -8,7 +8,10 @@ import pytest
 from stage2_mlp.data import DataLoader, Standardizer, load_digits, make_spirals, train_test_split
 from tests.helpers import assert_close
 
-pytestmark = pytest.mark.exercise("2.7")
+pytestmark = [
+    pytest.mark.exercise("2.7"),
+    pytest.mark.under_test("DataLoader.__iter__", "DataLoader.__init__", "DataLoader.__len__"),
+]
 
 
 def numbered_data(n, features=3):
@@ -46,6 +49,7 @@ def order_of(batches):
     (3, 5, True, []),
     (7, 1, False, [1] * 7),
 ], ids=lambda v: str(v))
+@pytest.mark.under_test("DataLoader.__len__", "DataLoader.__iter__")
 def test_batch_sizes_and_len(n, batch_size, drop_last, sizes):
     x, y = numbered_data(n)
     loader = DataLoader(x, y, batch_size=batch_size, drop_last=drop_last)
@@ -138,6 +142,7 @@ def test_the_order_is_the_generators_permutation():
         )
 
 
+@pytest.mark.under_test("DataLoader.__init__")
 def test_mismatched_lengths_are_refused():
     x, y = numbered_data(10)
     with pytest.raises(ValueError):
@@ -146,6 +151,7 @@ def test_mismatched_lengths_are_refused():
 
 # ---------------------------------------------------------------------- train_test_split
 @pytest.mark.parametrize("n, fraction", [(100, 0.2), (1797, 0.2), (10, 0.25), (7, 0.5)])
+@pytest.mark.under_test("train_test_split")
 def test_split_sizes_and_disjointness(n, fraction):
     x, y = numbered_data(n)
     x_train, x_test, y_train, y_test = train_test_split(x, y, test_fraction=fraction, seed=0)
@@ -165,6 +171,7 @@ def test_split_sizes_and_disjointness(n, fraction):
     )
 
 
+@pytest.mark.under_test("train_test_split")
 def test_split_shuffles_and_is_determined_by_the_seed():
     x, y = numbered_data(100)
     _, _, train_a, test_a = train_test_split(x, y, seed=0)
@@ -178,6 +185,7 @@ def test_split_shuffles_and_is_determined_by_the_seed():
     )
 
 
+@pytest.mark.under_test("train_test_split")
 def test_split_is_the_generators_permutation():
     # As for the loader: the same seed gives the student's code and the reference the same split.
     x, y = numbered_data(10)
@@ -190,6 +198,7 @@ def test_split_is_the_generators_permutation():
 
 
 # ---------------------------------------------------------------------- Standardizer
+@pytest.mark.under_test("Standardizer.fit", "Standardizer.transform")
 def test_standardizer_matches_scikit_learn_and_handles_constant_features():
     from sklearn.preprocessing import StandardScaler
 
@@ -207,6 +216,7 @@ def test_standardizer_matches_scikit_learn_and_handles_constant_features():
     assert_close(got.mean(axis=0), np.zeros(4), "the mean of each standardised feature", atol=1e-5)
 
 
+@pytest.mark.under_test("Standardizer.fit", "Standardizer.transform")
 def test_standardizer_uses_the_training_statistics_only():
     rng = np.random.default_rng(1)
     train = (rng.standard_normal((40, 3)) * 2 + 1).astype(np.float32)
@@ -222,6 +232,7 @@ def test_standardizer_uses_the_training_statistics_only():
 
 # ---------------------------------------------------------------------- spirals
 @pytest.mark.parametrize("n_per_class, n_classes", [(100, 3), (50, 2), (10, 5)])
+@pytest.mark.under_test("make_spirals")
 def test_spirals_shapes_dtypes_and_balance(n_per_class, n_classes):
     x, y = make_spirals(n_per_class=n_per_class, n_classes=n_classes, noise=0.2, seed=0)
     n = n_per_class * n_classes
@@ -234,6 +245,7 @@ def test_spirals_shapes_dtypes_and_balance(n_per_class, n_classes):
     assert radius.max() <= 1 + 1e-6, f"{what}: points lie within radius 1 (the noise turns the angle only); got radius {radius.max():.3f}"
 
 
+@pytest.mark.under_test("make_spirals")
 def test_spirals_follow_the_formula_without_noise():
     x, y = make_spirals(n_per_class=5, n_classes=2, noise=0.0, seed=0)
     r = np.arange(1, 6) / 5
@@ -244,6 +256,7 @@ def test_spirals_follow_the_formula_without_noise():
     assert np.array_equal(y, [0] * 5 + [1] * 5), f"labels should be ordered by class, got {y}"
 
 
+@pytest.mark.under_test("make_spirals")
 def test_spirals_noise_is_seeded():
     a, _ = make_spirals(30, 3, noise=0.2, seed=0)
     b, _ = make_spirals(30, 3, noise=0.2, seed=0)
@@ -252,6 +265,7 @@ def test_spirals_noise_is_seeded():
     assert not np.allclose(a, c), "seeds 0 and 1 gave the same spirals: draw the noise from np.random.default_rng(seed)"
 
 
+@pytest.mark.under_test("make_spirals")
 def test_spirals_are_not_linearly_separable_but_are_learnable():
     from sklearn.linear_model import LogisticRegression
     from sklearn.neighbors import KNeighborsClassifier
@@ -264,6 +278,7 @@ def test_spirals_are_not_linearly_separable_but_are_learnable():
 
 
 # ---------------------------------------------------------------------- digits
+@pytest.mark.under_test("load_digits")
 def test_digits():
     from sklearn.datasets import load_digits as sklearn_load_digits
 

@@ -9,7 +9,7 @@ from stage2_mlp.nn import Linear, Parameter, ReLU, Sequential, Tanh
 from tests.helpers import assert_close
 from tests.stage2.student_side import Stack, TanhOp  # subclasses of the Module under test, kept beside it
 
-pytestmark = pytest.mark.exercise("2.2")
+pytestmark = [pytest.mark.exercise("2.2"), pytest.mark.under_test("Linear.__init__", "Linear.forward")]
 
 
 def names(module):
@@ -121,6 +121,7 @@ def test_linear_draws_the_weight_then_the_bias_from_rng():
 
 
 @pytest.mark.parametrize("x_shape", [(5, 4), (2, 5, 4), (4,)], ids=str)
+@pytest.mark.under_test("Linear.forward")
 def test_linear_matches_torch(x_shape):
     ours = Linear(4, 3, rng=0, dtype=np.float64)
     theirs = torch.nn.Linear(4, 3, dtype=torch.float64)
@@ -129,6 +130,7 @@ def test_linear_matches_torch(x_shape):
     check_against_torch(ours, theirs, x, "Linear(4, 3)")
 
 
+@pytest.mark.under_test("Linear.forward", "Linear.__init__")
 def test_linear_without_bias():
     ours = Linear(4, 3, bias=False, rng=0, dtype=np.float64)
     assert ours.bias is None, f"Linear(4, 3, bias=False).bias should be None, got {type(ours.bias).__name__}"
@@ -138,12 +140,14 @@ def test_linear_without_bias():
     check_against_torch(ours, theirs, np.random.default_rng(3).standard_normal((5, 4)), "Linear(4, 3, bias=False)")
 
 
+@pytest.mark.under_test("Linear.forward")
 def test_linear_float32_stays_float32():
     out = Linear(4, 3, rng=0)(Tensor(np.ones((2, 4), dtype=np.float32)))
     assert out.dtype == np.float32, f"Linear (float32) on a float32 input: expected a float32 output, got {out.dtype}"
 
 
 # ---------------------------------------------------------------------- Sequential
+@pytest.mark.under_test("Sequential.__init__")
 def test_sequential_names_match_torch():
     ours = Sequential(Linear(2, 8), ReLU(), Sequential(Linear(8, 8), Tanh()), Linear(8, 3))
     theirs = torch.nn.Sequential(torch.nn.Linear(2, 8), torch.nn.ReLU(),
@@ -157,6 +161,7 @@ def test_sequential_names_match_torch():
     )
 
 
+@pytest.mark.under_test("Sequential.__init__")
 def test_list_of_sequentials_names_match_torch():
     # Stack (student_side.py): stages = [Sequential(Linear(3, 3), TanhOp()), Sequential(Linear(3, 3))], head = Linear(3, 1)
     class TorchStack(torch.nn.Module):
@@ -171,6 +176,7 @@ def test_list_of_sequentials_names_match_torch():
     )
 
 
+@pytest.mark.under_test("Sequential.forward")
 def test_sequential_matches_torch():
     ours = Sequential(Linear(3, 5, rng=0, dtype=np.float64), TanhOp(), Linear(5, 5, rng=1, dtype=np.float64),
                       TanhOp(), Linear(5, 2, rng=2, dtype=np.float64))

@@ -9,7 +9,7 @@ from stage1_autograd.tensor import Tensor
 from stage2_mlp import functional as F
 from tests.helpers import compare_with_torch
 
-pytestmark = pytest.mark.exercise("2.4")
+pytestmark = [pytest.mark.exercise("2.4"), pytest.mark.under_test("cross_entropy")]
 
 TF = torch.nn.functional
 
@@ -29,6 +29,7 @@ def check_finite(out, what):
 # ---------------------------------------------------------------------- softmax and log_softmax
 @pytest.mark.parametrize("shape, axis", [((4, 6), -1), ((4, 6), 0), ((2, 3, 5), 1), ((7,), 0)], ids=str)
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+@pytest.mark.under_test("softmax", "log_softmax")
 def test_softmax_matches_torch(name, shape, axis):
     ours, theirs = getattr(F, name), getattr(torch, name)
     x = np.random.default_rng(0).standard_normal(shape) * 3
@@ -37,6 +38,7 @@ def test_softmax_matches_torch(name, shape, axis):
 
 
 @pytest.mark.parametrize("name", ["softmax", "log_softmax"])
+@pytest.mark.under_test("softmax", "log_softmax")
 def test_softmax_is_stable_for_huge_logits(name):
     ours, theirs = getattr(F, name), getattr(torch, name)
     out = compare_with_torch(lambda t: ours(t, axis=-1), HUGE_LOGITS, torch_fn=lambda t: theirs(t, dim=-1),
@@ -120,6 +122,7 @@ def test_cross_entropy_is_stable_for_huge_logits(label_smoothing):
 
 
 # ---------------------------------------------------------------------- mse and binary cross-entropy
+@pytest.mark.under_test("mse_loss")
 def test_mse_loss_matches_torch():
     rng = np.random.default_rng(5)
     pred, target = rng.standard_normal((6, 3)), rng.standard_normal((6, 3))
@@ -128,6 +131,7 @@ def test_mse_loss_matches_torch():
                        label="mse_loss(pred, target as an ndarray)", use_engine=True)
 
 
+@pytest.mark.under_test("binary_cross_entropy_with_logits")
 def test_binary_cross_entropy_with_logits_matches_torch():
     rng = np.random.default_rng(6)
     logits = rng.standard_normal((5, 4)) * 3
@@ -138,6 +142,7 @@ def test_binary_cross_entropy_with_logits_matches_torch():
                        label="binary_cross_entropy_with_logits(logits, targets)", use_engine=True)
 
 
+@pytest.mark.under_test("binary_cross_entropy_with_logits")
 def test_binary_cross_entropy_with_logits_at_zero_and_huge_logits():
     # At x = 0 the gradient is sigmoid(0) - y = 0.5 - y; at |x| = 1e4, log(sigmoid(x)) would be log(0).
     logits = np.array([0.0, 0.0, 1e4, -1e4, 1e4, -1e4, 40.0, -40.0])

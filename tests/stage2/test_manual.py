@@ -35,6 +35,7 @@ def tensor_cross_entropy(z: Tensor, targets: np.ndarray) -> Tensor:
 
 
 # ---------------------------------------------------------------------- ManualLinear
+@pytest.mark.under_test("ManualLinear.__init__")
 def test_linear_initialisation():
     layer = ManualLinear(4, 3, np.random.default_rng(0))
     assert layer.weight.shape == (3, 4) and layer.bias.shape == (3,), (
@@ -48,6 +49,7 @@ def test_linear_initialisation():
 
 
 @pytest.mark.parametrize("n, d_in, d_out", [(5, 4, 3), (1, 3, 2), (8, 1, 1), (6, 7, 5)])
+@pytest.mark.under_test("ManualLinear.backward", "ManualLinear.forward")
 def test_linear_forward_and_backward(n, d_in, d_out):
     layer = ManualLinear(d_in, d_out, np.random.default_rng(1))
     x, upstream = randn(n, d_in, seed=2), randn(n, d_out, seed=3)
@@ -71,6 +73,7 @@ def test_linear_forward_and_backward(n, d_in, d_out):
     )
 
 
+@pytest.mark.under_test("ManualLinear.forward", "ManualLinear.backward")
 def test_linear_backward_uses_the_latest_forward():
     layer = ManualLinear(3, 2, np.random.default_rng(0))
     layer.forward(randn(4, 3, seed=1))
@@ -83,6 +86,7 @@ def test_linear_backward_uses_the_latest_forward():
 
 
 # ---------------------------------------------------------------------- ManualReLU
+@pytest.mark.under_test("ManualReLU.backward", "ManualReLU.forward")
 def test_relu_forward_and_backward():
     x = randn(4, 5, seed=0)
     x[0, :3] = 0.0  # at exactly 0 the gradient is 0, as in PyTorch
@@ -104,6 +108,7 @@ def test_relu_forward_and_backward():
 
 # ---------------------------------------------------------------------- ManualCrossEntropy
 @pytest.mark.parametrize("n, c, scale", [(6, 4, 1.0), (1, 3, 1.0), (5, 10, 100.0)])
+@pytest.mark.under_test("ManualCrossEntropy.backward", "ManualCrossEntropy.forward")
 def test_cross_entropy_forward_and_backward(n, c, scale):
     logits = randn(n, c, seed=0) * scale  # scale 100: exp would overflow without the max shift
     logits[0, 0] += 1000.0
@@ -140,6 +145,7 @@ def manual_loss_and_grads(mlp, x, targets):
     return loss, grad_x
 
 
+@pytest.mark.under_test("ManualMLP.__init__", "ManualMLP.parameters_and_grads")
 def test_mlp_layers_and_parameter_names():
     mlp = ManualMLP(4, 5, 3, np.random.default_rng(0))
     rng = np.random.default_rng(0)
@@ -163,6 +169,8 @@ def test_mlp_layers_and_parameter_names():
         assert grad_is_own, f"parameters_and_grads(): the gradient of {name} should be the layer's grad_{kind}"
 
 
+@pytest.mark.under_test("ManualMLP.backward", "ManualMLP.forward")
+@pytest.mark.integration
 def test_mlp_gradients_match_autograd_and_torch():
     mlp, x, targets = mlp_and_data()
     loss, grad_x = manual_loss_and_grads(mlp, x, targets)
@@ -191,6 +199,8 @@ def test_mlp_gradients_match_autograd_and_torch():
     )
 
 
+@pytest.mark.under_test("ManualMLP.backward", "ManualMLP.forward")
+@pytest.mark.integration
 def test_mlp_gradients_match_central_differences():
     mlp, x, targets = mlp_and_data(n=5, d_in=3, hidden=4, d_out=3)
     manual_loss_and_grads(mlp, x, targets)
@@ -210,6 +220,8 @@ def test_mlp_gradients_match_central_differences():
                      atol=1e-7, rtol=1e-5)
 
 
+@pytest.mark.under_test("ManualMLP.backward", "ManualMLP.forward", "ManualMLP.parameters_and_grads")
+@pytest.mark.integration
 def test_gradient_descent_by_hand_learns():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((200, 2))

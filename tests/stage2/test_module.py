@@ -11,7 +11,7 @@ import torch
 
 from stage1_autograd.tensor import Tensor
 from stage2_mlp.nn import IncompatibleKeys, Parameter
-from tests.helpers import assert_close
+from tests.helpers import assert_close, assert_equal
 from tests.stage2.student_side import (
     Net,
     load_npz_state_dict,
@@ -20,7 +20,12 @@ from tests.stage2.student_side import (
     write_into_state_dict,
 )
 
-pytestmark = pytest.mark.exercise("2.1")
+pytestmark = [
+    pytest.mark.exercise("2.1"),
+    pytest.mark.under_test(
+        "Module.__setattr__", "Module.named_modules", "Module._all_parameters_by_name", "Module.named_parameters",
+    ),
+]
 
 
 # ---------------------------------------------------------------------- the same model, ours and PyTorch's
@@ -79,14 +84,8 @@ def names(named):
 
 
 def assert_same_names(got, expected, what):
-    if got != expected:
-        first = next((i for i, (g, e) in enumerate(zip(got, expected)) if g != e), min(len(got), len(expected)))
-        raise AssertionError(
-            f"{what}: expected the names (in this order)\n  {expected}\ngot\n  {got}\n"
-            f"first difference at position {first}: expected "
-            f"{expected[first] if first < len(expected) else 'nothing more'!r}, "
-            f"got {got[first] if first < len(got) else 'nothing more'!r}"
-        )
+    """The names in this order (a wrong one is reported as missing and extra, see tests.helpers.assert_equal)."""
+    assert_equal(list(got), list(expected), f"{what}: the names, in this order")
 
 
 def torch_state_as_numpy(torch_model):
@@ -105,6 +104,7 @@ def load_error(model, state, **kwargs) -> str:
 
 
 # ---------------------------------------------------------------------- registration and names
+@pytest.mark.under_test("Module.named_parameters", "Module.named_modules", "Module.__setattr__")
 def test_named_parameters_match_pytorch():
     got = names(Net().named_parameters())
     expected = names(TorchNet().named_parameters())
@@ -112,6 +112,7 @@ def test_named_parameters_match_pytorch():
                                      "lists as name.0, name.1, ...)")
 
 
+@pytest.mark.under_test("Module.__setattr__", "Module.named_parameters")
 def test_parameters_are_the_assigned_objects():
     net = Net()
     params = net.parameters()
@@ -126,6 +127,7 @@ def test_parameters_are_the_assigned_objects():
         assert isinstance(p, Parameter) and p.requires_grad, f"{name}: expected a Parameter that requires grad"
 
 
+@pytest.mark.under_test("Module.__setattr__")
 def test_only_parameters_and_modules_are_registered():
     got = names(Net().named_parameters())
     for stray in ("blocks.0.scratch", "blocks.0.label", "blocks.0.sizes.0"):
@@ -139,6 +141,7 @@ def test_only_parameters_and_modules_are_registered():
     )
 
 
+@pytest.mark.under_test("Module.__setattr__")
 def test_reassigning_an_attribute_replaces_what_it_registered():
     ours, theirs = Net(), TorchNet()
     new_weight = Parameter(np.zeros((1, 3)))
@@ -152,6 +155,7 @@ def test_reassigning_an_attribute_replaces_what_it_registered():
     )
 
 
+@pytest.mark.under_test("Module.named_parameters")
 def test_shared_parameter_is_listed_once():
     # Tied weights: the same Parameter in two modules (as a GPT shares its embedding with its output layer).
     ours, theirs = Net(), TorchNet()
@@ -164,6 +168,7 @@ def test_shared_parameter_is_listed_once():
 
 
 # ---------------------------------------------------------------------- zero_grad and modes
+@pytest.mark.under_test("Module.zero_grad")
 def test_zero_grad_forgets_every_gradient():
     net = Net()
     x = Tensor(np.random.default_rng(1).standard_normal((5, 2)))
@@ -175,6 +180,7 @@ def test_zero_grad_forgets_every_gradient():
     assert not left, f"after zero_grad() every parameter's grad should be None, these still have one: {left}"
 
 
+@pytest.mark.under_test("Module.train")
 def test_train_and_eval_reach_every_module():
     net = Net()
     modules = all_modules(net)
@@ -192,6 +198,7 @@ def test_train_and_eval_reach_every_module():
 
 
 # ---------------------------------------------------------------------- state dicts
+@pytest.mark.under_test("Module.state_dict")
 def test_state_dict_keys_match_pytorch_and_values_are_copies():
     net = Net()
     state = net.state_dict()
@@ -211,6 +218,7 @@ def test_state_dict_keys_match_pytorch_and_values_are_copies():
     )
 
 
+@pytest.mark.under_test("Module.state_dict", "Module._all_parameters_by_name")
 def test_state_dict_of_tied_weights_has_every_name():
     ours, theirs = Net(), TorchNet()
     ours.blocks[1].inner.weight = ours.blocks[0].inner.weight
@@ -220,6 +228,7 @@ def test_state_dict_of_tied_weights_has_every_name():
                       "(a shared parameter appears under each of its names, as in PyTorch)")
 
 
+@pytest.mark.under_test("Module.state_dict", "Module.load_state_dict")
 def test_round_trip_through_npz(student_tmp):
     x = Tensor(np.random.default_rng(2).standard_normal((4, 2)))
     trained, fresh = Net(seed=0), Net(seed=1)
@@ -231,6 +240,8 @@ def test_round_trip_through_npz(student_tmp):
     assert_close(fresh(x), trained(x), "the output of the reloaded model")
 
 
+@pytest.mark.under_test("Module.load_state_dict")
+@pytest.mark.integration
 def test_loads_a_converted_pytorch_state_dict_and_matches_its_outputs_and_gradients():
     ours, theirs = Net(seed=0), TorchNet(seed=3)
     ours.load_state_dict(torch_state_as_numpy(theirs))
@@ -245,6 +256,7 @@ def test_loads_a_converted_pytorch_state_dict_and_matches_its_outputs_and_gradie
         assert_close(p.grad, theirs_named[name].grad, f"the gradient of parameter {name!r}")
 
 
+@pytest.mark.under_test("Module.load_state_dict")
 def test_load_copies_values_and_keeps_dtypes():
     net = Net()
     state = {k: np.full(v.shape, 0.25) for k, v in net.state_dict().items()}
@@ -264,6 +276,7 @@ def test_load_copies_values_and_keeps_dtypes():
 
 
 # ---------------------------------------------------------------------- strictness
+@pytest.mark.under_test("Module.load_state_dict")
 def test_strict_load_names_a_missing_key():
     state = Net().state_dict()
     del state["blocks.1.layers.0.bias"]
@@ -273,6 +286,7 @@ def test_strict_load_names_a_missing_key():
     )
 
 
+@pytest.mark.under_test("Module.load_state_dict")
 def test_strict_load_names_an_unexpected_key():
     state = Net().state_dict()
     state["blocks.0.extra"] = np.zeros(3)
@@ -282,6 +296,7 @@ def test_strict_load_names_an_unexpected_key():
     )
 
 
+@pytest.mark.under_test("Module.load_state_dict")
 def test_mis_shaped_key_is_an_error_even_when_not_strict():
     state = Net().state_dict()
     state["embed.weight"] = np.zeros((2, 3))  # the model's is (3, 2)
@@ -293,6 +308,7 @@ def test_mis_shaped_key_is_an_error_even_when_not_strict():
         )
 
 
+@pytest.mark.under_test("Module.load_state_dict")
 def test_strict_load_names_every_problem_at_once():
     state = Net().state_dict()
     del state["temperature"]
@@ -306,6 +322,7 @@ def test_strict_load_names_every_problem_at_once():
         )
 
 
+@pytest.mark.under_test("Module.load_state_dict")
 def test_non_strict_load_loads_what_fits():
     source, target = Net(seed=0), Net(seed=1)
     state = source.state_dict()
@@ -329,6 +346,7 @@ BAD_STATES = {
 
 
 @pytest.mark.parametrize("case", BAD_STATES)
+@pytest.mark.under_test("Module.load_state_dict")
 def test_a_failed_load_copies_nothing(case):
     strict, spoil = BAD_STATES[case]
     source, target = Net(seed=0), Net(seed=1)
@@ -343,6 +361,7 @@ def test_a_failed_load_copies_nothing(case):
     )
 
 
+@pytest.mark.under_test("Module.load_state_dict")
 def test_load_state_dict_reports_missing_and_unexpected_keys():
     source, target = Net(seed=0), Net(seed=1)
     state = source.state_dict()

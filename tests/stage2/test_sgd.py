@@ -6,7 +6,7 @@ import torch
 from stage2_mlp.optim import SGD
 from tests.stage2.optim_parity import run_side_by_side, shared_gradient_step
 
-pytestmark = pytest.mark.exercise("2.5")
+pytestmark = [pytest.mark.exercise("2.5"), pytest.mark.under_test("SGD.step")]
 
 SETTINGS = [
     dict(lr=0.1),

@@ -16,7 +16,7 @@ from tests.helpers import assert_close
 from tests.stage2.student_side import RecordsGraph, printed_without_matplotlib
 from tests.student_side import printed
 
-pytestmark = pytest.mark.exercise("2.9")
+pytestmark = [pytest.mark.exercise("2.9"), pytest.mark.under_test("train_epoch")]
 
 LAST_LINE = re.compile(r"test accuracy: (0\.\d{4}|1\.0000)")
 
@@ -44,6 +44,7 @@ def epoch_lines(lines, epochs):
 
 
 # ---------------------------------------------------------------------- build_mlp
+@pytest.mark.under_test("build_mlp")
 def test_build_mlp_is_the_same_network_as_torch():
     model = build_mlp(4, (8, 6), 3, seed=0)
     names = [name for name, _ in model.named_parameters()]
@@ -63,6 +64,7 @@ def test_build_mlp_is_the_same_network_as_torch():
     assert isinstance(tanh_model[1], Tanh), f"build_mlp(..., activation='tanh'): layer 1 should be Tanh, got {tanh_model[1]!r}"
 
 
+@pytest.mark.under_test("build_mlp")
 def test_build_mlp_is_seeded():
     a, b, c = (build_mlp(3, (5,), 2, seed=s).state_dict() for s in (0, 0, 1))
     for name in a:
@@ -111,6 +113,7 @@ def test_train_epoch_takes_the_same_steps_as_torch():
 
 # ---------------------------------------------------------------------- predict and evaluate
 # RecordsGraph (student_side.py) wraps a model and remembers whether its output was part of a graph.
+@pytest.mark.under_test("predict", "evaluate")
 def test_predict_and_evaluate_use_eval_mode_and_no_grad():
     rng = np.random.default_rng(0)
     x = rng.standard_normal((40, 3)).astype(np.float32)
@@ -135,6 +138,8 @@ def test_predict_and_evaluate_use_eval_mode_and_no_grad():
 
 
 # ---------------------------------------------------------------------- whole runs
+@pytest.mark.under_test("train_epoch", "build_mlp", "evaluate")
+@pytest.mark.integration
 def test_digits_reach_97_percent_test_accuracy():
     history, lines, accuracy = run_main(["--dataset", "digits", "--no-plots"])
     epochs = len(history["test_accuracy"])
@@ -147,6 +152,8 @@ def test_digits_reach_97_percent_test_accuracy():
     )
 
 
+@pytest.mark.under_test("train_epoch", "build_mlp", "evaluate")
+@pytest.mark.integration
 def test_spirals_fit_the_training_set():
     history, lines, accuracy = run_main(["--dataset", "spirals", "--no-plots"])
     train_accuracy = history["train_accuracy"][-1]
@@ -157,6 +164,8 @@ def test_spirals_fit_the_training_set():
     assert accuracy >= 0.9, f"spirals: test accuracy {accuracy:.4f} on the held-out points, expected at least 0.9"
 
 
+@pytest.mark.under_test("train_epoch", "build_mlp", "evaluate")
+@pytest.mark.integration
 def test_plots_are_written(student_tmp):
     pytest.importorskip("matplotlib")
     history, lines, _ = run_main(["--dataset", "spirals", "--epochs", "2", "--plots-dir", str(student_tmp)])
@@ -170,6 +179,8 @@ def test_plots_are_written(student_tmp):
         assert any(name in line for line in lines), f"the output should say where {name} was written"
 
 
+@pytest.mark.under_test("train_epoch", "build_mlp", "evaluate")
+@pytest.mark.integration
 def test_training_goes_on_without_matplotlib(student_tmp):
     # main runs with sys.modules["matplotlib"] = None there, which makes `import matplotlib` raise ImportError
     _, lines, _ = run_main(["--dataset", "spirals", "--epochs", "1", "--plots-dir", str(student_tmp)], without_matplotlib=True)

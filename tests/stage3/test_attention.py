@@ -1,6 +1,7 @@
 """Exercise 3.4: scaled_dot_product_attention against torch.nn.functional.scaled_dot_product_attention
 (masks, is_causal, scale, batch dimensions, gradients of q, k and v), fully masked rows, dropout on the
-attention weights, and causal_mask."""
+attention weights, and the masks' own functions, causal_mask and additive_mask (their tests run first: see
+the integration marker in tests/conftest.py)."""
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ from stage3_transformer import functional as F
 from tests.helpers import assert_close, assert_equal, assert_in_range, compare_with_torch
 from tests.stage3.torch_parity import compare_functions
 
-pytestmark = pytest.mark.exercise("3.4")
+pytestmark = [pytest.mark.exercise("3.4"), pytest.mark.under_test("attention")]
 
 TF = torch.nn.functional
 
@@ -50,11 +51,15 @@ def bool_mask(shape, seed=1):
 
 
 @pytest.mark.parametrize("mask_shape", [(3, 5), (2, 1, 3, 5), (2, 4, 3, 5), (1, 5)], ids=str)
+@pytest.mark.under_test("attention", "additive_mask")
+@pytest.mark.integration
 def test_matches_torch_with_a_bool_mask(mask_shape):
     check_sdpa(*qkv((2, 4), 3, 5, seed=2), "a bool attn_mask, True where a query may attend", attn_mask=bool_mask(mask_shape))
 
 
 @pytest.mark.parametrize("mask_shape", [(3, 5), (2, 1, 3, 5)], ids=str)
+@pytest.mark.under_test("attention", "additive_mask")
+@pytest.mark.integration
 def test_matches_torch_with_a_float_mask(mask_shape):
     mask = np.random.default_rng(3).standard_normal(mask_shape)
     mask[~bool_mask(mask_shape, seed=4)] = -np.inf
@@ -62,16 +67,22 @@ def test_matches_torch_with_a_float_mask(mask_shape):
 
 
 @pytest.mark.parametrize("L, S", [(4, 4), (3, 5), (5, 3)], ids=str)
+@pytest.mark.under_test("attention", "causal_mask")
+@pytest.mark.integration
 def test_matches_torch_when_causal(L, S):
     check_sdpa(*qkv((2, 2), L, S, seed=6), f"is_causal=True, L={L}, S={S}", is_causal=True)
 
 
 @pytest.mark.parametrize("scale", [0.3, 1.0])
+@pytest.mark.under_test("attention", "causal_mask")
+@pytest.mark.integration
 def test_matches_torch_with_a_custom_scale(scale):
     check_sdpa(*qkv((2,), 3, 4, seed=7), f"scale={scale}", scale=scale)
     check_sdpa(*qkv((2,), 4, 4, seed=8), f"scale={scale}, is_causal=True", scale=scale, is_causal=True)
 
 
+@pytest.mark.under_test("attention", "additive_mask")
+@pytest.mark.integration
 def test_float32_stays_float32():
     q, k, v = qkv((2, 2), 3, 5, seed=9)
     mask = bool_mask((3, 5), seed=10)
@@ -82,6 +93,8 @@ def test_float32_stays_float32():
 
 # ---------------------------------------------------------------------- fully masked rows
 @pytest.mark.parametrize("kind", ["bool", "float"])
+@pytest.mark.under_test("attention", "additive_mask")
+@pytest.mark.integration
 def test_a_fully_masked_row_gives_zero_output_and_gradient(kind):
     q, k, v = qkv((2, 2), 4, 5, seed=11)
     allowed = bool_mask((2, 1, 4, 5), seed=12)
@@ -100,6 +113,8 @@ def test_a_fully_masked_row_gives_zero_output_and_gradient(kind):
     assert_close(q_t.grad[0, :, 1], np.zeros((2, 4)), "the gradient of the fully masked query 1 of batch 0", 0, 0)
 
 
+@pytest.mark.under_test("attention", "additive_mask")
+@pytest.mark.integration
 def test_every_row_masked():
     q, k, v = qkv((2,), 3, 4, seed=13)
     out = check_sdpa(q, k, v, "an attn_mask of all False", attn_mask=np.zeros((3, 4), dtype=bool))
@@ -157,6 +172,7 @@ def test_dropout_is_seeded_and_zero_dropout_is_exact():
 
 # ---------------------------------------------------------------------- causal_mask
 @pytest.mark.parametrize("L, S", [(4, None), (1, None), (3, 5), (5, 3)], ids=str)
+@pytest.mark.under_test("causal_mask")
 def test_causal_mask(L, S):
     got = F.causal_mask(L) if S is None else F.causal_mask(L, S)
     expected = torch.ones(L, L if S is None else S, dtype=torch.bool).tril().numpy()  # top-left aligned, as is_causal
@@ -164,3 +180,28 @@ def test_causal_mask(L, S):
     assert_equal(type(got).__name__, "ndarray", f"{what}: the type")
     assert_equal(got.dtype.name, "bool", f"{what}: the dtype")
     assert_equal(got, expected, what)
+
+
+@pytest.mark.parametrize("dtype", [np.float64, np.float32], ids=["float64", "float32"])
+@pytest.mark.under_test("additive_mask")
+def test_additive_mask_of_a_bool_mask_is_zero_or_minus_infinity(dtype):
+    mask = bool_mask((2, 3, 5), seed=13)
+    got = F.additive_mask(mask, dtype)
+    what = f"additive_mask(a bool mask (2, 3, 5), {np.dtype(dtype).name}) (0 where True, -inf where False)"
+    assert_equal(np.asarray(got).dtype.name, np.dtype(dtype).name, f"{what}: the dtype")
+    assert_equal(np.asarray(got), np.where(mask, 0.0, -np.inf).astype(dtype), what)
+
+
+@pytest.mark.under_test("additive_mask")
+def test_additive_mask_takes_a_float_mask_as_it_is_and_a_tensor_as_a_constant():
+    mask = np.random.default_rng(14).standard_normal((3, 5))
+    mask[0, 1] = -np.inf
+    what = "additive_mask(a float64 mask (3, 5) with a -inf, float32)"
+    got = F.additive_mask(mask, np.float32)
+    assert_equal(np.asarray(got).dtype.name, "float32", f"{what}: the dtype")
+    assert_equal(np.asarray(got), mask.astype(np.float32), f"{what}: the values, as they are")
+    got = F.additive_mask(Tensor(mask, requires_grad=True), np.float64)
+    what = "additive_mask(Tensor(that mask, requires_grad=True), float64)"
+    assert_equal(type(got).__name__, "ndarray", f"{what}: the type (an array: a mask is a constant, no gradient "
+                 "flows into it)")
+    assert_equal(got, mask, f"{what}: the values")

@@ -24,6 +24,7 @@ D, NHEAD, FF, B, T, S = 8, 2, 16, 2, 4, 5  # d_model, heads, dim_feedforward, ba
 
 # ---------------------------------------------------------------------- SwiGLU
 @pytest.mark.parametrize("x_shape", [(2, 3, D), (5, D)], ids=str)
+@pytest.mark.under_test("SwiGLU.forward", "SwiGLU.__init__")
 def test_swiglu_matches_torch(x_shape):
     torch.manual_seed(0)
     ours, theirs = nn.SwiGLU(D, FF, rng=0, dtype=np.float64), TorchSwiGLU(D, FF)
@@ -35,6 +36,7 @@ def test_swiglu_matches_torch(x_shape):
                     what=f"SwiGLU({D}, {FF}): w2(silu(w1 x) * w3 x)", input_names=["x"])
 
 
+@pytest.mark.under_test("SwiGLU.__init__", "SwiGLU.forward")
 def test_swiglu_state_goes_to_torch_and_float32():
     ours, theirs = nn.SwiGLU(D, FF, rng=2), TorchSwiGLU(D, FF)
     for name, p in ours.named_parameters():
@@ -93,6 +95,7 @@ def check_decoder(ours, theirs, label, batch_first=True, seed=2, **kwargs):
 
 @pytest.mark.parametrize("activation", ["relu", "gelu"])
 @pytest.mark.parametrize("norm_first", [False, True], ids=["post-norm", "pre-norm"])
+@pytest.mark.under_test("TransformerEncoderLayer.forward", "TransformerEncoderLayer._self_attention_block", "TransformerEncoderLayer._feed_forward_block", "TransformerEncoderLayer.__init__")
 def test_encoder_layer_matches_torch(norm_first, activation):
     ours, theirs, what = layer_pair("TransformerEncoderLayer", norm_first=norm_first, activation=activation)
     check_encoder(ours, theirs, f"{what}, no mask")
@@ -101,12 +104,14 @@ def test_encoder_layer_matches_torch(norm_first, activation):
 
 
 @pytest.mark.parametrize("settings", [{"bias": False}, {"layer_norm_eps": 1e-2}, {"batch_first": False}], ids=str)
+@pytest.mark.under_test("TransformerEncoderLayer.forward", "TransformerEncoderLayer._self_attention_block", "TransformerEncoderLayer._feed_forward_block", "TransformerEncoderLayer.__init__")
 def test_encoder_layer_options(settings):
     ours, theirs, what = layer_pair("TransformerEncoderLayer", norm_first=True, **settings)
     check_encoder(ours, theirs, f"{what}, bool src_mask and src_key_padding_mask", batch_first=settings.get("batch_first", True),
                   src_mask=causal(T, "bool"), src_key_padding_mask=padding_mask(T))
 
 
+@pytest.mark.under_test("TransformerEncoderLayer.forward", "TransformerEncoderLayer._self_attention_block", "TransformerEncoderLayer._feed_forward_block", "TransformerEncoderLayer.__init__")
 def test_encoder_layer_with_is_causal():
     ours, theirs, what = layer_pair("TransformerEncoderLayer")
     check_encoder(ours, theirs, f"{what}, src_mask = the causal mask, is_causal=True", src_mask=causal(T), is_causal=True)
@@ -114,6 +119,7 @@ def test_encoder_layer_with_is_causal():
 
 @pytest.mark.parametrize("activation", ["relu", "gelu"])
 @pytest.mark.parametrize("norm_first", [False, True], ids=["post-norm", "pre-norm"])
+@pytest.mark.under_test("TransformerDecoderLayer.forward", "TransformerDecoderLayer._self_attention_block", "TransformerDecoderLayer._cross_attention_block", "TransformerDecoderLayer._feed_forward_block", "TransformerDecoderLayer.__init__")
 def test_decoder_layer_matches_torch(norm_first, activation):
     ours, theirs, what = layer_pair("TransformerDecoderLayer", norm_first=norm_first, activation=activation)
     check_decoder(ours, theirs, f"{what}, no mask")
@@ -123,6 +129,7 @@ def test_decoder_layer_matches_torch(norm_first, activation):
 
 
 @pytest.mark.parametrize("settings", [{"bias": False}, {"layer_norm_eps": 1e-2}, {"batch_first": False}], ids=str)
+@pytest.mark.under_test("TransformerDecoderLayer.forward", "TransformerDecoderLayer._self_attention_block", "TransformerDecoderLayer._cross_attention_block", "TransformerDecoderLayer._feed_forward_block", "TransformerDecoderLayer.__init__")
 def test_decoder_layer_options(settings):
     ours, theirs, what = layer_pair("TransformerDecoderLayer", **settings)
     memory_mask = np.zeros((T, S), dtype=bool)
@@ -132,6 +139,7 @@ def test_decoder_layer_options(settings):
                   tgt_key_padding_mask=padding_mask(T, (1, 0)), memory_key_padding_mask=padding_mask(S, (0, 2)))
 
 
+@pytest.mark.under_test("TransformerDecoderLayer.forward", "TransformerDecoderLayer._self_attention_block", "TransformerDecoderLayer._cross_attention_block", "TransformerDecoderLayer._feed_forward_block", "TransformerDecoderLayer.__init__")
 def test_decoder_layer_with_is_causal_flags():
     ours, theirs, what = layer_pair("TransformerDecoderLayer", norm_first=True)
     check_decoder(ours, theirs, f"{what}, tgt_mask = the causal mask, tgt_is_causal=True",
@@ -139,6 +147,7 @@ def test_decoder_layer_with_is_causal_flags():
 
 
 @pytest.mark.parametrize("kind", ["TransformerEncoderLayer", "TransformerDecoderLayer"])
+@pytest.mark.under_test("TransformerEncoderLayer.__init__", "TransformerDecoderLayer.__init__")
 def test_our_state_dict_loads_into_torch(kind):
     settings = dict(dim_feedforward=FF, dropout=0.0, norm_first=True, activation="gelu")
     ours = getattr(nn, kind)(D, NHEAD, rng=3, dtype=np.float64, **settings).eval()
@@ -151,6 +160,7 @@ def test_our_state_dict_loads_into_torch(kind):
         check_decoder(ours, theirs, what, tgt_mask=causal(T))
 
 
+@pytest.mark.under_test("TransformerEncoderLayer.forward", "TransformerDecoderLayer.forward")
 def test_float32_layers():
     # float32 parameters and inputs against PyTorch in float64 on the same numbers (torch_parity's float32
     # tolerances, rtol 1e-4 and atol 1e-5).
@@ -170,6 +180,7 @@ def test_float32_layers():
 
 # ---------------------------------------------------------------------- dropout
 @pytest.mark.parametrize("kind", ["TransformerEncoderLayer", "TransformerDecoderLayer"])
+@pytest.mark.under_test("TransformerEncoderLayer.forward", "TransformerDecoderLayer.forward")
 def test_dropout_only_in_training(kind):
     ours = getattr(nn, kind)(D, NHEAD, dim_feedforward=FF, dropout=0.5, rng=6, dtype=np.float64)
     theirs = getattr(torch.nn, kind)(D, NHEAD, dim_feedforward=FF, dropout=0.5, batch_first=True, dtype=torch.float64)
@@ -206,6 +217,7 @@ class TorchScale(torch.nn.Module):
 
 @pytest.mark.parametrize("norm_first", [False, True], ids=["post-norm", "pre-norm"])
 @pytest.mark.parametrize("kind", ["TransformerEncoderLayer", "TransformerDecoderLayer"])
+@pytest.mark.under_test("TransformerEncoderLayer.forward", "TransformerEncoderLayer._self_attention_block", "TransformerEncoderLayer._feed_forward_block", "TransformerDecoderLayer.forward", "TransformerDecoderLayer._self_attention_block", "TransformerDecoderLayer._cross_attention_block", "TransformerDecoderLayer._feed_forward_block")
 def test_each_dropout_acts_where_torch_applies_it(kind, norm_first):
     # Each dropout sub-module (dropout, dropout1, dropout2, dropout3) is swapped, in both layers, for a
     # multiplication by its own factor: the outputs then agree only if ours applies each one at PyTorch's place

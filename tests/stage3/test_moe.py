@@ -11,7 +11,7 @@ from stage3_transformer import nn
 from tests.helpers import assert_close, assert_tensor
 from tests.stage3.torch_parity import TorchSwiGLU, compare_modules, load_ours_into_torch, load_torch_into_ours
 
-pytestmark = pytest.mark.exercise("3.9")
+pytestmark = [pytest.mark.exercise("3.9"), pytest.mark.under_test("MoE.forward")]
 
 D, FF, E = 8, 16, 4  # d_model, d_ff of each expert, number of experts
 
@@ -120,6 +120,7 @@ def test_ties_go_to_the_lower_index():
                            "experts 0 and 1 for every token, each with weight 1/2)")
 
 
+@pytest.mark.under_test("MoE.__init__", "MoE.forward")
 def test_float32_and_our_state_dict_loads_into_the_reference():
     ours = nn.MoE(D, FF, E, 2, rng=7)
     theirs = TorchMoE(D, FF, E, 2)

@@ -12,7 +12,7 @@ from tests.helpers import assert_close, assert_equal, assert_matches_central_dif
 from tests.stage3.torch_parity import (compare_functions, compare_modules, load_ours_into_torch, load_torch_into_ours,
                                        perturb_vectors)
 
-pytestmark = pytest.mark.exercise("3.2")
+pytestmark = [pytest.mark.exercise("3.2"), pytest.mark.under_test("layer_norm", "rms_norm")]
 
 TF = torch.nn.functional
 
@@ -50,6 +50,7 @@ def call_layer_norm(normalized_shape, eps, library):
 
 
 @pytest.mark.parametrize("x_shape, normalized_shape, affine, eps", LAYER_NORM_CASES, ids=str)
+@pytest.mark.under_test("layer_norm")
 def test_layer_norm_matches_torch(x_shape, normalized_shape, affine, eps):
     inputs = norm_inputs(x_shape, normalized_shape, affine)
     compare_with_torch(call_layer_norm(normalized_shape, eps, "ours"), *inputs,
@@ -77,6 +78,7 @@ def call_rms_norm(normalized_shape, eps, library):
 
 
 @pytest.mark.parametrize("x_shape, normalized_shape, affine, eps", RMS_NORM_CASES, ids=str)
+@pytest.mark.under_test("rms_norm")
 def test_rms_norm_matches_torch(x_shape, normalized_shape, affine, eps):
     inputs = norm_inputs(x_shape, normalized_shape, affine, seed=1)
     compare_with_torch(call_rms_norm(normalized_shape, eps, "ours"), *inputs,
@@ -85,6 +87,7 @@ def test_rms_norm_matches_torch(x_shape, normalized_shape, affine, eps):
                              "(inputs: x, weight; eps=None means np.finfo(x.dtype).eps)")
 
 
+@pytest.mark.under_test("rms_norm")
 def test_rms_norm_default_eps_is_the_machine_epsilon_of_the_dtype():
     # A row of zeros: x / sqrt(mean(x**2) + eps) is 0 whatever eps, but its gradient is 1/sqrt(eps).
     x = np.zeros((2, 4))
@@ -153,6 +156,8 @@ def call(module, x):
 
 
 @pytest.mark.parametrize("normalized_shape, kwargs", LAYER_NORM_MODULES, ids=str)
+@pytest.mark.under_test("LayerNorm.forward", "LayerNorm.__init__")
+@pytest.mark.integration
 def test_layer_norm_module_loads_torch_state_and_matches(normalized_shape, kwargs):
     ours, theirs = layer_norm_pair(normalized_shape, kwargs)
     what = f"LayerNorm({normalized_shape!r}, {kwargs})"
@@ -162,6 +167,7 @@ def test_layer_norm_module_loads_torch_state_and_matches(normalized_shape, kwarg
 
 
 @pytest.mark.parametrize("normalized_shape, kwargs", LAYER_NORM_MODULES, ids=str)
+@pytest.mark.under_test("LayerNorm.__init__")
 def test_layer_norm_module_initial_state_loads_into_torch(normalized_shape, kwargs):
     ours, theirs = layer_norm_pair(normalized_shape, kwargs)
     what = f"LayerNorm({normalized_shape!r}, {kwargs})"
@@ -183,6 +189,8 @@ RMS_NORM_MODULES = [(6, {}), ((3, 6), {}), (6, {"eps": 1e-3}), (6, {"elementwise
 
 
 @pytest.mark.parametrize("normalized_shape, kwargs", RMS_NORM_MODULES, ids=str)
+@pytest.mark.under_test("RMSNorm.forward", "RMSNorm.__init__")
+@pytest.mark.integration
 def test_rms_norm_module_matches_torch_both_ways(normalized_shape, kwargs):
     what = f"RMSNorm({normalized_shape!r}, {kwargs})"
     ours = nn.RMSNorm(normalized_shape, **kwargs, dtype=np.float64)
@@ -200,6 +208,7 @@ def test_rms_norm_module_matches_torch_both_ways(normalized_shape, kwargs):
 
 
 @pytest.mark.parametrize("module", ["LayerNorm", "RMSNorm"])
+@pytest.mark.under_test("LayerNorm.__init__", "RMSNorm.__init__")
 def test_modules_default_to_float32(module):
     ours = getattr(nn, module)(8, eps=1e-5)
     theirs = getattr(torch.nn, module)(8, eps=1e-5, dtype=torch.float64)

@@ -1,6 +1,7 @@
 """Exercise 3.3: Embedding (against torch.nn.Embedding), sinusoidal positions (against the formula of
-Vaswani et al.) and rotary positions, RoPE (against a PyTorch version written here, and by its properties:
-each pair keeps its norm, and the dot product of a rotated query and key depends only on their distance)."""
+Vaswani et al.) and rotary positions, RoPE (its angles and rotation, then the whole against a PyTorch version
+written here, and by its properties: each pair keeps its norm, and the dot product of a rotated query and key
+depends only on their distance)."""
 
 import numpy as np
 import pytest
@@ -24,6 +25,7 @@ def lookup(ids):
 
 @pytest.mark.parametrize("ids", [[3, 1, 4, 1, 5, 9, 2, 6, 5, 3], [[0, 9, 9], [9, 0, 2]], [[[7]]], 4],
                          ids=["repeated", "2-D", "3-D", "0-D"])
+@pytest.mark.under_test("Embedding.forward")
 def test_embedding_matches_torch(ids):
     # Repeated ids: each occurrence adds its upstream row into the same row of the weight's gradient.
     torch.manual_seed(0)
@@ -36,6 +38,7 @@ def test_embedding_matches_torch(ids):
                                                             "the output's shape (*ids.shape, embedding_dim)")
 
 
+@pytest.mark.under_test("Embedding.forward")
 def test_embedding_takes_ids_as_an_array_or_a_tensor_and_loads_into_torch():
     ours = nn.Embedding(8, 3, rng=0, dtype=np.float64)
     theirs = torch.nn.Embedding(8, 3, dtype=torch.float64)
@@ -47,6 +50,7 @@ def test_embedding_takes_ids_as_an_array_or_a_tensor_and_loads_into_torch():
     assert_close(ours(ids.tolist()), expected, "Embedding(8, 3) of ids given as a nested list")
 
 
+@pytest.mark.under_test("Embedding.__init__", "Embedding.forward")
 def test_embedding_padding_row_is_zero_and_gets_no_gradient():
     ours = nn.Embedding(6, 4, padding_idx=2, rng=1, dtype=np.float64)
     assert_close(ours.weight.data[2], np.zeros(4), "Embedding(6, 4, padding_idx=2).weight[2] at initialisation", 0, 0)
@@ -61,6 +65,7 @@ def test_embedding_padding_row_is_zero_and_gets_no_gradient():
     assert_close(ours.weight.grad[2], np.zeros(4), "the gradient of the padding row 2 (always zero, as in PyTorch)", 0, 0)
 
 
+@pytest.mark.under_test("Embedding.__init__")
 def test_embedding_initialisation_is_standard_normal():
     num, dim = 1000, 64
     layer = nn.Embedding(num, dim, padding_idx=0, rng=0)
@@ -80,6 +85,7 @@ def test_embedding_initialisation_is_standard_normal():
 
 
 @pytest.mark.parametrize("bad", [6, 9, -1, -6])
+@pytest.mark.under_test("Embedding.forward")
 def test_embedding_rejects_an_id_out_of_range(bad):
     layer = nn.Embedding(6, 3, rng=0)
     layer(np.array([0, 5]))  # the ends of the range are fine
@@ -101,6 +107,7 @@ def sinusoidal_formula(seq_len, dim):
 
 
 @pytest.mark.parametrize("seq_len, dim", [(50, 16), (7, 2), (1, 6), (12, 10)], ids=str)
+@pytest.mark.under_test("sinusoidal_positions")
 def test_sinusoidal_positions_follow_the_formula(seq_len, dim):
     out = F.sinusoidal_positions(seq_len, dim)
     assert_tensor(out, f"sinusoidal_positions({seq_len}, {dim})", shape=(seq_len, dim), dtype=np.float32)
@@ -110,6 +117,7 @@ def test_sinusoidal_positions_follow_the_formula(seq_len, dim):
                  f"sin(p / 10000^(2i/dim)), PE[p, 2i+1] = cos(same)", atol=1e-5, rtol=0)
 
 
+@pytest.mark.under_test("sinusoidal_positions")
 def test_sinusoidal_positions_reject_an_odd_dim():
     F.sinusoidal_positions(4, 6)
     assert_raises(ValueError, lambda: F.sinusoidal_positions(4, 7), "sinusoidal_positions(4, 7): the sin/cos pairs need "
@@ -137,7 +145,35 @@ ROPE_CASES = [  # x shape, positions, theta
 ]
 
 
+@pytest.mark.parametrize("positions, head_dim, theta", [([0, 1, 2], 4, 10000.0), ([3, 7, 0, 11], 6, 100.0)], ids=str)
+@pytest.mark.under_test("rope_angles")
+def test_rope_angles_are_the_cos_and_sin_of_position_times_frequency(positions, head_dim, theta):
+    cos, sin = F.rope_angles(positions, head_dim, theta)
+    angle = np.outer(positions, theta ** (-np.arange(0, head_dim, 2) / head_dim))  # (seq, head_dim/2)
+    what = f"rope_angles({positions}, head_dim={head_dim}, theta={theta}): the (seq, head_dim/2)"
+    assert_close(cos, np.cos(angle), f"{what} cos of positions[p] * theta^(-2i/head_dim)")
+    assert_close(sin, np.sin(angle), f"{what} sin of positions[p] * theta^(-2i/head_dim)")
+
+
+def torch_rotate_pairs(x, cos, sin):
+    """The pair (x[..., 2i], x[..., 2i+1]) of position p turned by the angle of cos[p, i], sin[p, i], in PyTorch."""
+    cos, sin = torch.as_tensor(cos), torch.as_tensor(sin)
+    even, odd = x[..., 0::2], x[..., 1::2]
+    return torch.stack([even * cos - odd * sin, even * sin + odd * cos], dim=-1).flatten(-2)
+
+
+@pytest.mark.under_test("rotate_pairs")
+def test_rotate_pairs_turns_each_pair_and_its_gradient_back():
+    rng = np.random.default_rng(5)
+    x, angle = rng.standard_normal((2, 3, 6)), rng.uniform(-np.pi, np.pi, (3, 3))
+    cos, sin = np.cos(angle), np.sin(angle)
+    compare_with_torch(lambda t: F.rotate_pairs(t, cos, sin), x, torch_fn=lambda t: torch_rotate_pairs(t, cos, sin),
+                       label="rotate_pairs(x (2, 3, 6), cos, sin (3, 3)) (out[..., 2i] = x[..., 2i] cos - x[..., 2i+1] "
+                             "sin, out[..., 2i+1] = x[..., 2i] sin + x[..., 2i+1] cos)")
+
+
 @pytest.mark.parametrize("x_shape, positions, theta", ROPE_CASES, ids=str)
+@pytest.mark.under_test("rotate_pairs", "rope_angles", "apply_rope")
 def test_apply_rope_matches_torch(x_shape, positions, theta):
     x = np.random.default_rng(0).standard_normal(x_shape)
     compare_with_torch(lambda t: F.apply_rope(t, positions, theta=theta), x,
@@ -147,18 +183,21 @@ def test_apply_rope_matches_torch(x_shape, positions, theta):
                        use_engine=True)
 
 
+@pytest.mark.under_test("rotate_pairs", "apply_rope")
 def test_apply_rope_keeps_float32():
     x = np.random.default_rng(1).standard_normal((2, 3, 8))
     compare_functions(lambda t: F.apply_rope(t, np.arange(3)), lambda t: torch_rope(t, np.arange(3)), [x],
                       "apply_rope(x, arange(3)) on a float32 x", dtype=np.float32)
 
 
+@pytest.mark.under_test("rope_angles", "apply_rope")
 def test_apply_rope_rejects_an_odd_head_dim():
     F.apply_rope(Tensor(np.ones((3, 4))), np.arange(3))
     assert_raises(ValueError, lambda: F.apply_rope(Tensor(np.ones((3, 5))), np.arange(3)),
                   "apply_rope on x of shape (3, 5): the pairs need an even head_dim", match="5")
 
 
+@pytest.mark.under_test("rotate_pairs", "apply_rope")
 def test_rope_keeps_the_norm_of_every_pair():
     x = np.random.default_rng(2).standard_normal((2, 6, 8))
     out = F.apply_rope(Tensor(x), np.array([0, 1, 5, 17, 100, 3])).data
@@ -167,6 +206,7 @@ def test_rope_keeps_the_norm_of_every_pair():
                                        "rotation keeps it")
 
 
+@pytest.mark.under_test("rope_angles", "rotate_pairs", "apply_rope")
 def test_rope_dot_product_depends_only_on_the_distance():
     rng = np.random.default_rng(3)
     q, k = rng.standard_normal(8), rng.standard_normal(8)
@@ -183,6 +223,8 @@ def test_rope_dot_product_depends_only_on_the_distance():
 
 
 # ---------------------------------------------------------------------- RotaryEmbedding
+@pytest.mark.under_test("RotaryEmbedding.forward", "RotaryEmbedding.__init__")
+@pytest.mark.integration
 def test_rotary_embedding_equals_apply_rope():
     x = np.random.default_rng(4).standard_normal((2, 2, 5, 8))
     rope = nn.RotaryEmbedding(8, max_seq_len=16, theta=500.0)
@@ -194,6 +236,8 @@ def test_rotary_embedding_equals_apply_rope():
                        label=f"RotaryEmbedding(8, 16, theta=500)(x, positions={positions.tolist()})", use_engine=True)
 
 
+@pytest.mark.under_test("RotaryEmbedding.forward", "RotaryEmbedding.__init__")
+@pytest.mark.integration
 def test_rotary_embedding_keeps_float32():
     x = np.random.default_rng(5).standard_normal((3, 4))
     rope = nn.RotaryEmbedding(4, max_seq_len=8)
@@ -201,6 +245,7 @@ def test_rotary_embedding_keeps_float32():
                       "RotaryEmbedding(4, 8)(x) on a float32 x", dtype=np.float32)
 
 
+@pytest.mark.under_test("RotaryEmbedding.forward")
 def test_rotary_embedding_rejects_positions_beyond_its_table():
     rope = nn.RotaryEmbedding(4, max_seq_len=6)
     rope(Tensor(np.ones((6, 4))))  # six positions, 0..5, fit

@@ -11,7 +11,7 @@ from stage3_transformer import functional as F
 from tests.helpers import assert_close, assert_equal, assert_matches_central_differences, compare_with_torch
 from tests.stage3.torch_parity import F32_ATOL, F32_RTOL, compare_functions
 
-pytestmark = pytest.mark.exercise("3.1")
+pytestmark = [pytest.mark.exercise("3.1"), pytest.mark.under_test("softmax", "log_softmax")]
 
 TF = torch.nn.functional
 NAMES = ["softmax", "log_softmax"]
@@ -101,12 +101,16 @@ def check_cross_entropy(logits, targets, **kwargs):
     )
 
 
+@pytest.mark.under_test("log_softmax")
+@pytest.mark.integration
 def test_cross_entropy_matches_torch():
     rng = np.random.default_rng(5)
     check_cross_entropy(rng.standard_normal((8, 5)) * 2, rng.integers(0, 5, 8))
 
 
 @pytest.mark.parametrize("ignore_index", [-100, 2])
+@pytest.mark.under_test("log_softmax")
+@pytest.mark.integration
 def test_cross_entropy_with_ignore_index_matches_torch(ignore_index):
     rng = np.random.default_rng(6)
     logits, targets = rng.standard_normal((10, 5)) * 2, rng.integers(0, 5, 10)
@@ -114,6 +118,8 @@ def test_cross_entropy_with_ignore_index_matches_torch(ignore_index):
     check_cross_entropy(logits, targets, ignore_index=ignore_index)
 
 
+@pytest.mark.under_test("log_softmax")
+@pytest.mark.integration
 def test_cross_entropy_of_huge_logits_matches_torch():
     out = check_cross_entropy(HUGE_LOGITS, np.array([2, 0, 3, 1]), label_smoothing=0.1)
     assert_equal(bool(np.isfinite(out.data).all()), True, "cross_entropy of logits around +-1e4 is finite")

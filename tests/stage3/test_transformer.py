@@ -38,6 +38,8 @@ def source_and_target(seed=1):
 
 
 @pytest.mark.parametrize("norm_first", [False, True], ids=["post-norm", "pre-norm"])
+@pytest.mark.under_test("Transformer.forward", "Transformer.__init__")
+@pytest.mark.integration
 def test_transformer_matches_torch(norm_first):
     torch.manual_seed(0)
     theirs = perturb_vectors(torch.nn.Transformer(**SMALL, batch_first=True, norm_first=norm_first,
@@ -53,6 +55,8 @@ def test_transformer_matches_torch(norm_first):
                     what=f"{what}, causal tgt_mask and padding masks", input_names=["src", "tgt"])
 
 
+@pytest.mark.under_test("Transformer.forward")
+@pytest.mark.integration
 def test_transformer_without_masks_and_with_a_src_mask():
     torch.manual_seed(1)
     theirs = perturb_vectors(torch.nn.Transformer(**SMALL, batch_first=True, dtype=torch.float64), seed=1).eval()
@@ -71,6 +75,7 @@ def test_transformer_without_masks_and_with_a_src_mask():
                     what=f"{what}, a bool src_mask and a float memory_mask", input_names=["src", "tgt"])
 
 
+@pytest.mark.under_test("Transformer.__init__")
 def test_our_state_dict_loads_into_torch():
     ours = nn.Transformer(**SMALL, norm_first=True, rng=2, dtype=np.float64).eval()
     theirs = torch.nn.Transformer(**SMALL, batch_first=True, norm_first=True, dtype=torch.float64).eval()
@@ -82,6 +87,8 @@ def test_our_state_dict_loads_into_torch():
                     input_names=["src", "tgt"])
 
 
+@pytest.mark.under_test("Transformer.forward", "Transformer.__init__")
+@pytest.mark.integration
 def test_float32_transformer():
     # float32 against PyTorch in float64 on the same numbers; a 2 + 2 layer stack chains more roundings than
     # one layer, still far within torch_parity's float32 tolerances (rtol 1e-4, atol 1e-5).
@@ -98,6 +105,7 @@ def test_float32_transformer():
 
 @pytest.mark.parametrize("stack", ["TransformerEncoder", "TransformerDecoder"])
 @pytest.mark.parametrize("with_norm", [False, True], ids=["norm=None", "final LayerNorm"])
+@pytest.mark.under_test("TransformerEncoder.forward", "TransformerDecoder.forward", "TransformerEncoder.__init__", "TransformerDecoder.__init__")
 def test_encoder_and_decoder_stacks_match_torch(stack, with_norm):
     layer_kind = stack + "Layer"
     torch.manual_seed(4)
@@ -124,6 +132,7 @@ def test_encoder_and_decoder_stacks_match_torch(stack, with_norm):
 
 
 @pytest.mark.parametrize("size", [1, 2, 5])
+@pytest.mark.under_test("Transformer.generate_square_subsequent_mask")
 def test_generate_square_subsequent_mask(size):
     got = nn.Transformer.generate_square_subsequent_mask(size)
     expected = torch.nn.Transformer.generate_square_subsequent_mask(size, dtype=torch.float64).numpy()
@@ -133,6 +142,7 @@ def test_generate_square_subsequent_mask(size):
     assert_equal(got.astype(np.float64), expected, what)
 
 
+@pytest.mark.under_test("Transformer.__init__")
 def test_xavier_reinitialisation():
     d_model, ff = 64, 128
     ours = nn.Transformer(d_model=d_model, nhead=4, num_encoder_layers=1, num_decoder_layers=2, dim_feedforward=ff,

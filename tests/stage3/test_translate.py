@@ -162,6 +162,8 @@ TINY = dict(numbers=100, held_out=10, d_model=32, nhead=2, layers=1, ff=64, batc
             max_bytes=32, eval_every=100, eval_numbers=10)
 
 
+@pytest.mark.under_test("greedy_decode", "encode_pairs", "length_batches")
+@pytest.mark.integration
 def test_a_short_run_learns_a_tiny_set_of_pairs():
     # English -> French for 0 ... 99, 90 pairs to train on. With seeds 0-2 the reference ends 300 steps at a loss
     # of 0.05-0.07 (ln 260 = 5.6 before training) and translates 92-98% of its training pairs exactly; a model
@@ -181,6 +183,8 @@ def test_a_short_run_learns_a_tiny_set_of_pairs():
 
 
 # ---------------------------------------------------------------------- the command line
+@pytest.mark.under_test("greedy_decode", "encode_pairs", "length_batches")
+@pytest.mark.integration
 def test_command_line_train_ask_and_attention(student_tmp):
     checkpoint = student_tmp / "tiny.npz"
     settings = {key: str(value) for key, value in TINY.items() if key not in ("eval_every", "eval_numbers")}

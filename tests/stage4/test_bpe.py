@@ -21,7 +21,7 @@ from tests.helpers import assert_equal, assert_raises
 from tests.stage4.student_side import type_name
 from tests.student_side import listed
 
-pytestmark = pytest.mark.exercise("4.2")
+pytestmark = [pytest.mark.exercise("4.2"), pytest.mark.under_test("BPETokenizer.train", "merge_pair")]
 
 EOT = "<|endoftext|>"
 
@@ -139,6 +139,7 @@ def trained(vocab_size=390, special_tokens=(EOT,), text=TEXT):
 
 
 # ---------------------------------------------------------------------- pre-tokenisation and the byte table
+@pytest.mark.under_test("pretokenize")
 def test_pretokenize_follows_gpt2_pattern():
     assert_equal(pretokenize("I'm here  now!!"), ["I", "'m", " here", " ", " now", "!!"],
                  "pretokenize(\"I'm here  now!!\")")
@@ -146,6 +147,7 @@ def test_pretokenize_follows_gpt2_pattern():
         assert_equal(pretokenize(text), GPT2_PATTERN.findall(text), f"pretokenize({text!r})")
 
 
+@pytest.mark.under_test("bytes_to_unicode")
 def test_bytes_to_unicode_is_gpt2s_table():
     assert_equal(bytes_to_unicode(), gpt2_byte_table(), "bytes_to_unicode() (byte -> character)")
     assert_equal(bytes_to_unicode()[ord(" ")], "Ġ", "bytes_to_unicode()[32], the space")
@@ -200,6 +202,7 @@ def test_train_refuses_a_vocab_smaller_than_the_bytes_and_specials():
 
 
 # ---------------------------------------------------------------------- encoding and decoding
+@pytest.mark.under_test("BPETokenizer._encode_pretoken", "BPETokenizer.encode")
 def test_encode_replays_the_merges():
     tok = trained()
     vocab, merges = naive_train(TEXT, 390, (EOT,))
@@ -207,6 +210,7 @@ def test_encode_replays_the_merges():
         assert_equal(tok.encode(text), naive_encode(text, vocab, merges, (EOT,)), f"encode({text!r})")
 
 
+@pytest.mark.under_test("BPETokenizer.encode", "BPETokenizer.decode")
 def test_encode_decode_round_trip_any_unicode():
     tok = trained()
     rng = random.Random(1)
@@ -216,6 +220,7 @@ def test_encode_decode_round_trip_any_unicode():
         assert_equal(tok.decode(tok.encode(text)), text, f"decode(encode({text!r}))")
 
 
+@pytest.mark.under_test("BPETokenizer.decode")
 def test_decode_replaces_invalid_utf8():
     tok = trained()  # trained: byte b is id b
     for data in (b"\xff", "日".encode()[:2], b"ok \xe6\x97 \xc3", "🙂".encode()[1:]):
@@ -223,6 +228,7 @@ def test_decode_replaces_invalid_utf8():
                      f"decode of the single-byte tokens of {data!r} (invalid UTF-8: U+FFFD for each broken piece)")
 
 
+@pytest.mark.under_test("BPETokenizer.encode")
 def test_special_tokens_are_single_ids_and_the_longest_wins():
     double = EOT + EOT
     specials = (EOT, double)
@@ -237,6 +243,7 @@ def test_special_tokens_are_single_ids_and_the_longest_wins():
     assert_equal(tok.decode(expected), text, "decode of the ids with special tokens")
 
 
+@pytest.mark.under_test("BPETokenizer.__init__", "BPETokenizer.special_token_id")
 def test_constructor_keeps_vocab_merges_and_gives_special_tokens_ids():
     vocab = {i: bytes([i]) for i in range(256)}
     vocab.update({256: b"th", 257: b"the", 258: b" the"})
@@ -251,6 +258,7 @@ def test_constructor_keeps_vocab_merges_and_gives_special_tokens_ids():
         assert_equal(tok.encode(text), expected, f"encode({text!r}) with merges {merges}")
 
 
+@pytest.mark.under_test("BPETokenizer.encode_iterable")
 def test_encode_iterable_is_lazy_and_equals_encode():
     tok = trained()
     text = "a\n\n\nb  \n  c\r\n\r\n\td" + EOT + "\n" + TEXT[:800] + "\n\n  end  \n \n"
@@ -273,6 +281,7 @@ def test_encode_iterable_is_lazy_and_equals_encode():
 
 
 # ---------------------------------------------------------------------- files
+@pytest.mark.under_test("BPETokenizer.to_json", "BPETokenizer.from_json")
 def test_save_load_and_from_json(student_tmp):
     tok = trained(special_tokens=(EOT, "<|pad|>"))
     path = student_tmp / "tokenizer.json"
@@ -296,6 +305,7 @@ def write_gpt2_files(folder, vocab, merges, table):
     (folder / "merges.txt").write_text("\n".join(lines) + "\n")
 
 
+@pytest.mark.under_test("BPETokenizer.from_gpt2_files")
 def test_from_gpt2_files(student_tmp):
     table = gpt2_byte_table()
     _, merges = naive_train(TEXT, 330)

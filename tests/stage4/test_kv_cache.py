@@ -44,6 +44,7 @@ def tokens(B: int, T: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, SMALL["vocab_size"], (B, T))
 
 
+@pytest.mark.under_test("KVCache.update")
 def test_kv_cache_update_appends_along_time():
     rng = np.random.default_rng(0)
     first_k, first_v = rng.standard_normal((2, 3, 4, 8)), rng.standard_normal((2, 3, 4, 8))
@@ -98,6 +99,7 @@ def test_the_cache_cannot_go_past_block_size(variant):
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("settings", [dict(temperature=0.0), dict(temperature=1.0, top_k=8),
                                       dict(temperature=0.9, top_p=0.9), dict(temperature=1.4)], ids=str)
+@pytest.mark.integration
 def test_generation_with_the_cache_gives_the_same_tokens(variant, settings):
     gpt = model(variant)
     prompt = tokens(2, 4, seed=4)
@@ -193,6 +195,7 @@ def test_the_cache_keeps_the_keys_and_values_computed_before(variant):
 @pytest.mark.parametrize("variant", VARIANTS)
 @pytest.mark.parametrize("settings", [dict(temperature=1.0, top_k=8), dict(temperature=0.9, top_p=0.9),
                                       dict(temperature=1.4)], ids=str)
+@pytest.mark.integration
 def test_sampled_generation_with_the_cache_draws_every_token_from_its_distribution(variant, settings):
     gpt = model(variant)
     prompt = tokens(2, 4, seed=4)

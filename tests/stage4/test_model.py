@@ -56,6 +56,7 @@ def test_tied_weights_are_one_parameter():
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.under_test("GPT.num_parameters")
 def test_num_parameters_counts_each_distinct_parameter_once(variant):
     fields = dict(SMALL, **VARIANTS[variant])
     expected = sum(p.numel() for p in ReferenceGPT(**fields).parameters())  # torch lists a tied weight once
@@ -225,6 +226,8 @@ GPT2_LIKE = dict(vocab_size=61, block_size=12, n_layer=3, n_head=3, n_embd=24, g
 
 
 @pytest.mark.parametrize("prefix", ["transformer.", ""], ids=["GPT2LMHeadModel", "GPT2Model"])
+@pytest.mark.under_test("GPT.from_gpt2_state_dict")
+@pytest.mark.integration
 def test_from_gpt2_state_dict_matches_pytorch(prefix):
     reference = randomize(ReferenceGPT(**GPT2_LIKE).double(), seed=4)
     state = hf_gpt2_state_dict(reference, prefix=prefix)
@@ -262,6 +265,7 @@ def where_gpt2_logits_go_wrong(reference, idx, expected_logits) -> str:
             "Conv1D weights are (in, out): transpose them; GPT-2's GELU is the tanh one")
 
 
+@pytest.mark.under_test("GPT.from_gpt2_state_dict")
 def test_from_gpt2_state_dict_is_float32_by_default():
     reference = randomize(ReferenceGPT(**GPT2_LIKE), seed=6)  # float32, as Hugging Face's checkpoints
     model = GPT.from_gpt2_state_dict(hf_gpt2_state_dict(reference), n_head=3)
@@ -295,6 +299,7 @@ def test_n_head_is_required_for_other_widths():
 
 @pytest.mark.under_test("GPT.forward", "Block.forward", "CausalSelfAttention.forward")
 @pytest.mark.parametrize("variant", ["gpt2", "llama"])
+@pytest.mark.integration
 def test_logits_and_gradients_match_the_pytorch_reference(variant):
     """A plain GPT (no GPT-2 checkpoint): the logits of the PyTorch reference holding the same random weights, and
     the gradient of every parameter for the upstream gradient w of the logits (the loss is exercise 4.4's)."""

@@ -21,7 +21,7 @@ from tests.helpers import assert_close, assert_equal, assert_in_range
 from tests.stage4.student_side import TinyLM  # a Module subclass: it lives beside the code under test
 from tests.stage4.torch_training import torch_adamw, torch_schedule
 
-pytestmark = pytest.mark.exercise("4.5")
+pytestmark = [pytest.mark.exercise("4.5"), pytest.mark.under_test("configure_optimizer")]
 
 VOCAB, WIDTH, HIDDEN = 7, 4, 6  # TinyLM's sizes (tests/stage4/student_side.py)
 
@@ -55,6 +55,7 @@ def micro_batch(step: int, index: int):
 
 # ---------------------------------------------------------------------- the schedule
 @pytest.mark.parametrize("warmup, total", [(4, 20), (1, 6), (0, 9), (10, 11)])
+@pytest.mark.under_test("get_lr")
 def test_get_lr_is_warmup_then_cosine_as_torch_schedulers(warmup, total):
     max_lr, min_lr = 6e-4, 6e-5
     optimizer = torch.optim.SGD([torch.nn.Parameter(torch.zeros(1))], lr=max_lr)
@@ -73,6 +74,7 @@ def test_get_lr_is_warmup_then_cosine_as_torch_schedulers(warmup, total):
                      atol=0, rtol=1e-15)
 
 
+@pytest.mark.under_test("get_lr")
 def test_get_lr_when_total_is_not_after_warmup():
     # No cosine at all: after the warmup the rate is min_lr (no division by total - warmup = 0).
     for step, expected in ((0, 0.25), (3, 1.0), (4, 0.1), (9, 0.1)):
@@ -98,6 +100,7 @@ def grads_case(seed: int, scale: float, dtype):
 
 @pytest.mark.parametrize("dtype", [np.float64, np.float32])
 @pytest.mark.parametrize("scale, max_norm", [(1.0, 1.0), (0.05, 1.0), (3.0, 0.5)], ids=["clips", "below", "far-above"])
+@pytest.mark.under_test("clip_grad_norm_")
 def test_clip_grad_norm_matches_torch(scale, max_norm, dtype):
     ours, theirs = grads_case(3, scale, dtype)
     total = clip_grad_norm_(ours, max_norm)
@@ -114,6 +117,7 @@ def test_clip_grad_norm_matches_torch(scale, max_norm, dtype):
                                          f"min(1, max_norm / (total + 1e-6)))", atol=atol, rtol=rtol)
 
 
+@pytest.mark.under_test("clip_grad_norm_")
 def test_clip_grad_norm_accepts_a_generator_of_parameters():
     ours, theirs = grads_case(5, 2.0, np.float64)
     total = clip_grad_norm_((p for p in ours), 1.0)
@@ -189,6 +193,8 @@ def run_side_by_side(steps: int, micro_batches: int, max_norm: float, seed: int 
     return norms
 
 
+@pytest.mark.under_test("configure_optimizer", "get_lr", "clip_grad_norm_")
+@pytest.mark.integration
 def test_steps_match_torch_adamw_with_groups_schedule_clipping_and_accumulation():
     norms = run_side_by_side(steps=4, micro_batches=2, max_norm=1.0)
     # The test itself checks that it exercised the clipping: some steps above max_norm, some not needed.

@@ -19,7 +19,7 @@ from tests.helpers import StudentPath, assert_equal, assert_raises
 from tests.stage4.student_side import Output, always_predicts, working_directory
 from tests.student_side import reraise_not_implemented, run_module
 
-pytestmark = pytest.mark.exercise("4.7")
+pytestmark = [pytest.mark.exercise("4.7"), pytest.mark.under_test("complete")]
 
 TEXT = "abcdefgh ."
 
@@ -85,6 +85,7 @@ def run_main(output: Output, argv: list[str]) -> int:
     return output.run(main, argv)
 
 
+@pytest.mark.integration
 def test_command_line_prints_prompt_and_sample(student_tmp):
     tokenizer, model = tokenizer_and_model(seed=1)
     path = student_tmp / "ckpt.npz"
@@ -99,6 +100,7 @@ def test_command_line_prints_prompt_and_sample(student_tmp):
                                                           "(--seed 7, --temperature 0.9, --top-k 5)")
 
 
+@pytest.mark.integration
 def test_command_line_reads_the_training_default_checkpoint(student_tmp):
     """With no --checkpoint, the sampler reads runs/gpt/ckpt.npz, where python -m stage4_gpt.train writes; if
     there is none yet, it says how to make one."""
@@ -122,6 +124,7 @@ def test_command_line_reads_the_training_default_checkpoint(student_tmp):
 
 @pytest.mark.parametrize("flags, named", [(["--top-p", "0"], "top-p"), (["--top-p", "1.5"], "top-p"),
                                           (["--temperature", "-0.5"], "temperature"), (["--top-k", "0"], "top-k")])
+@pytest.mark.integration
 def test_command_line_rejects_settings_without_a_distribution(student_tmp, flags, named):
     tokenizer, model = tokenizer_and_model()
     path = student_tmp / "ckpt.npz"
@@ -139,6 +142,7 @@ def test_command_line_rejects_settings_without_a_distribution(student_tmp, flags
                                          f"{message.strip()!r}")
 
 
+@pytest.mark.integration
 def test_command_line_names_characters_the_tokenizer_lacks(student_tmp):
     tokenizer, model = tokenizer_and_model()
     path = student_tmp / "ckpt.npz"
@@ -151,6 +155,7 @@ def test_command_line_names_characters_the_tokenizer_lacks(student_tmp):
     assert_equal(out, "", "what is printed to stdout when the prompt cannot be encoded")
 
 
+@pytest.mark.integration
 def test_interactive_mode_answers_each_line(student_tmp):
     tokenizer, model = tokenizer_and_model(seed=2, tie_weights=False)
     always_predicts(model, tokenizer.encode("h")[0])

@@ -17,6 +17,7 @@ UNICODE_STRINGS = ["", "plain ascii", "héllo wörld", "日本語のテキスト
 
 
 # ---------------------------------------------------------------------- CharTokenizer
+@pytest.mark.under_test("CharTokenizer.fit", "CharTokenizer.__init__")
 def test_char_fit_ids_are_sorted_characters_then_special_tokens():
     chars = sorted(set(TEXT))
     tok = CharTokenizer.fit(TEXT)
@@ -29,6 +30,7 @@ def test_char_fit_ids_are_sorted_characters_then_special_tokens():
     assert_equal(tok.encode(text), expected, f"encode({text!r})")
 
 
+@pytest.mark.under_test("CharTokenizer.fit")
 def test_char_fit_leaves_out_the_characters_of_special_tokens():
     text = "abba" + ENDOFTEXT + "baab" + ENDOFTEXT
     tok = CharTokenizer.fit(text)
@@ -36,6 +38,7 @@ def test_char_fit_leaves_out_the_characters_of_special_tokens():
     assert_equal(tok.encode(text), [0, 1, 1, 0, 2, 1, 0, 0, 1, 2], f"encode({text!r})")
 
 
+@pytest.mark.under_test("CharTokenizer.decode", "CharTokenizer.encode")
 def test_char_decode_round_trip():
     text = "".join(UNICODE_STRINGS) + "café"
     tok = CharTokenizer.fit(text)
@@ -43,6 +46,7 @@ def test_char_decode_round_trip():
         assert_equal(tok.decode(tok.encode(s)), s, f"decode(encode({s!r}))")
 
 
+@pytest.mark.under_test("CharTokenizer.encode")
 def test_char_unknown_character_names_it_and_its_position():
     tok = CharTokenizer.fit("abcdefgh ")
     text = "bad face" + ENDOFTEXT + "bag Ω"
@@ -53,12 +57,14 @@ def test_char_unknown_character_names_it_and_its_position():
                       f"position {position}", match=part)
 
 
+@pytest.mark.under_test("CharTokenizer.decode")
 def test_char_decode_refuses_an_unknown_id():
     tok = CharTokenizer.fit("abc")
     assert_raises(ValueError, lambda: tok.decode([0, 4]), "decode([0, 4]) with ids 0-3", match="4")
     assert_raises(ValueError, lambda: tok.decode([-1]), "decode([-1])", match="-1")
 
 
+@pytest.mark.under_test("CharTokenizer.special_token_id", "CharTokenizer.__init__", "CharTokenizer.encode")
 def test_char_names_with_bos_and_eos():
     names = ["emma", "olivia", "ava", "isabella", "sophia"]
     tok = CharTokenizer.fit("".join(names), special_tokens=(BOS, EOS))
@@ -71,6 +77,7 @@ def test_char_names_with_bos_and_eos():
     assert_equal(tok.decode(expected), text, "decode of two names with <|bos|> and <|eos|>")
 
 
+@pytest.mark.under_test("CharTokenizer.encode")
 def test_char_longest_special_token_wins():
     short, long = "<|a|>", "<|a|><|b|>"
     tok = CharTokenizer.fit("xy", special_tokens=(short, long))
@@ -80,6 +87,7 @@ def test_char_longest_special_token_wins():
 
 
 # ---------------------------------------------------------------------- ByteTokenizer
+@pytest.mark.under_test("ByteTokenizer.encode", "ByteTokenizer.decode")
 def test_byte_ids_are_utf8_bytes():
     tok = ByteTokenizer()
     assert_equal(tok.vocab_size, 257, "ByteTokenizer().vocab_size: 256 bytes + <|endoftext|>")
@@ -88,6 +96,7 @@ def test_byte_ids_are_utf8_bytes():
         assert_equal(tok.decode(tok.encode(s)), s, f"decode(encode({s!r}))")
 
 
+@pytest.mark.under_test("ByteTokenizer.special_token_id", "ByteTokenizer.__init__", "ByteTokenizer.encode")
 def test_byte_special_tokens():
     tok = ByteTokenizer(special_tokens=(ENDOFTEXT, BOS))
     assert_equal(tok.vocab_size, 258, "ByteTokenizer with 2 special tokens: vocab_size")
@@ -97,6 +106,7 @@ def test_byte_special_tokens():
     assert_equal(tok.decode([257, *"é".encode(), 256]), text, "decode of <|bos|>, é, <|endoftext|>")
 
 
+@pytest.mark.under_test("ByteTokenizer.decode")
 def test_byte_decode_replaces_invalid_utf8():
     tok = ByteTokenizer()
     for data in (b"\xff", "日".encode()[:2], b"ok \xe6\x97 \xc3", "🙂".encode()[1:]):
@@ -112,6 +122,7 @@ def test_byte_decode_replaces_invalid_utf8():
 
 # ---------------------------------------------------------------------- files
 @pytest.mark.parametrize("kind", ["char", "byte"])
+@pytest.mark.under_test("CharTokenizer.to_json", "CharTokenizer.from_json", "ByteTokenizer.to_json", "ByteTokenizer.from_json")
 def test_save_load_and_from_json(kind, student_tmp):
     specials = (ENDOFTEXT, BOS, EOS)
     tok = CharTokenizer.fit(TEXT, special_tokens=specials) if kind == "char" else ByteTokenizer(specials)

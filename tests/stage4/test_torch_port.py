@@ -66,6 +66,7 @@ def batch(fields: dict, seed: int, B: int = 4, padding: bool = True):
 
 # ---------------------------------------------------------------------- the module and the transfer
 @pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.under_test("TorchGPT.__init__")
 def test_torch_gpt_has_the_parameters_of_gpt(variant):
     config = GPTConfig(**dict(SMALL, **VARIANTS[variant]))
     ours, theirs = GPT(config, rng=0), TorchGPT(config)
@@ -80,6 +81,7 @@ def test_torch_gpt_has_the_parameters_of_gpt(variant):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.under_test("to_torch", "TorchGPT.forward", "TorchCausalSelfAttention.forward", "TorchBlock.forward")
 def test_to_torch_gives_the_same_logits_loss_and_gradients(variant):
     fields = dict(SMALL, **VARIANTS[variant])
     ours = random_model(fields)
@@ -104,6 +106,7 @@ def test_to_torch_gives_the_same_logits_loss_and_gradients(variant):
 
 
 @pytest.mark.parametrize("variant", ["gpt2", "llama"])
+@pytest.mark.under_test("to_torch")
 def test_to_torch_in_float32(variant):
     fields = dict(SMALL, **VARIANTS[variant])
     ours = random_model(fields, np.float32, seed=2)
@@ -119,6 +122,7 @@ def test_to_torch_in_float32(variant):
 
 
 @pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.under_test("from_torch", "to_torch")
 def test_from_torch_round_trip(variant):
     fields = dict(SMALL, **VARIANTS[variant])
     torch.manual_seed(4)
@@ -141,6 +145,7 @@ def test_from_torch_round_trip(variant):
         assert_equal(value, state[name], f"to_torch(from_torch(TorchGPT {variant})): {name!r}")
 
 
+@pytest.mark.under_test("TorchGPT.__init__")
 def test_torch_gpt_starts_from_gpt2_initialisation():
     config = GPTConfig(vocab_size=500, block_size=64, n_layer=4, n_head=4, n_embd=64)
     torch.manual_seed(0)
@@ -159,6 +164,7 @@ def test_torch_gpt_starts_from_gpt2_initialisation():
 
 
 # ---------------------------------------------------------------------- devices, processes, training
+@pytest.mark.under_test("setup_distributed", "shard")
 def test_single_process_setup_and_shards(monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     alone = setup_distributed()
@@ -174,6 +180,8 @@ def test_single_process_setup_and_shards(monkeypatch):
     assert_raises(ValueError, lambda: shard(torch.arange(7), third), "shard(7 rows, 3 processes)")
 
 
+@pytest.mark.under_test("wrap_for_training", "from_torch")
+@pytest.mark.integration
 def test_training_entry_point_writes_a_checkpoint_numpy_reads(student_tmp, monkeypatch):
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     data = student_tmp / "corpus.txt"
@@ -198,6 +206,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.under_test("wrap_for_training", "setup_distributed", "shard")
+@pytest.mark.integration
 def test_two_processes_average_the_gradients_of_one(student_tmp):
     if not torch.distributed.is_available():
         pytest.skip("torch.distributed is not available in this PyTorch build")

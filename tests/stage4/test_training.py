@@ -50,6 +50,7 @@ def corpus_file(folder: StudentPath) -> StudentPath:
 
 
 # ---------------------------------------------------------------------- get_batch and split_tokens
+@pytest.mark.under_test("get_batch")
 def test_get_batch_takes_windows_at_the_generators_offsets():
     tokens = (np.arange(200) * 7) % 101  # every value tells its position
     x, y = get_batch(tokens, batch_size=5, block_size=8, rng=np.random.default_rng(3))
@@ -63,6 +64,7 @@ def test_get_batch_takes_windows_at_the_generators_offsets():
     assert_equal(y, expected_y, f"{what}: y, the same windows shifted by one token")
 
 
+@pytest.mark.under_test("get_batch")
 def test_get_batch_can_reach_the_last_token_and_rejects_short_texts():
     tokens = np.arange(10)
     x, y = get_batch(tokens, batch_size=400, block_size=9, rng=np.random.default_rng(0))
@@ -75,6 +77,7 @@ def test_get_batch_can_reach_the_last_token_and_rejects_short_texts():
                   "get_batch on 8 tokens with block_size=8 (a window needs block_size + 1 tokens)")
 
 
+@pytest.mark.under_test("split_tokens")
 def test_split_tokens_keeps_the_end_for_validation():
     tokens = np.arange(1000)
     train, val = split_tokens(tokens, 0.1)
@@ -98,6 +101,7 @@ def models(fields: dict, seed: int = 0):
 
 @pytest.mark.parametrize("fields", [TINY, dict(TINY, norm="rmsnorm", pos="rope", mlp="swiglu", bias=False,
                                                       tie_weights=False)], ids=["gpt2", "llama"])
+@pytest.mark.under_test("train_step")
 def test_training_steps_match_torch_loss_for_loss(fields):
     steps, micro_batches, B = 5, 2, 3
     max_lr, min_lr, warmup, weight_decay, betas, grad_clip = 3e-2, 3e-3, 2, 0.1, (0.9, 0.95), 1.0
@@ -132,6 +136,7 @@ def test_training_steps_match_torch_loss_for_loss(fields):
 
 
 # ---------------------------------------------------------------------- evaluation
+@pytest.mark.under_test("evaluate")
 def test_evaluate_averages_fixed_batches_without_dropout_or_graph():
     fields = dict(TINY, dropout=0.5)
     ours = GPT(GPTConfig(**fields), rng=0, dtype=np.float64)
@@ -165,6 +170,7 @@ def two_steps(seed: int = 0, dropout: float = 0.0):
     return model, optimizer, rng, tokens
 
 
+@pytest.mark.under_test("save_checkpoint")
 def test_checkpoint_holds_everything_as_plain_arrays(student_tmp):
     model, optimizer, rng, _ = two_steps(dropout=0.2)
     tokenizer = CharTokenizer.fit("abcdefghijklmnopqrstuv")  # 22 characters + <|endoftext|> = TINY's 23 ids
@@ -214,6 +220,7 @@ def test_checkpoint_holds_everything_as_plain_arrays(student_tmp):
                                                         "saved model's", atol=0, rtol=0)
 
 
+@pytest.mark.under_test("restore_training_state")
 def test_restored_training_state_continues_bit_for_bit(student_tmp):
     """Two steps, a checkpoint, then a third step from the checkpoint in a new model, optimizer and generator:
     the same loss and the same weights as a third step without the checkpoint, to the last bit (dropout on,
@@ -246,6 +253,8 @@ def history_of(out: StudentPath) -> dict[str, np.ndarray]:
     return {key: value for key, value in checkpoint.items() if key.startswith(("history.", "model.", "step"))}
 
 
+@pytest.mark.under_test("restore_training_state", "save_checkpoint")
+@pytest.mark.integration
 def test_resume_continues_exactly_as_an_uninterrupted_run(student_tmp):
     data = corpus_file(student_tmp)
     flags = TINY_FLAGS + ["--data", str(data), "--dropout", "0.1", "--grad-accum", "2", "--eval-interval", "2",
@@ -272,6 +281,8 @@ def test_resume_continues_exactly_as_an_uninterrupted_run(student_tmp):
                                                              "'step N/M | loss L | lr R | norm G | T tok/s | ETA 0m00s'")
 
 
+@pytest.mark.under_test("restore_training_state", "save_checkpoint")
+@pytest.mark.integration
 def test_resume_in_another_process_continues_exactly(student_tmp):
     """The first 3 steps in a process of their own (python -m stage4_gpt.train), --resume in another one: only
     what the checkpoint file holds can carry the optimizer's moments and every generator's state across."""
@@ -300,6 +311,8 @@ def test_resume_in_another_process_continues_exactly(student_tmp):
             assert_equal(split[key], value, f"{key} after 6 steps, resumed in another process vs uninterrupted")
 
 
+@pytest.mark.under_test("train_step", "evaluate", "save_checkpoint")
+@pytest.mark.integration
 def test_default_corpus_run_writes_a_loss_curve(student_tmp):
     out = student_tmp / "run"
     output = Output()  # what main prints where it runs (capsys would see only this process's output)
@@ -325,6 +338,8 @@ def test_default_corpus_run_writes_a_loss_curve(student_tmp):
                                                f"({command!r}); it was {printed[-1]!r}")
 
 
+@pytest.mark.under_test("save_checkpoint")
+@pytest.mark.integration
 def test_ctrl_c_saves_a_checkpoint_and_exits_130(student_tmp):
     data = corpus_file(student_tmp)
     out = student_tmp / "run"
