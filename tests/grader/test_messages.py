@@ -137,6 +137,28 @@ def test_the_float32_table_advice_comes_with_a_near_miss_only(tmp_path):
     assert "logits (B, T, vocab)" in output and "float32 table" not in output, output
 
 
+def gpt2_loader_test(tmp_path: Path, old: str, new: str) -> str:
+    """pytest's output for 4.3's GPT-2 loader test on the reference with ``old`` replaced in model.py."""
+    root = reference_with(tmp_path, "stage4_gpt", "model.py", old, new)
+    completed = subprocess.run([sys.executable, "-m", "pytest", "-n", "0", "-q", "--tb=line",
+                                "tests/stage4/test_model.py::test_from_gpt2_state_dict_matches_pytorch[GPT2Model]",
+                                "--implementation", f"stage4_gpt={root}"],
+                               capture_output=True, text=True, timeout=120, cwd=REPO_ROOT)
+    assert completed.returncode == 1, completed.stdout + completed.stderr
+    return completed.stdout
+
+
+def test_the_gpt2_loader_advice_comes_only_when_a_plain_gpt_is_right(tmp_path):
+    square_ones_kept = ("            if name.endswith(_CONV1D_WEIGHTS):",  # c_proj (C, C) left untransposed
+                        "            if name.endswith(_CONV1D_WEIGHTS) and array.shape[0] != array.shape[1]:")
+    output = gpt2_loader_test(tmp_path / "loader", *square_ones_kept)
+    assert "so the loader is wrong: Conv1D weights are (in, out)" in output, output
+    scaled_queries = ("            y = F.scaled_dot_product_attention(q, k, v, dropout_p",
+                      "            y = F.scaled_dot_product_attention(2 * q, k, v, dropout_p")
+    output = gpt2_loader_test(tmp_path / "model", *scaled_queries)
+    assert "the mistake is in the model" in output and "Conv1D" not in output, output
+
+
 def test_assert_close_adds_the_advice_below_its_limit_only():
     for got, advised in ((1.0 + 1e-8, True), (1.5, False)):
         with pytest.raises(AssertionError) as failure:
