@@ -417,6 +417,8 @@ def test_ask_ends_cleanly_on_ctrl_c(student_tmp):
     assert_equal(b"Traceback" in err, False, f"ask, Ctrl-C at the prompt: a traceback on stderr; {transcript}")
 
 
+@pytest.mark.integration
+@pytest.mark.under_test("greedy_decode", "AdditionModel.decode")
 def test_command_line_attention_prints_every_head_and_writes_the_picture(student_tmp):
     # A model straight from its initialisation: the picture needs a loadable checkpoint, not a good adder.
     checkpoint = student_tmp / "untrained.npz"
