@@ -1,6 +1,8 @@
 """The skeleton generator, the registry, and that the committed skeletons are what the solutions generate."""
 
 import ast
+import re
+import subprocess
 
 import pytest
 
@@ -71,6 +73,20 @@ def test_stage_has_a_lesson_with_the_exercise_table(stage):
     readme = generate.REPO_ROOT / stage.package / "README.md"
     assert readme.is_file(), f"{stage.package}/README.md (the lesson) is missing"
     assert generate.exercise_table(stage) in readme.read_text(encoding="utf-8")
+
+
+@pytest.mark.parametrize("stage", all_stages(), ids=lambda s: s.name)
+def test_the_lessons_pictures_are_in_the_repository(stage):
+    """Every image a lesson shows is a file git keeps (a .gitignore rule once kept them out of every clone)."""
+    folder = REPO_ROOT / stage.package
+    shown = re.findall(r"!\[[^\]]*\]\(([^)\s]+)\)", (folder / "README.md").read_text(encoding="utf-8"))
+    tracked = set(subprocess.run(["git", "ls-files", "-z", stage.package], capture_output=True, text=True,
+                                 cwd=REPO_ROOT).stdout.split("\0"))
+    for picture in shown:
+        path = (folder / picture).resolve()
+        assert path.is_file(), f"{stage.package}/README.md shows {picture}, which does not exist"
+        if (REPO_ROOT / ".git").exists():
+            assert path.relative_to(REPO_ROOT).as_posix() in tracked, f"{picture} is not tracked by git (ignored?)"
 
 
 TORCH_PORTS = {"solutions/stage4_gpt/torch_gpt.py", "stage4_gpt/torch_gpt.py"}
