@@ -349,7 +349,7 @@ class GPT(Module):
         super().__init__()
         self.config = config
         rng = np.random.default_rng(rng)
-        # TODO 4.3: transformer (ModuleDict: wte, wpe if pos='learned', drop, h, ln_f), lm_head, tying, then initialize_weights(rng)
+        # TODO 4.3: transformer (ModuleDict: wte, [wpe: pos='learned'], drop, h, ln_f), lm_head, tying, initialize_weights(rng)
         raise NotImplementedError("Exercise 4.3 (The GPT model) is not done yet")
 
     def initialize_weights(self, rng: np.random.Generator) -> None:
@@ -377,7 +377,7 @@ class GPT(Module):
         """
         idx = np.asarray(idx.data if isinstance(idx, Tensor) else idx)
         start = 0 if kv_cache is None else len(kv_cache[0])  # the position of idx[:, 0] in the sequence
-        # TODO 4.3: check idx is (B, T) with start + T <= block_size; wte (+ wpe(positions) if pos='learned'), drop, blocks, ln_f, lm_head
+        # TODO 4.3: check idx is (B, T), start + T <= block_size; wte [+ wpe(positions): pos='learned'], drop, blocks, ln_f, lm_head
         raise NotImplementedError("Exercise 4.3 (The GPT model) is not done yet")
         loss = None
         if targets is not None:

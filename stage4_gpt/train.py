@@ -12,7 +12,8 @@ The loop, step after step:
 
 Every ``--eval-interval`` steps it measures the loss on held-out text (the last ``--val-fraction`` of the
 corpus), writes a checkpoint ``<out>/ckpt.npz``, the validation curve ``<out>/curve.csv`` (read by
-``python -m stage4_gpt.compare``) and the loss plot ``<out>/loss.png``; at the end it prints a sample. Ctrl-C stops after the current step, writes the checkpoint and exits (code 130);
+``python -m stage4_gpt.compare``) and the loss plot ``<out>/loss.png``; at the end it prints a sample.
+Ctrl-C stops after the current step, writes the checkpoint and exits (code 130);
 ``--resume`` continues from it exactly as if the run had never stopped, loss for loss to the last bit.
 
 A checkpoint is one ``.npz`` of plain arrays, read with ``allow_pickle=False`` (never unpickle a file):
@@ -305,7 +306,8 @@ def read_curve(path) -> list[dict[str, float]]:
 def write_curve(path, rows: list[dict[str, float]]) -> None:
     """Write ``rows`` (as ``read_curve`` returns them) to ``path``, a plain CSV file with a header line."""
     lines = [",".join(CURVE_COLUMNS)]
-    lines += [f"{row['step']},{row['train_loss']:.6f},{row['val_loss']:.6f},{row['elapsed_seconds']:.1f}" for row in rows]
+    lines += [f"{row['step']},{row['train_loss']:.6f},{row['val_loss']:.6f},{row['elapsed_seconds']:.1f}"
+              for row in rows]
     path = Path(path)
     temporary = path.with_name(path.name + ".tmp")
     temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")

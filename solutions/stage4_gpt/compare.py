@@ -81,7 +81,8 @@ def plot_runs(runs: dict[str, list[dict[str, float]]], path) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m stage4_gpt.compare",
                                      description="Compare the validation curves of training runs.")
-    parser.add_argument("runs", nargs="+", metavar="RUN_DIR", help="folders written by python -m stage4_gpt.train --out")
+    parser.add_argument("runs", nargs="+", metavar="RUN_DIR",
+                        help="folders written by python -m stage4_gpt.train --out")
     parser.add_argument("--out", metavar="PNG", help="also draw the validation curves into this image")
     return parser
 

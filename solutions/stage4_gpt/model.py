@@ -392,7 +392,7 @@ class GPT(Module):
         super().__init__()
         self.config = config
         rng = np.random.default_rng(rng)
-        # BEGIN SOLUTION 4.3: transformer (ModuleDict: wte, wpe if pos='learned', drop, h, ln_f), lm_head, tying, then initialize_weights(rng)
+        # BEGIN SOLUTION 4.3: transformer (ModuleDict: wte, [wpe: pos='learned'], drop, h, ln_f), lm_head, tying, initialize_weights(rng)
         parts = {"wte": Embedding(config.vocab_size, config.n_embd, rng=rng, dtype=dtype)}
         if config.pos == "learned":
             parts["wpe"] = Embedding(config.block_size, config.n_embd, rng=rng, dtype=dtype)
@@ -443,7 +443,7 @@ class GPT(Module):
         """
         idx = np.asarray(idx.data if isinstance(idx, Tensor) else idx)
         start = 0 if kv_cache is None else len(kv_cache[0])  # the position of idx[:, 0] in the sequence
-        # BEGIN SOLUTION 4.3: check idx is (B, T) with start + T <= block_size; wte (+ wpe(positions) if pos='learned'), drop, blocks, ln_f, lm_head
+        # BEGIN SOLUTION 4.3: check idx is (B, T), start + T <= block_size; wte [+ wpe(positions): pos='learned'], drop, blocks, ln_f, lm_head
         if idx.ndim != 2:
             raise ValueError(f"GPT: idx must be a (B, T) array of token ids, got shape {idx.shape}")
         B, T = idx.shape

@@ -346,8 +346,8 @@ def test_experiment_flags_reach_the_model_and_each_run_keeps_its_curve(student_t
     assert_equal(lines[0], "step,train_loss,val_loss,elapsed_seconds", "the header line of <out>/curve.csv")
     rows = np.array([[float(v) for v in line.split(",")] for line in lines[1:]])
     assert_equal(rows[:, 0].tolist(), [2.0, 4.0], "the steps in curve.csv of a 4-step run evaluated every 2 steps")
-    assert_close(rows[:, 2], checkpoint["history.val_loss"], "curve.csv's val_loss vs the checkpoint's history.val_loss",
-                 atol=1e-5)
+    assert_close(rows[:, 2], checkpoint["history.val_loss"],
+                 "curve.csv's val_loss vs the checkpoint's history.val_loss", atol=1e-5)
     assert_equal(bool(np.all(np.diff(rows[:, 3]) >= 0)), True, "curve.csv's elapsed_seconds never decrease")
 
     assert_equal(output.run(main, flags + ["--out", str(plain)]), 0, "exit code of the plain run")
