@@ -53,6 +53,7 @@ from stage3_transformer.plots import AttentionMaps, attention_grid, attention_ta
 
 DEFAULT_CHECKPOINT = "addition.npz"
 MAX_DIGITS = 3  # 4-digit numbers make 10**8 problems: too many to list one by one
+POSITIONS = ("sinusoidal", "none")  # AdditionConfig.pos
 
 
 @dataclass
@@ -68,6 +69,7 @@ class AdditionConfig:
     d_model: int = 64  # width of every token's vector
     nhead: int = 4  # attention heads (d_model / nhead features each)
     layers: int = 2  # encoder layers, and as many decoder layers
+    pos: str = "sinusoidal"  # the position table; "none" (an experiment of the lesson): the model gets no positions
     ff: int = 256  # hidden width of the feed-forward blocks
     dropout: float = 0.0  # not needed here: without it the held-out accuracy reaches 99.7-100% anyway
     lr: float = 2e-3  # AdamW's peak learning rate
@@ -221,6 +223,7 @@ class AdditionModel(Module):
     is its value. Parameters: ``source_embedding.weight``, ``target_embedding.weight``, ``transformer.*``
     (PyTorch's names) and ``head.weight``, ``head.bias``. All are drawn from one generator seeded with
     ``config.seed``, in that order; ``dtype`` float32 (or float64, to compare with PyTorch).
+    With ``config.pos == "none"`` (an experiment, given) the table is zeros: the model is told no positions.
     """
 
     def __init__(self, config: AdditionConfig, *, dtype=np.float32):
@@ -229,6 +232,8 @@ class AdditionModel(Module):
         rng = np.random.default_rng(config.seed)
         # TODO 3.8: two nn.Embedding(len(VOCAB), d), the position table (a plain Tensor of dtype), nn.Transformer(..., batch_first=True), Linear head, all with rng and dtype
         raise NotImplementedError("Exercise 3.8 (A Transformer that learns addition) is not done yet")
+        if config.pos == "none":  # the lesson's experiment: every position gets the same (zero) vector
+            self.positions = Tensor(np.zeros_like(self.positions.data))
 
     def encode(self, source: np.ndarray) -> Tensor:
         """source (B, S) ids -> memory (B, S, d_model). Padding in the source takes no part in attention."""
@@ -307,25 +312,31 @@ def train(config: AdditionConfig, log: Callable[[str], None] = print) -> tuple[A
     Every step draws ``config.batch`` training problems at random (with replacement). Every
     ``config.eval_every`` steps and after the last, ``log`` gets one progress line: the step, the mean
     training loss since the previous line, the exact-match accuracy on the first ``config.eval_problems``
-    held-out problems, and the training speed in steps per second (evaluation time left out).
-    Returns the model and the history: ``step``, ``loss``, ``held_out_accuracy``, ``steps_per_second``, one
-    number per progress line.
+    held-out problems and their loss (teacher-forced, as in training), and the training speed in steps per
+    second (evaluation time left out).
+    Returns the model and the history: ``step``, ``loss``, ``held_out_accuracy``, ``steps_per_second``,
+    ``held_out_loss``, ``seconds`` (since the start, evaluations included), one number per progress line.
     """
     if config.digits < 1:
         raise ValueError(f"digits must be at least 1, got {config.digits}")
+    if config.pos not in POSITIONS:
+        raise ValueError(f"pos must be one of {POSITIONS}, got {config.pos!r}")
     rng = np.random.default_rng(config.seed)
     train_problems, held_out = split_problems(all_problems(config.digits), config.held_out_fraction, rng)
     data = encode_batch(train_problems, config.digits)  # encoded once; a batch is a choice of rows
     eval_problems = held_out[: config.eval_problems]
+    eval_batch = encode_batch(eval_problems, config.digits)
     model = AdditionModel(config)
     optimizer = AdamW(model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     n_params = sum(p.size for p in model.parameters())
     log(f"{config.digits}-digit addition: {len(train_problems):,} training problems, {len(held_out):,} held out; "
         f"model d_model={config.d_model}, {config.nhead} heads, {config.layers}+{config.layers} layers, "
-        f"ff={config.ff} ({n_params:,} parameters); AdamW lr {config.lr}, batch {config.batch}, "
+        f"ff={config.ff}{'' if config.pos == 'sinusoidal' else ', no positions'} ({n_params:,} parameters); "
+        f"AdamW lr {config.lr}, batch {config.batch}, "
         f"{config.steps} steps, seed {config.seed}")
 
-    history: dict[str, list[float]] = {"step": [], "loss": [], "held_out_accuracy": [], "steps_per_second": []}
+    history: dict[str, list[float]] = {"step": [], "loss": [], "held_out_accuracy": [], "steps_per_second": [],
+                                       "held_out_loss": [], "seconds": []}
     losses: list[float] = []
     train_seconds = 0.0
     started = time.perf_counter()
@@ -338,12 +349,16 @@ def train(config: AdditionConfig, log: Callable[[str], None] = print) -> tuple[A
         done = step + 1
         if done % config.eval_every == 0 or done == config.steps:
             accuracy = exact_match(model, eval_problems)
+            model.eval()
+            with no_grad():
+                held_out_loss = loss_on_batch(model, eval_batch).item()
             speed = len(losses) / train_seconds
-            for key, value in zip(history, (done, float(np.mean(losses)), accuracy, speed)):
-                history[key].append(value)
             elapsed = time.perf_counter() - started
+            for key, value in zip(history, (done, float(np.mean(losses)), accuracy, speed, held_out_loss, elapsed)):
+                history[key].append(value)
             log(f"step {done:{width}d}/{config.steps}  loss {np.mean(losses):.4f}  held-out exact match "
-                f"{accuracy:7.2%} of {len(eval_problems)}  {speed:5.1f} steps/s  {elapsed:5.0f} s")
+                f"{accuracy:7.2%} of {len(eval_problems)}  {speed:5.1f} steps/s  {elapsed:5.0f} s  "
+                f"held-out loss {held_out_loss:.4f}")
             losses, train_seconds = [], 0.0
     return model, history
 
@@ -554,6 +569,8 @@ def build_parser() -> argparse.ArgumentParser:
         default = getattr(defaults, name)
         train_parser.add_argument(f"--{name.replace('_', '-')}", type=type(default), default=default,
                                   help=f"{help_text} (default: %(default)s)")
+    train_parser.add_argument("--pos", choices=POSITIONS, default=defaults.pos,
+                              help="the sinusoidal position table, or none (an experiment; default: %(default)s)")
     ask_parser = commands.add_parser("ask", help="answer the sums you type, with a trained model")
     attention_parser = commands.add_parser("attention", help="where every head looked while the model answered a "
                                                              "sum: tables and a PNG")

@@ -38,8 +38,8 @@ from stage2_mlp.nn import Dropout, Module
 from stage3_transformer import functional as F
 from stage3_transformer.nn import GELU, Embedding, LayerNorm, Linear, RMSNorm, RotaryEmbedding, SwiGLU
 
-_CHOICES = {"norm": ("layernorm", "rmsnorm"), "pos": ("learned", "rope"), "mlp": ("gelu", "swiglu"),
-            "gelu_approximate": ("none", "tanh")}
+_CHOICES = {"norm": ("layernorm", "rmsnorm", "none"), "pos": ("learned", "rope", "none"), "mlp": ("gelu", "swiglu"),
+            "gelu_approximate": ("none", "tanh"), "norm_position": ("pre", "post")}
 
 
 # ---------------------------------------------------------------------- the configuration (given)
@@ -55,15 +55,20 @@ class GPTConfig:
     dropout         probability of dropout after the embeddings, on the attention weights and after each
                     residual branch (training mode only)
     bias            biases in the Linears of attention and MLP and in the LayerNorms
-    norm            'layernorm' (GPT-2) or 'rmsnorm' (Llama)
-    pos             'learned' (a table wpe of block_size positions, GPT-2) or 'rope' (rotary, Llama)
+    norm            'layernorm' (GPT-2) or 'rmsnorm' (Llama); 'none' (an experiment): no normalisation at all
+    pos             'learned' (a table wpe of block_size positions, GPT-2) or 'rope' (rotary, Llama);
+                    'none' (an experiment): no wpe and no rotation, the model is told no positions
     mlp             'gelu' (c_fc, GELU, c_proj) or 'swiglu' (w1, w2, w3; never biased)
     tie_weights     lm_head.weight is transformer.wte.weight, the same Parameter (GPT-2)
     norm_eps        the eps of every norm
     rope_theta      the base of the rotary frequencies
     ffn_hidden      the MLP's hidden width; None picks ``ffn_dim``'s default
     gelu_approximate  'none' (erf) or 'tanh' (GPT-2's original), torch's names
+    residual        each Block adds its branches to the stream (x + f(x)); False (an experiment): x = f(x)
+    norm_position   'pre' (GPT-2: x + f(norm(x))) or 'post' (the original Transformer: norm(x + f(x)))
 
+The four settings marked "an experiment" are the ablations of the lesson's Experiments section; the
+defaults are GPT-2's, and ``ablations()`` lists the settings that differ from them.
     ``to_dict()`` / ``from_dict()`` turn it into plain values and back, for checkpoints.
     """
 
@@ -82,6 +87,8 @@ class GPTConfig:
     rope_theta: float = 10000.0
     ffn_hidden: int | None = None
     gelu_approximate: str = "none"
+    residual: bool = True
+    norm_position: str = "pre"
 
     def __post_init__(self):
         for field, allowed in _CHOICES.items():
@@ -102,6 +109,18 @@ class GPTConfig:
                              f"must be even; it is {self.head_dim}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"GPTConfig: dropout is a probability in [0, 1), not {self.dropout}")
+        if not isinstance(self.residual, (bool, np.bool_)):
+            raise ValueError(f"GPTConfig: residual must be True or False, not {self.residual!r}")
+
+    def ablations(self) -> list[str]:
+        """The experiments' settings this config uses, e.g. ``["pos='none'", 'residual=False']``; [] for the
+        designs of GPT-2 and Llama."""
+        found = [f"{name}='none'" for name in ("norm", "pos") if getattr(self, name) == "none"]
+        if not self.residual:
+            found.append("residual=False")
+        if self.norm_position != "pre":
+            found.append(f"norm_position={self.norm_position!r}")
+        return found
 
     @property
     def head_dim(self) -> int:
@@ -125,7 +144,8 @@ class GPTConfig:
 
     @classmethod
     def from_dict(cls, values: Mapping) -> GPTConfig:
-        """The config ``to_dict`` described. An unknown field is an error (a checkpoint from another program)."""
+        """The config ``to_dict`` described. An unknown field is an error (a checkpoint from another program);
+        a missing one takes its default (a checkpoint written before the field existed)."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
@@ -142,6 +162,13 @@ class ModuleDict(Module):
         super().__init__()
         for name, module in modules.items():
             setattr(self, name, module)
+
+
+class Identity(Module):
+    """The norm of ``norm='none'``: returns its input unchanged, and has no parameters."""
+
+    def forward(self, x: Tensor) -> Tensor:
+        return x
 
 
 class KVCache:
@@ -173,7 +200,9 @@ class KVCache:
 # ---------------------------------------------------------------------- 4.3 the parts of a Block
 def norm_layer(config: GPTConfig, dtype=np.float32) -> Module:
     """The norm the config asks for, over the n_embd features: ``LayerNorm`` (with a bias if config.bias) or
-    ``RMSNorm``, both with eps = config.norm_eps."""
+    ``RMSNorm``, both with eps = config.norm_eps. (``norm='none'``, an experiment, is given: ``Identity``.)"""
+    if config.norm == "none":
+        return Identity()
     # TODO 4.3: LayerNorm(n_embd, eps, bias=config.bias) or RMSNorm(n_embd, eps), from stage 3
     raise NotImplementedError("Exercise 4.3 (The GPT model) is not done yet")
 
@@ -260,17 +289,39 @@ class Block(Module):
     Each branch reads a normalised copy of the residual stream and adds its result back: the stream itself
     is never normalised, so a gradient reaches the first layer undiminished through the additions.
     Attributes ``ln_1``, ``attn``, ``ln_2``, ``mlp`` (``MLP`` or ``SwiGLUMLP``).
+
+    The lesson's experiments change the block (``forward_experiment``, given): ``norm_position='post'``
+    normalises after the addition, ``residual=False`` drops the addition.
     """
 
     def __init__(self, config: GPTConfig, *, rng: np.random.Generator | int | None = None, dtype=np.float32):
         super().__init__()
         rng = np.random.default_rng(rng)
+        self.residual, self.norm_position = config.residual, config.norm_position  # for forward_experiment
         # TODO 4.3: ln_1, attn, ln_2, mlp, created in this order
         raise NotImplementedError("Exercise 4.3 (The GPT model) is not done yet")
 
     def forward(self, x: Tensor, positions: np.ndarray, kv_cache: KVCache | None = None) -> Tensor:
+        if not self.residual or self.norm_position != "pre":
+            return self.forward_experiment(x, positions, kv_cache)
         # TODO 4.3: the two residual branches
         raise NotImplementedError("Exercise 4.3 (The GPT model) is not done yet")
+
+    def forward_experiment(self, x: Tensor, positions: np.ndarray, kv_cache: KVCache | None = None) -> Tensor:
+        """The block of the lesson's experiments (given): each branch f (attention, then the MLP) with its norm,
+
+            norm_position='pre',  residual:        x = x + f(norm(x))      (forward's own, GPT-2's)
+            norm_position='post', residual:        x = norm(x + f(x))      (the original Transformer's)
+            residual=False:                        x = f(norm(x))  or  x = norm(f(x))   (no stream to add to)
+        """
+        branches = ((self.ln_1, lambda h: self.attn(h, positions, kv_cache)), (self.ln_2, self.mlp))
+        for norm, branch in branches:
+            if self.norm_position == "pre":
+                out = branch(norm(x))
+                x = x + out if self.residual else out
+            else:
+                x = norm(x + branch(x) if self.residual else branch(x))
+        return x
 
 
 # ---------------------------------------------------------------------- 4.3 the GPT
@@ -298,7 +349,7 @@ class GPT(Module):
         super().__init__()
         self.config = config
         rng = np.random.default_rng(rng)
-        # TODO 4.3: transformer (ModuleDict: wte, [wpe], drop, h, ln_f), lm_head, tying, then initialize_weights(rng)
+        # TODO 4.3: transformer (ModuleDict: wte, [wpe: pos='learned'], drop, h, ln_f), lm_head, tying, initialize_weights(rng)
         raise NotImplementedError("Exercise 4.3 (The GPT model) is not done yet")
 
     def initialize_weights(self, rng: np.random.Generator) -> None:
@@ -326,7 +377,7 @@ class GPT(Module):
         """
         idx = np.asarray(idx.data if isinstance(idx, Tensor) else idx)
         start = 0 if kv_cache is None else len(kv_cache[0])  # the position of idx[:, 0] in the sequence
-        # TODO 4.3: check idx is (B, T) with start + T <= block_size; wte [+ wpe(positions)], drop, blocks, ln_f, lm_head
+        # TODO 4.3: check idx is (B, T), start + T <= block_size; wte [+ wpe(positions): pos='learned'], drop, blocks, ln_f, lm_head
         raise NotImplementedError("Exercise 4.3 (The GPT model) is not done yet")
         loss = None
         if targets is not None:

@@ -163,6 +163,7 @@ class TorchGPT(nn.Module):
 
     def __init__(self, config: GPTConfig):
         super().__init__()
+        refuse_experiments(config)
         self.config = config
         # BEGIN SOLUTION 4.9: transformer (nn.ModuleDict), lm_head, tying, then GPT-2's initialisation
         parts = {"wte": nn.Embedding(config.vocab_size, config.n_embd)}
@@ -207,12 +208,22 @@ class TorchGPT(nn.Module):
 
 
 # ---------------------------------------------------------------------- weights both ways
+def refuse_experiments(config: GPTConfig) -> None:
+    """A one-line ValueError for a config of the lesson's experiments (pos or norm 'none', no residual,
+    post-norm): the port builds only the designs of GPT-2 and Llama."""
+    if config.ablations():
+        raise ValueError(f"the PyTorch port builds GPT-2's and Llama's designs, not the experiment "
+                         f"{', '.join(config.ablations())}: train that one with python -m stage4_gpt.train")
+
+
 TORCH_DTYPES = {np.dtype(np.float32): torch.float32, np.dtype(np.float64): torch.float64}
 
 
 def to_torch(model: GPT, device: str | torch.device = "cpu") -> TorchGPT:
     """A ``TorchGPT`` with ``model``'s config and a copy of its weights, in its dtype (float32 or float64),
-    on ``device``. Its logits equal ``model``'s (up to the order of floating-point operations)."""
+    on ``device``. Its logits equal ``model``'s (up to the order of floating-point operations).
+    The lesson's experiments (``config.ablations()``) are refused: the port builds GPT-2's and Llama's designs."""
+    refuse_experiments(model.config)
     # BEGIN SOLUTION 4.9: TorchGPT(model.config) in the weights' dtype; load_state_dict of torch.tensor copies of model.state_dict()
     state = model.state_dict()
     dtype = TORCH_DTYPES[state["transformer.wte.weight"].dtype]
@@ -341,6 +352,10 @@ def main(argv: list[str] | None = None) -> int:
     settings = vars(parser.parse_args(argv))
     if settings.pop("resume"):
         parser.error("--resume is for the NumPy trainer; the PyTorch one starts from scratch")
+    experiments = model_config_from(settings, vocab_size=1).ablations()
+    if experiments:
+        parser.error(f"{', '.join(experiments)}: the PyTorch port builds GPT-2's and Llama's designs only; "
+                     "train the experiments with python -m stage4_gpt.train")
     distributed = setup_distributed()
     try:
         torch.manual_seed(settings["seed"])  # the same initial weights in every process (DDP also broadcasts them)

@@ -11,8 +11,9 @@ The loop, step after step:
     clip the gradient norm to grad_clip; lr = get_lr(step, ...); AdamW step
 
 Every ``--eval-interval`` steps it measures the loss on held-out text (the last ``--val-fraction`` of the
-corpus), writes a checkpoint ``<out>/ckpt.npz`` and the loss curve ``<out>/loss.png``; at the end it
-prints a sample. Ctrl-C stops after the current step, writes the checkpoint and exits (code 130);
+corpus), writes a checkpoint ``<out>/ckpt.npz``, the validation curve ``<out>/curve.csv`` (read by
+``python -m stage4_gpt.compare``) and the loss plot ``<out>/loss.png``; at the end it prints a sample.
+Ctrl-C stops after the current step, writes the checkpoint and exits (code 130);
 ``--resume`` continues from it exactly as if the run had never stopped, loss for loss to the last bit.
 
 A checkpoint is one ``.npz`` of plain arrays, read with ``allow_pickle=False`` (never unpickle a file):
@@ -44,6 +45,8 @@ from stage4_gpt.optim import GroupedAdamW, clip_grad_norm_, configure_optimizer,
 from stage4_gpt.tokenizer import ByteTokenizer, CharTokenizer, tokenizer_from_json
 
 CHECKPOINT_NAME = "ckpt.npz"
+CURVE_NAME = "curve.csv"  # step, train_loss, val_loss, elapsed_seconds: one row per evaluation
+CURVE_COLUMNS = ("step", "train_loss", "val_loss", "elapsed_seconds")
 DEFAULT_OUT = "runs/gpt"  # where a run writes, and where python -m stage4_gpt.sample looks by default
 # Settings a resumed run may change; every other setting comes from the checkpoint, so that the run goes on
 # with the same model, data and optimiser.
@@ -296,7 +299,8 @@ def model_config_from(settings: dict, vocab_size: int) -> GPTConfig:
     return GPTConfig(vocab_size=vocab_size, block_size=settings["block_size"], n_layer=settings["n_layer"],
                      n_head=settings["n_head"], n_embd=settings["n_embd"], dropout=settings["dropout"],
                      bias=settings["bias"], norm=settings["norm"], pos=settings["pos"], mlp=settings["mlp"],
-                     tie_weights=settings["tie_weights"])
+                     tie_weights=settings["tie_weights"], residual=settings["residual"],
+                     norm_position=settings["norm_position"])
 
 
 def format_duration(seconds: float) -> str:
@@ -322,6 +326,28 @@ def plot_losses(history: dict[str, list], path: Path) -> None:
     figure.tight_layout()
     figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def read_curve(path) -> list[dict[str, float]]:
+    """The rows of a ``curve.csv``: ``[{"step": ..., "train_loss": ..., "val_loss": ..., "elapsed_seconds": ...}]``."""
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    if not lines or tuple(lines[0].split(",")) != CURVE_COLUMNS:
+        raise ValueError(f"{path} is not a validation curve: its first line should be {','.join(CURVE_COLUMNS)}")
+    rows = [dict(zip(CURVE_COLUMNS, map(float, line.split(",")))) for line in lines[1:] if line.strip()]
+    for row in rows:
+        row["step"] = int(row["step"])
+    return rows
+
+
+def write_curve(path, rows: list[dict[str, float]]) -> None:
+    """Write ``rows`` (as ``read_curve`` returns them) to ``path``, a plain CSV file with a header line."""
+    lines = [",".join(CURVE_COLUMNS)]
+    lines += [f"{row['step']},{row['train_loss']:.6f},{row['val_loss']:.6f},{row['elapsed_seconds']:.1f}"
+              for row in rows]
+    path = Path(path)
+    temporary = path.with_name(path.name + ".tmp")
+    temporary.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    os.replace(temporary, path)
 
 
 def print_sample(model: GPT, tokenizer, n_tokens: int, seed: int) -> None:
@@ -375,6 +401,14 @@ def run(settings: dict, resume: bool = False, overrides: dict | None = None) -> 
         history["val_step"] = [int(s) for s in history["val_step"]]
 
     max_steps, decay_steps = settings["max_steps"], settings["lr_decay_steps"] or settings["max_steps"]
+    # The validation curve: a fresh run starts it; a resumed one keeps the rows up to its checkpoint's step
+    # and counts its time on from there (time between the last evaluation and a Ctrl-C is not counted).
+    curve_path = out / CURVE_NAME
+    curve = []
+    if checkpoint is not None and curve_path.is_file():
+        curve = [row for row in read_curve(curve_path) if row["step"] <= step]
+    time_before = curve[-1]["elapsed_seconds"] if curve else 0.0
+    run_started = time.perf_counter()
     print(f"corpus: {len(text):,} characters -> {len(tokens):,} tokens ({len(train_tokens):,} train, "
           f"{len(val_tokens):,} validation); tokenizer: {settings['tokenizer']}, vocabulary {tokenizer.vocab_size}")
     print(f"model: {model.num_parameters():,} parameters ({model.config.n_layer} layers, {model.config.n_head} heads, "
@@ -389,6 +423,10 @@ def run(settings: dict, resume: bool = False, overrides: dict | None = None) -> 
         history["val_step"].append(step)
         history["val_loss"].append(val_loss)
         result.val_losses.append((step, val_loss))
+        curve.append({"step": step, "train_loss": train_loss, "val_loss": val_loss,
+                      "elapsed_seconds": time_before + time.perf_counter() - run_started})
+        out.mkdir(parents=True, exist_ok=True)
+        write_curve(curve_path, curve)
         save(step)
         print(f"step {step}: train loss {train_loss:.4f}, val loss {val_loss:.4f} "
               f"(evaluated and saved in {time.perf_counter() - started:.1f}s)", flush=True)
@@ -471,10 +509,16 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--dropout", type=float, default=0.0, help="dropout probability while training")
     model.add_argument("--bias", action=argparse.BooleanOptionalAction, default=True,
                        help="biases in the Linear and LayerNorm layers")
-    model.add_argument("--norm", choices=("layernorm", "rmsnorm"), default="layernorm",
-                       help="LayerNorm (GPT-2) or RMSNorm (Llama)")
-    model.add_argument("--pos", choices=("learned", "rope"), default="learned",
-                       help="learned position embeddings (GPT-2) or rotary ones (Llama)")
+    model.add_argument("--norm", choices=("layernorm", "rmsnorm", "none"), default="layernorm",
+                       help="LayerNorm (GPT-2), RMSNorm (Llama), or none (an experiment)")
+    model.add_argument("--pos", choices=("learned", "rope", "none"), default="learned",
+                       help="learned position embeddings (GPT-2), rotary ones (Llama), or none (an experiment)")
+    model.add_argument("--residual", action=argparse.BooleanOptionalAction, default=True,
+                       help="each block adds its branches to the stream, x + f(x); --no-residual: x = f(x) "
+                            "(an experiment)")
+    model.add_argument("--norm-position", choices=("pre", "post"), default="pre",
+                       help="norm before each branch, x + f(norm(x)) (GPT-2), or after the addition, "
+                            "norm(x + f(x)) (the original Transformer)")
     model.add_argument("--mlp", choices=("gelu", "swiglu"), default="gelu", help="GELU MLP (GPT-2) or SwiGLU (Llama)")
     model.add_argument("--tie-weights", action=argparse.BooleanOptionalAction, default=True,
                        help="lm_head shares the token embedding's weight")
@@ -495,7 +539,7 @@ def build_parser() -> argparse.ArgumentParser:
     optim.add_argument("--beta2", type=float, default=0.99, help="AdamW's second-moment decay")
     optim.add_argument("--grad-clip", type=float, default=1.0, help="the largest gradient norm; 0 or less: no clipping")
     run_group = parser.add_argument_group("run")
-    run_group.add_argument("--out", default=DEFAULT_OUT, help="folder for ckpt.npz and loss.png")
+    run_group.add_argument("--out", default=DEFAULT_OUT, help="folder for ckpt.npz, curve.csv and loss.png")
     run_group.add_argument("--resume", action="store_true",
                            help="continue from <out>/ckpt.npz; only " + ", ".join(RESUMABLE) + " may change")
     run_group.add_argument("--seed", type=int, default=0, help="seeds the initialisation, the batches and the sample")

@@ -18,7 +18,8 @@ pytestmark = [pytest.mark.exercise("4.4"), pytest.mark.under_test("GPT.forward")
 SMALL = dict(vocab_size=53, block_size=16, n_layer=2, n_head=2, n_embd=16)
 LLAMA = dict(norm="rmsnorm", pos="rope", mlp="swiglu", bias=False, tie_weights=False)
 
-# Every switch of GPTConfig appears both ways among these.
+# Every switch of GPT-2's and Llama's designs appears both ways among these (the experiments' switches:
+# test_experiments.py).
 VARIANTS = {
     "gpt2": dict(),
     "gpt2-tanh-gelu-untied": dict(gelu_approximate="tanh", tie_weights=False),

@@ -338,6 +338,45 @@ def test_default_corpus_run_writes_a_loss_curve(student_tmp):
                                                f"({command!r}); it was {printed[-1]!r}")
 
 
+@pytest.mark.under_test("train_step", "evaluate", "save_checkpoint")
+@pytest.mark.integration
+def test_experiment_flags_reach_the_model_and_each_run_keeps_its_curve(student_tmp):
+    """The lesson's experiments: --pos none --norm none --no-residual --norm-position post build that model, each
+    run's folder keeps its validation curve (curve.csv), and python -m stage4_gpt.compare reads two of them."""
+    from stage4_gpt.compare import main as compare_main  # noqa: PLC0415
+
+    flags = TINY_FLAGS + ["--data", str(corpus_file(student_tmp)), "--max-steps", "4", "--eval-interval", "2",
+                          "--no-plot"]
+    ablated, plain = student_tmp / "ablated", student_tmp / "plain"
+    output = Output()
+    experiment = ["--pos", "none", "--norm", "none", "--no-residual", "--norm-position", "post"]
+    assert_equal(output.run(main, flags + experiment + ["--out", str(ablated)]), 0,
+                 f"exit code of python -m stage4_gpt.train {' '.join(experiment)}")
+    checkpoint = load_checkpoint(str(ablated / "ckpt.npz"))
+    config = json.loads(str(checkpoint["model_config"]))
+    assert_equal({name: config[name] for name in ("pos", "norm", "residual", "norm_position")},
+                 {"pos": "none", "norm": "none", "residual": False, "norm_position": "post"},
+                 f"the model_config in the checkpoint of a run with {' '.join(experiment)}")
+    lines = (ablated / "curve.csv").read_text().splitlines()
+    assert_equal(lines[0], "step,train_loss,val_loss,elapsed_seconds", "the header line of <out>/curve.csv")
+    rows = np.array([[float(v) for v in line.split(",")] for line in lines[1:]])
+    assert_equal(rows[:, 0].tolist(), [2.0, 4.0], "the steps in curve.csv of a 4-step run evaluated every 2 steps")
+    assert_close(rows[:, 2], checkpoint["history.val_loss"],
+                 "curve.csv's val_loss vs the checkpoint's history.val_loss", atol=1e-5)
+    assert_equal(bool(np.all(np.diff(rows[:, 3]) >= 0)), True, "curve.csv's elapsed_seconds never decrease")
+
+    assert_equal(output.run(main, flags + ["--out", str(plain)]), 0, "exit code of the plain run")
+    output.readouterr()
+    image = student_tmp / "compare.png"
+    assert_equal(output.run(compare_main, [str(ablated), str(plain), "--out", str(image)]), 0,
+                 "exit code of python -m stage4_gpt.compare on the two runs")
+    table = output.readouterr()[0].splitlines()
+    assert_equal([line.split()[0] for line in table[:3]], ["run", "ablated", "plain"],
+                 "the first word of compare's table lines (a header, then one line per run)")
+    assert_close(float(table[1].split()[1]), rows[-1, 2], "compare's final val loss of the ablated run", atol=1e-4)
+    assert_equal(image.read_bytes()[:8], b"\x89PNG\r\n\x1a\n", "the first bytes of compare --out compare.png")
+
+
 @pytest.mark.under_test("save_checkpoint")
 @pytest.mark.integration
 def test_ctrl_c_saves_a_checkpoint_and_exits_130(student_tmp):

@@ -5,7 +5,9 @@ model can be compared with it number for number.
 It takes the fields of ``GPTConfig`` as keyword arguments (``ReferenceGPT(**fields)``), so a test can build
 it without trusting the student's config class. Every variant: LayerNorm or RMSNorm, learned or rotary
 positions (interleaved pairs, as stage 3's ``apply_rope``), a GELU (exact or tanh) or SwiGLU MLP, biases
-on or off, lm_head tied to wte or not. No dropout: the comparisons run without it.
+on or off, lm_head tied to wte or not; and the lesson's experiments: no positions (pos='none'), no norms
+(norm='none'), no residual connections (residual=False), the norm after the addition (norm_position='post').
+No dropout: the comparisons run without it.
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ class ReferenceSwiGLU(nn.Module):
 
 
 def reference_norm(n_embd: int, norm: str, bias: bool, eps: float) -> nn.Module:
+    if norm == "none":
+        return nn.Identity()
     return nn.LayerNorm(n_embd, eps=eps, bias=bias) if norm == "layernorm" else nn.RMSNorm(n_embd, eps=eps)
 
 
@@ -90,15 +94,23 @@ class ReferenceBlock(nn.Module):
         hidden = ffn_width(c["n_embd"], c["mlp"], c["ffn_hidden"])
         self.mlp = (ReferenceMLP(c["n_embd"], hidden, c["bias"], c["gelu_approximate"]) if c["mlp"] == "gelu"
                     else ReferenceSwiGLU(c["n_embd"], hidden))
+        self.residual, self.post_norm = c["residual"], c["norm_position"] == "post"
 
     def forward(self, x):
-        x = x + self.attn(self.ln_1(x))
-        return x + self.mlp(self.ln_2(x))
+        if self.post_norm and self.residual:  # the original Transformer
+            x = self.ln_1(x + self.attn(x))
+            return self.ln_2(x + self.mlp(x))
+        if self.post_norm:
+            return self.ln_2(self.mlp(self.ln_1(self.attn(x))))
+        if self.residual:  # GPT-2
+            x = x + self.attn(self.ln_1(x))
+            return x + self.mlp(self.ln_2(x))
+        return self.mlp(self.ln_2(self.attn(self.ln_1(x))))
 
 
 DEFAULTS = dict(vocab_size=50257, block_size=1024, n_layer=12, n_head=12, n_embd=768, dropout=0.0, bias=True,
                 norm="layernorm", pos="learned", mlp="gelu", tie_weights=True, norm_eps=1e-5, rope_theta=10000.0,
-                ffn_hidden=None, gelu_approximate="none")
+                ffn_hidden=None, gelu_approximate="none", residual=True, norm_position="pre")
 
 
 class ReferenceGPT(nn.Module):
