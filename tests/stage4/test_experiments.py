@@ -12,7 +12,7 @@ from stage4_gpt.model import GPT, GPTConfig
 from tests.helpers import assert_close, assert_equal, assert_in_range
 from tests.stage4.torch_reference import ReferenceGPT, numpy_state, randomize
 
-pytestmark = pytest.mark.exercise("4.3")
+pytestmark = [pytest.mark.exercise("4.3"), pytest.mark.integration]  # whole models: after 4.3's unit tests
 
 SMALL = dict(vocab_size=19, block_size=10, n_layer=2, n_head=2, n_embd=8)
 EXPERIMENTS = {
