@@ -164,18 +164,19 @@ class Workspace:
         pairs += [(str(self.root / name), str(REPO_ROOT / name)) for name in ("tests", "grading", "pyproject.toml")]
         return sorted(set(pairs), key=lambda pair: -len(pair[0]))
 
-    def to_real(self, value):
+    def to_real(self, value, pairs: list[tuple[str, str]] | None = None):
         """``value`` (a string, or a record of them) with every workspace path replaced by the real one,
         so that messages and locations name the student's own files."""
+        pairs = self.replacements() if pairs is None else pairs  # once per record, not once per string in it
         if isinstance(value, str):
-            for copy, real in self.replacements():
+            for copy, real in pairs:
                 if copy in value:
                     value = value.replace(copy, real)
             return value
         if isinstance(value, dict):
-            return {key: self.to_real(item) for key, item in value.items()}
+            return {key: self.to_real(item, pairs) for key, item in value.items()}
         if isinstance(value, list):
-            return [self.to_real(item) for item in value]
+            return [self.to_real(item, pairs) for item in value]
         return value
 
 
