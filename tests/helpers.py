@@ -159,11 +159,27 @@ def assert_raises(exceptions, fn, what: str, match: str | None = None) -> BaseEx
     raise AssertionError(f"{what}: expected a {names}, but nothing was raised")
 
 
+@functools.cache
+def tensor_class():
+    """The stage's ``Tensor``, imported on first use: this module is imported before the stage packages' finder
+    is set up. Kept, as a module-level import would keep it (in authoritative grading each lookup of a name of
+    the code under test is a round trip to the student process)."""
+    from stage1_autograd.tensor import Tensor  # noqa: PLC0415
+
+    return Tensor
+
+
+@functools.cache
+def beside_the_code(name: str):
+    """``tests.student_side.<name>``: a helper that runs where the code under test runs (see ``tensor_class``)."""
+    from tests import student_side  # noqa: PLC0415
+
+    return getattr(student_side, name)
+
+
 def assert_tensor(out, what: str, shape: tuple[int, ...] | None = None, dtype=None) -> None:
     """Assert ``out`` is one of our Tensors, with ``shape`` and ``dtype`` when they are given."""
-    from stage1_autograd.tensor import Tensor
-
-    if not isinstance(out, Tensor):
+    if not isinstance(out, tensor_class()):
         raise AssertionError(f"{what}: expected a Tensor, got {type(out).__name__}")
     if shape is not None and tuple(out.shape) != tuple(shape):
         raise AssertionError(f"{what}: expected shape {tuple(shape)}, got shape {tuple(out.shape)}")
@@ -177,10 +193,8 @@ def describe(arrays) -> str:
 
 def run_backward(out, grad: np.ndarray) -> None:
     """``tests.student_side.run_backward``: the gradients pushed through the graph by hand, beside the code
-    under test. (Imported when called: this module is imported before the stage packages' finder is set up.)"""
-    from tests.student_side import run_backward as push_back  # noqa: PLC0415
-
-    push_back(out, grad)
+    under test."""
+    beside_the_code("run_backward")(out, grad)
 
 
 def parameter_shapes(module) -> dict[str, tuple[int, ...]]:
@@ -188,20 +202,16 @@ def parameter_shapes(module) -> dict[str, tuple[int, ...]]:
     (read beside it, in one call)."""
     if isinstance(module, torch.nn.Module):
         return {name: tuple(p.shape) for name, p in module.named_parameters()}
-    from tests.student_side import parameter_shapes as read_shapes  # noqa: PLC0415 - see run_backward
-
-    return read_shapes(module)
+    return beside_the_code("parameter_shapes")(module)
 
 
 def randomize_like_training(model, rng: np.random.Generator) -> None:
     """Give every matrix of ``model`` values of the size a trained model's have, N(0, 0.3): at initialisation the
     attention is nearly uniform, which would hide a mistake of masks or positions. Drawn here, by the tests;
     assigned in place where the parameters live, in one call."""
-    from tests.student_side import assign_each, read_each  # noqa: PLC0415 - see run_backward
-
     params = [p for _, p in model.named_parameters()]
-    matrices = [(p, shape) for p, shape in zip(params, read_each(params, "shape")) if len(shape) > 1]
-    assign_each([p for p, _ in matrices], [rng.normal(0, 0.3, shape) for _, shape in matrices])
+    matrices = [(p, shape) for p, shape in zip(params, beside_the_code("read_each")(params, "shape")) if len(shape) > 1]
+    beside_the_code("assign_each")([p for p, _ in matrices], [rng.normal(0, 0.3, shape) for _, shape in matrices])
 
 
 def compare_with_torch(fn, *arrays, torch_fn=None, label: str = "", seed: int = 0, use_engine: bool = False,
@@ -214,8 +224,7 @@ def compare_with_torch(fn, *arrays, torch_fn=None, label: str = "", seed: int = 
     ``run_backward`` (for the op exercises, which come before the engine).
     Returns our output tensor.
     """
-    from stage1_autograd.tensor import Tensor
-
+    Tensor = tensor_class()
     grad_inputs = range(len(arrays)) if grad_inputs is None else grad_inputs
     arrays = [np.asarray(a, dtype=np.float64) for a in arrays]
     ours = [Tensor(a, requires_grad=i in grad_inputs) for i, a in enumerate(arrays)]
@@ -243,9 +252,7 @@ def compare_with_torch(fn, *arrays, torch_fn=None, label: str = "", seed: int = 
 
 def _gradients_of(tensors) -> list:
     """Each Tensor's ``.grad``, read beside the code under test in one call."""
-    from tests.student_side import read_each  # noqa: PLC0415 - see run_backward
-
-    return read_each(tensors, "grad")
+    return beside_the_code("read_each")(tensors, "grad")
 
 
 # ---------------------------------------------------------------------- gradients by central differences
@@ -274,8 +281,7 @@ def assert_matches_central_differences(fn, *arrays, eps: float = 1e-6, seed: int
     Every input is float64 and requires grad. The numerical evaluations use constant Tensors, which record
     no graph, so they need no ``no_grad()`` (exercise 1.7). Returns our output tensor.
     """
-    from stage1_autograd.tensor import Tensor
-
+    Tensor, constants = tensor_class(), beside_the_code("constants")
     arrays = [np.array(a, dtype=np.float64) for a in arrays]
     what = label or getattr(fn, "__name__", "the operation")
     what = f"{what} with {describe(arrays)}"
@@ -291,7 +297,7 @@ def assert_matches_central_differences(fn, *arrays, eps: float = 1e-6, seed: int
     grads = _gradients_of(ours)
 
     def weighted_sum(values) -> float:
-        return float(np.sum(w * fn(*(Tensor(v) for v in values)).data))
+        return float(np.sum(w * fn(*constants(values)).data))
 
     for i, x in enumerate(arrays):
         # A loop over elements: each element needs two evaluations of fn of its own, and fn (a reduction over
@@ -338,9 +344,7 @@ def assert_matches_central_differences(fn, *arrays, eps: float = 1e-6, seed: int
 def _from_op():
     """``Tensor._from_op`` (``Tensor``, not ``type(a)``: in authoritative grading ``a`` is a proxy of the student's
     tensor, and its type is the proxy's)."""
-    from stage1_autograd.tensor import Tensor  # noqa: PLC0415 - the stage package under test, chosen at run time
-
-    return Tensor._from_op
+    return tensor_class()._from_op
 
 
 def ref_add(a, b):
