@@ -505,7 +505,7 @@ def fused_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None, dropout_p: 
         scores = scores + bias  # may broadcast to more batch axes than q, k and v have
     probs = scores - scores.max(axis=-1, keepdims=True)  # P: softmax along the keys, in place
     np.exp(probs, out=probs)
-    probs /= probs.sum(axis=-1, keepdims=True)
+    probs /= sum_along(probs)  # probs.sum(axis=-1, keepdims=True), through the BLAS (speedups.py)
     if fully_masked is not None and fully_masked.any():
         probs *= ~fully_masked  # P = 0: output 0, and dS = P * (...) = 0
     keep = None  # D: None without dropout
