@@ -235,8 +235,8 @@ class CausalSelfAttention(Module):
         if kv_cache is None:
             # BEGIN SOLUTION 4.3: y = causal attention of q, k, v (B, n_head, T, head_dim): stage 3's scaled_dot_product_attention or fused_attention, dropout only in training
             # fused_attention (3.10): scaled_dot_product_attention's result as one node, faster (lesson, section 3)
-            y = F.fused_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True,
-                                  rng=self.rng)
+            y = F.fused_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
+                                  is_causal=True, rng=self.rng)
             # END SOLUTION
         else:
             # BEGIN SOLUTION 4.8: k, v = kv_cache.update(k, v); y = attention in which new query i (at position S - T + i) sees keys 0 .. S - T + i
