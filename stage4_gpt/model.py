@@ -241,7 +241,7 @@ class CausalSelfAttention(Module):
         # TODO 4.3: q, k, v from c_attn(x), each (B, n_head, T, head_dim); RoPE on q and k at positions
         raise NotImplementedError("Exercise 4.3 (The GPT model) is not done yet")
         if kv_cache is None:
-            # TODO 4.3: y = causal attention of q, k, v (B, n_head, T, head_dim) with stage 3's scaled_dot_product_attention, dropout on the weights only in training
+            # TODO 4.3: y = causal attention of q, k, v (B, n_head, T, head_dim): stage 3's scaled_dot_product_attention or fused_attention, dropout only in training
             raise NotImplementedError("Exercise 4.3 (The GPT model) is not done yet")
         else:
             # TODO 4.8: k, v = kv_cache.update(k, v); y = attention in which new query i (at position S - T + i) sees keys 0 .. S - T + i

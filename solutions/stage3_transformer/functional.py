@@ -23,8 +23,7 @@ import numpy as np
 
 from stage1_autograd.tensor import Tensor, unbroadcast
 from stage2_mlp import functional as F2
-from stage3_transformer.speedups import (add_at_rows, gelu_slope_times_g, in_blocks, normal_cdf_float32, sum_along,
-                                         sum_of_products)
+from stage3_transformer.speedups import add_at_rows, gelu_and_slope_float32, in_blocks, sum_along, sum_of_products
 
 
 # ---------------------------------------------------------------------- given: linear and GELU, fused
@@ -62,8 +61,9 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
         approximate="tanh":  y = x s,  s = (1 + tanh u) / 2,  u = sqrt(2/pi) (x + 0.044715 x^3)
                              dy/dx = s + x (1 - tanh^2 u) / 2 * sqrt(2/pi) (1 + 3 * 0.044715 x^2)
 
-    Phi is computed in x's dtype: float32 by ``normal_cdf_float32`` (accurate to float32's rounding), float64
-    by stage 2's ``erf_values`` (accurate to float64's). x any shape; y the same shape and dtype.
+    Phi is computed in x's dtype: float32 by ``gelu_and_slope_float32`` (accurate to float32's rounding), which
+    also gives the slope dy/dx while the values are in the cache; float64 by stage 2's ``erf_values`` (accurate
+    to float64's). x any shape; y the same shape and dtype.
     """
     if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', not {approximate!r}")
@@ -84,16 +84,25 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
             slope += cdf
             slope *= g
             return (slope,)
-    else:
-        if data.dtype == np.float32:
-            cdf = in_blocks(normal_cdf_float32, np.empty(data.shape, np.float32), data)
-        else:
-            cdf = F2.erf_values(data * (1 / math.sqrt(2))).astype(data.dtype)
-            cdf += 1
-            cdf *= 0.5
 
-        def backward(g):
-            return (in_blocks(gelu_slope_times_g, np.empty(data.shape, data.dtype), data, cdf, g),)
+        return Tensor._from_op(data * cdf, (x,), backward)
+    if data.dtype == np.float32:
+        y, slope = np.empty(data.shape, np.float32), np.empty(data.shape, np.float32)
+        in_blocks(gelu_and_slope_float32, (y, slope), data)  # y = x Phi(x), slope = Phi(x) + x phi(x)
+        return Tensor._from_op(y, (x,), lambda g: (g * slope,))
+    cdf = F2.erf_values(data * (1 / math.sqrt(2))).astype(data.dtype)
+    cdf += 1
+    cdf *= 0.5
+
+    def backward(g):
+        slope = np.square(data)  # Phi(x) + x phi(x), phi(x) = e^(-x^2/2) / sqrt(2 pi)
+        slope *= -0.5
+        np.exp(slope, out=slope)
+        slope *= data
+        slope *= 1 / math.sqrt(2 * math.pi)
+        slope += cdf
+        slope *= g
+        return (slope,)
 
     return Tensor._from_op(data * cdf, (x,), backward)
 
@@ -496,7 +505,7 @@ def fused_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None, dropout_p: 
         scores = scores + bias  # may broadcast to more batch axes than q, k and v have
     probs = scores - scores.max(axis=-1, keepdims=True)  # P: softmax along the keys, in place
     np.exp(probs, out=probs)
-    probs /= probs.sum(axis=-1, keepdims=True)
+    probs /= sum_along(probs)  # probs.sum(axis=-1, keepdims=True), through the BLAS (speedups.py)
     if fully_masked is not None and fully_masked.any():
         probs *= ~fully_masked  # P = 0: output 0, and dS = P * (...) = 0
     keep = None  # D: None without dropout

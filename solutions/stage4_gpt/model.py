@@ -254,16 +254,18 @@ class CausalSelfAttention(Module):
         """
         B, T, C = x.shape
         # BEGIN SOLUTION 4.3: q, k, v from c_attn(x), each (B, n_head, T, head_dim); RoPE on q and k at positions
-        # (B, T, 3C) -> (B, T, 3, n_head, hd) -> (3, B, n_head, T, hd): q, k, v, each head's features contiguous.
-        qkv = self.c_attn(x).reshape(B, T, 3, self.n_head, C // self.n_head).transpose(2, 0, 3, 1, 4)
-        q, k, v = qkv[0], qkv[1], qkv[2]
+        qkv = self.c_attn(x).reshape(B, T, 3, self.n_head, C // self.n_head)  # q | k | v, each split into heads
+        q = qkv[:, :, 0].transpose(0, 2, 1, 3)  # (B, n_head, T, hd)
+        k = qkv[:, :, 1].transpose(0, 2, 1, 3)  # (B, n_head, T, hd)
+        v = qkv[:, :, 2].transpose(0, 2, 1, 3)  # (B, n_head, T, hd)
         if self.rotary is not None:
             q, k = self.rotary(q, positions), self.rotary(k, positions)
         # END SOLUTION
         if kv_cache is None:
-            # BEGIN SOLUTION 4.3: y = causal attention of q, k, v (B, n_head, T, head_dim) with stage 3's scaled_dot_product_attention, dropout on the weights only in training
-            y = F.scaled_dot_product_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
-                                               is_causal=True, rng=self.rng)
+            # BEGIN SOLUTION 4.3: y = causal attention of q, k, v (B, n_head, T, head_dim): stage 3's scaled_dot_product_attention or fused_attention, dropout only in training
+            # fused_attention (3.10): scaled_dot_product_attention's result as one node, faster (lesson, section 3)
+            y = F.fused_attention(q, k, v, dropout_p=self.dropout if self.training else 0.0,
+                                  is_causal=True, rng=self.rng)
             # END SOLUTION
         else:
             # BEGIN SOLUTION 4.8: k, v = kv_cache.update(k, v); y = attention in which new query i (at position S - T + i) sees keys 0 .. S - T + i
