@@ -296,21 +296,26 @@ def assert_matches_central_differences(fn, *arrays, eps: float = 1e-6, seed: int
         run_backward(out, w)
     grads = _gradients_of(ours)
 
-    def weighted_sum(values) -> float:
-        return float(np.sum(w * fn(*constants(values)).data))
+    # Two evaluations of fn per element of each input, at x + eps and x - eps: their constant input Tensors are
+    # made beside the code under test in one call, and their outputs read back in one (in authoritative grading
+    # one round trip each, not three per evaluation). fn runs here, op by op: it is the tests' own function.
+    # fn (a reduction over an axis, a concatenation, a matmul) cannot in general be evaluated on a whole batch of
+    # perturbed copies of its inputs at once; the arrays of these tests have at most a few dozen elements.
+    perturbed = []
+    for i, x in enumerate(arrays):
+        for index in np.ndindex(x.shape):
+            for step in (eps, -eps):
+                moved = list(arrays)
+                moved[i] = x.copy()
+                moved[i][index] = x[index] + step
+                perturbed.append(moved)
+    outputs = [fn(*inputs) for inputs in constants(perturbed)]
+    weighted_sums = iter([float(np.sum(w * value)) for value in beside_the_code("read_each")(outputs, "data")])
 
     for i, x in enumerate(arrays):
-        # A loop over elements: each element needs two evaluations of fn of its own, and fn (a reduction over
-        # an axis, a concatenation, a matmul) cannot in general be evaluated on a whole batch of perturbed
-        # copies of its inputs at once. The arrays of these tests have at most a few dozen elements.
         numerical = np.zeros_like(x)
-        moved = list(arrays)
         for index in np.ndindex(x.shape):
-            moved[i] = x.copy()
-            moved[i][index] = x[index] + eps
-            plus = weighted_sum(moved)
-            moved[i][index] = x[index] - eps
-            minus = weighted_sum(moved)
+            plus, minus = next(weighted_sums), next(weighted_sums)
             numerical[index] = (plus - minus) / (2 * eps)
         got = grads[i]
         assert got is not None, f"{what}: input {i} received no gradient (its .grad is None after backward)"

@@ -134,11 +134,12 @@ def read_each(objects, name: str) -> list:
     return [getattr(o, name) for o in objects]
 
 
-def constants(arrays) -> list:
-    """``[Tensor(a) for a in arrays]``: the inputs of one evaluation of central differences, made in one call."""
+def constants(batches) -> list:
+    """``[[Tensor(a) for a in arrays] for arrays in batches]``: the inputs of every evaluation of central
+    differences, made in one call."""
     from stage1_autograd.tensor import Tensor  # noqa: PLC0415 - stage 1's, as the code under test imports it
 
-    return [Tensor(a) for a in arrays]
+    return [[Tensor(a) for a in arrays] for arrays in batches]
 
 
 def listed(iterable) -> list:
