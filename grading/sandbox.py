@@ -214,6 +214,21 @@ class Isolation:
     def as_root(self) -> bool:
         return self.uids is not None
 
+    @property
+    def cpu(self) -> int | None:
+        """The one CPU a run's test process and student processes share (Linux, two CPUs or more). Their exchanges
+        are synchronous, one process waiting while the other works, so sharing a CPU costs no parallelism; and a
+        reply then wakes its reader on the CPU it runs on. On a virtual machine, waking an idle CPU takes 100-200
+        microseconds, and a stage's ten thousand exchanges made that seconds. Runs side by side (grading.batch
+        --jobs) take different CPUs: by their uid slot as root, else by the grader's process id."""
+        if not hasattr(os, "sched_getaffinity"):
+            return None
+        cpus = sorted(os.sched_getaffinity(0))
+        if len(cpus) < 2:
+            return None
+        slot = (self.uids[0] - SANDBOX_UID_BASE) // 2 if self.uids else os.getpid()
+        return cpus[slot % len(cpus)]
+
     def release(self) -> None:
         for fd in self.lock_fds:
             with contextlib.suppress(OSError):
@@ -470,7 +485,22 @@ def switch_user(uid: int | None, limits: bool = True):
 def confined(isolation: Isolation | None, uid: int | None, view: View, cmd: list[str]) -> tuple[list[str], object]:
     """The command that runs ``cmd`` at ``isolation``'s level (as ``uid`` when the grader is root), and the
     function to run before it starts (``preexec_fn``). ``None``: only the limits (student mode)."""
-    if isolation is None or isolation.level == "none":
+    if isolation is None:
+        return cmd, switch_user(None)
+    cmd, setup = _confined(isolation, uid, view, cmd)
+    cpu = isolation.cpu
+    if cpu is None:
+        return cmd, setup
+
+    def on_the_runs_cpu() -> None:  # inherited by bwrap, setpriv and Python
+        os.sched_setaffinity(0, {cpu})
+        setup()
+
+    return cmd, on_the_runs_cpu
+
+
+def _confined(isolation: Isolation, uid: int | None, view: View, cmd: list[str]) -> tuple[list[str], object]:
+    if isolation.level == "none":
         return cmd, switch_user(None)
     if isolation.level == "uid":
         return cmd, switch_user(uid)
