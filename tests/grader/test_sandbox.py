@@ -301,3 +301,26 @@ def test_a_student_process_has_no_torch_and_no_other_site_package():
         isolation.release()
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["None", "None"], done.stdout
+
+
+def test_a_runs_processes_share_one_cpu_and_runs_side_by_side_take_different_ones(monkeypatch):
+    monkeypatch.setattr(sandbox.os, "sched_getaffinity", lambda pid: {4, 2}, raising=False)
+    first, second = (sandbox.Isolation("bubblewrap", "", uids=(sandbox.SANDBOX_UID_BASE + 2 * slot,
+                                                                sandbox.SANDBOX_UID_BASE + 2 * slot + 1))
+                     for slot in (0, 1))
+    assert (first.cpu, second.cpu) == (2, 4)
+    monkeypatch.setattr(sandbox.os, "sched_getaffinity", lambda pid: {3}, raising=False)
+    assert first.cpu is None  # one CPU: nothing to choose
+    monkeypatch.delattr(sandbox.os, "sched_getaffinity", raising=False)
+    assert first.cpu is None  # macOS, Windows
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_setaffinity"), reason="CPU affinity is a Linux call")
+def test_the_confined_process_starts_on_the_runs_cpu():
+    isolation = sandbox.Isolation("none", "a test")
+    cmd, setup = sandbox.confined(isolation, None, sandbox.View(), [sys.executable, "-c",
+                                                                    "import os; print(sorted(os.sched_getaffinity(0)))"])
+    if isolation.cpu is None:
+        pytest.skip("this machine lets the grader use one CPU only")
+    printed = subprocess.run(cmd, preexec_fn=setup, capture_output=True, text=True, check=True).stdout
+    assert json.loads(printed) == [isolation.cpu]
