@@ -153,8 +153,8 @@ def test_the_gpt2_loader_advice_comes_only_when_a_plain_gpt_is_right(tmp_path):
                         "            if name.endswith(_CONV1D_WEIGHTS) and array.shape[0] != array.shape[1]:")
     output = gpt2_loader_test(tmp_path / "loader", *square_ones_kept)
     assert "so the loader is wrong: Conv1D weights are (in, out)" in output, output
-    scaled_queries = ("            y = F.scaled_dot_product_attention(q, k, v, dropout_p",
-                      "            y = F.scaled_dot_product_attention(2 * q, k, v, dropout_p")
+    scaled_queries = ("            y = F.fused_attention(q, k, v, dropout_p",
+                      "            y = F.fused_attention(2 * q, k, v, dropout_p")
     output = gpt2_loader_test(tmp_path / "model", *scaled_queries)
     assert "the mistake is in the model" in output and "Conv1D" not in output, output
 
