@@ -6,11 +6,10 @@ parts; ``pos='none'`` is the student's: GPT builds no wpe and CausalSelfAttentio
 
 import numpy as np
 import pytest
-import torch
 
 from stage4_gpt.model import GPT, GPTConfig
 from tests.helpers import assert_close, assert_equal, assert_in_range
-from tests.stage4.torch_reference import ReferenceGPT, numpy_state, randomize
+from tests.stage4.torch_reference import ReferenceGPT, assert_gpt_matches_reference, numpy_state, randomize
 
 pytestmark = [pytest.mark.exercise("4.3"), pytest.mark.integration]  # whole models: after 4.3's unit tests
 
@@ -41,21 +40,8 @@ def test_experiments_have_the_parameters_of_the_reference(experiment):
 def test_experiments_match_the_pytorch_reference(experiment):
     """Logits and the gradient of every parameter, in float64, with the reference's random weights."""
     fields = dict(SMALL, **EXPERIMENTS[experiment])
-    reference = randomize(ReferenceGPT(**fields).double(), seed=3)
-    model = GPT(GPTConfig(**fields), rng=0, dtype=np.float64)
-    model.load_state_dict(numpy_state(reference))
-    rng = np.random.default_rng(1)
-    idx = rng.integers(0, fields["vocab_size"], (2, 7))
-    upstream = rng.normal(size=(2, 7, fields["vocab_size"]))
-    what = f"GPT {experiment} {fields} in float64 with the reference's weights"
-    logits, _ = model(idx)
-    expected, _ = reference(torch.tensor(idx))
-    assert_close(logits, expected, f"{what}: logits")
-    (expected * torch.tensor(upstream)).sum().backward()
-    logits.backward(upstream)
-    theirs = dict(reference.named_parameters())
-    for name, p in model.named_parameters():
-        assert_close(p.grad, theirs[name].grad, f"{what}: gradient of {name!r}")
+    assert_gpt_matches_reference(fields, f"GPT {experiment} {fields} in float64 with the reference's weights",
+                                 weights_seed=3, data_seed=1, T=7)
 
 
 @pytest.mark.under_test("GPT.forward")

@@ -13,7 +13,8 @@ from stage4_gpt.model import GPT, GPTConfig, gpt2_config_from_state_dict
 from tests.helpers import (assert_close, assert_equal, assert_in_range, assert_raises, assert_tensor,
                            randomize_like_training)
 from tests.stage4.student_side import call_on_fake_gpt2_state
-from tests.stage4.torch_reference import ReferenceGPT, hf_gpt2_state_dict, numpy_state, randomize
+from tests.stage4.torch_reference import (ReferenceGPT, assert_gpt_matches_reference, hf_gpt2_state_dict, numpy_state,
+                                         randomize)
 
 pytestmark = pytest.mark.exercise("4.3")
 
@@ -304,21 +305,8 @@ def test_logits_and_gradients_match_the_pytorch_reference(variant):
     """A plain GPT (no GPT-2 checkpoint): the logits of the PyTorch reference holding the same random weights, and
     the gradient of every parameter for the upstream gradient w of the logits (the loss is exercise 4.4's)."""
     fields = dict(SMALL, **VARIANTS[variant])
-    reference = randomize(ReferenceGPT(**fields).double(), seed=2)
-    model = GPT(GPTConfig(**fields), rng=0, dtype=np.float64)
-    model.load_state_dict(numpy_state(reference))
-    rng = np.random.default_rng(4)
-    idx = rng.integers(0, fields["vocab_size"], (2, 9))
-    upstream = rng.normal(size=(2, 9, fields["vocab_size"]))
-    what = f"GPT {variant} {fields} in float64 with the reference's weights"
-    logits, _ = model(idx)
-    expected, _ = reference(torch.tensor(idx))
-    assert_close(logits, expected, f"{what}: logits for idx of shape {idx.shape}")
-    (expected * torch.tensor(upstream)).sum().backward()
-    logits.backward(upstream)
-    theirs = dict(reference.named_parameters())
-    for name, p in model.named_parameters():
-        assert_close(p.grad, theirs[name].grad, f"{what}: gradient of {name!r} for an upstream gradient w of the logits")
+    assert_gpt_matches_reference(fields, f"GPT {variant} {fields} in float64 with the reference's weights",
+                                 weights_seed=2, data_seed=4, T=9)
 
 
 @pytest.mark.under_test("CausalSelfAttention.forward")

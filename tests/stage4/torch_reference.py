@@ -168,6 +168,28 @@ def numpy_state(model: nn.Module) -> dict[str, np.ndarray]:
     return {name: t.detach().numpy().copy() for name, t in model.state_dict().items()}
 
 
+def assert_gpt_matches_reference(fields: dict, what: str, *, weights_seed: int, data_seed: int, T: int) -> None:
+    """Our GPT of ``fields`` in float64 with the weights of a randomised ``ReferenceGPT``: its logits for random
+    ids (2, T), and the gradient of every parameter for a random upstream gradient of the logits."""
+    from stage4_gpt.model import GPT, GPTConfig  # noqa: PLC0415 - the code under test, chosen at run time
+    from tests.helpers import assert_close  # noqa: PLC0415
+
+    reference = randomize(ReferenceGPT(**fields).double(), seed=weights_seed)
+    model = GPT(GPTConfig(**fields), rng=0, dtype=np.float64)
+    model.load_state_dict(numpy_state(reference))
+    rng = np.random.default_rng(data_seed)
+    idx = rng.integers(0, fields["vocab_size"], (2, T))
+    upstream = rng.normal(size=(2, T, fields["vocab_size"]))
+    logits, _ = model(idx)
+    expected, _ = reference(torch.tensor(idx))
+    assert_close(logits, expected, f"{what}: logits for idx of shape {idx.shape}")
+    (expected * torch.tensor(upstream)).sum().backward()
+    logits.backward(upstream)
+    theirs = dict(reference.named_parameters())
+    for name, p in model.named_parameters():
+        assert_close(p.grad, theirs[name].grad, f"{what}: gradient of {name!r} for an upstream gradient w of the logits")
+
+
 def hf_gpt2_state_dict(model: ReferenceGPT, prefix: str = "transformer.") -> dict[str, np.ndarray]:
     """The state dict of a GPT-2-style reference in Hugging Face's layout: the four projections as Conv1D
     (weight transposed to (in_features, out_features)), the attention's causal-mask buffers ``attn.bias``
