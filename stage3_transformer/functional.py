@@ -23,7 +23,8 @@ import numpy as np
 
 from stage1_autograd.tensor import Tensor, unbroadcast
 from stage2_mlp import functional as F2
-from stage3_transformer.speedups import add_at_rows, gelu_and_slope_float32, in_blocks, sum_along, sum_of_products
+from stage3_transformer.speedups import (add_at_rows, gelu_and_slope_float32, in_blocks, sum_along, sum_of_products,
+                                         transposed)
 
 
 # ---------------------------------------------------------------------- given: linear and GELU, fused

@@ -23,7 +23,8 @@ import numpy as np
 
 from stage1_autograd.tensor import Tensor, unbroadcast
 from stage2_mlp import functional as F2
-from stage3_transformer.speedups import add_at_rows, gelu_and_slope_float32, in_blocks, sum_along, sum_of_products
+from stage3_transformer.speedups import (add_at_rows, gelu_and_slope_float32, in_blocks, sum_along, sum_of_products,
+                                         transposed)
 
 
 # ---------------------------------------------------------------------- given: linear and GELU, fused
@@ -250,14 +251,15 @@ def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None, bias: 
 
     def backward(g):
         g2 = g.reshape(-1, size)
-        gy = g2 * weight.data.reshape(-1) if weight is not None else g2
-        dx = xhat * (sum_of_products(gy, xhat, 1) / -size)  # -xhat * mean(gy * xhat)
-        dx += gy
-        dx -= sum_along(gy, 1) / size  # mean(gy)
+        w = weight.data.reshape(-1) if weight is not None else np.ones(size, g2.dtype)
+        g_xhat = g2 * xhat  # one product serves dweight and mean(gy * xhat) = mean(g * xhat * w)
+        dx = g2 * w  # gy, then dx in place
+        dx -= xhat * ((g_xhat @ w)[:, None] / size)  # - xhat * mean(gy * xhat)
+        dx -= (g2 @ w)[:, None] / size  # - mean(gy)
         dx *= rstd
         grads = [dx.reshape(x.shape)]
         if weight is not None:
-            grads.append(sum_of_products(g2, xhat, 0).reshape(weight.shape))  # sum over the rows of g * xhat
+            grads.append(sum_along(g_xhat, 0).reshape(weight.shape))  # sum over the rows of g * xhat
         if bias is not None:
             grads.append(sum_along(g2, 0).reshape(bias.shape))  # sum over the rows of g
         return tuple(grads)
@@ -497,13 +499,14 @@ def fused_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None, dropout_p: 
         bias = additive_mask(attn_mask, q.dtype)
     # BEGIN SOLUTION 3.10: NumPy: scale q k^T + M; probs = softmax (masked rows 0); keep = D or None; out = P~ V
     qd, kd, vd = q.data, k.data, v.data
-    scores = (qd * q.dtype.type(scale)) @ np.swapaxes(kd, -1, -2)  # (..., L, S)
+    scores = (qd * q.dtype.type(scale)) @ transposed(kd)  # (..., L, S)
     fully_masked = None
     if bias is not None:
         fully_masked = np.isneginf(bias).all(axis=-1, keepdims=True)  # (..., L, 1): rows with no key at all
         bias = np.where(fully_masked, np.asarray(0, dtype=bias.dtype), bias) if fully_masked.any() else bias
         scores = scores + bias  # may broadcast to more batch axes than q, k and v have
-    probs = scores - scores.max(axis=-1, keepdims=True)  # P: softmax along the keys, in place
+    probs = scores  # P: softmax along the keys, in place (scores is a new array)
+    probs -= scores.max(axis=-1, keepdims=True)
     np.exp(probs, out=probs)
     probs /= sum_along(probs)  # probs.sum(axis=-1, keepdims=True), through the BLAS (speedups.py)
     if fully_masked is not None and fully_masked.any():
@@ -519,9 +522,10 @@ def fused_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None, dropout_p: 
     def backward(g):
         # BEGIN SOLUTION 3.10: dV = P~^T g; dP = (g V^T) D/(1-p); dS = P (dP - rowsum(dP P)); dQ = s dS K; dK = s dS^T Q
         grad_v = unbroadcast(np.swapaxes(dropout_scaled(probs, keep, dropout_p), -1, -2) @ g, v.shape)
-        grad_p = dropout_scaled(g @ np.swapaxes(vd, -1, -2), keep, dropout_p)  # dP = dP~ * D / (1 - p)
-        grad_s = grad_p - sum_of_products(grad_p, probs)  # dP - rowsum(dP * P)
-        grad_s *= probs  # dS, in place: zero on fully masked rows
+        grad_p = dropout_scaled(g @ transposed(vd), keep, dropout_p)  # dP = dP~ * D / (1 - p), a new array
+        grad_s = grad_p  # dS, computed in place:
+        grad_s -= sum_of_products(grad_p, probs)  # dP - rowsum(dP * P)
+        grad_s *= probs  # zero on fully masked rows
         grad_s *= grad_s.dtype.type(scale)  # s dS: dQ and dK both carry the scale
         grad_q = unbroadcast(grad_s @ kd, q.shape)  # (..., L, S) @ (..., S, E)
         grad_k = unbroadcast(np.swapaxes(grad_s, -1, -2) @ qd, k.shape)  # (..., S, L) @ (..., L, E)

@@ -84,7 +84,7 @@ MISTAKES = [
     Mistake("softmax: backward without subtracting sum(g * y)", "3.1", "functional.py",
             "gx = g - sum_of_products(g, y, axis)", "gx = g.copy()", "softmax"),
     Mistake("layer_norm: the mean of gy not subtracted in backward", "3.2", "functional.py",
-            "        dx -= sum_along(gy, 1) / size  # mean(gy)\n        dx *= rstd\n", "        dx *= rstd\n", "layer_norm"),
+            "        dx -= (g2 @ w)[:, None] / size  # - mean(gy)\n        dx *= rstd\n", "        dx *= rstd\n", "layer_norm"),
     Mistake("RoPE: halves rotated instead of interleaved pairs", "3.3", "functional.py",
             "even, odd = a[..., 0::2], a[..., 1::2]", "even, odd = a[..., : a.shape[-1] // 2], a[..., a.shape[-1] // 2 :]",
             "rotate_pairs"),
