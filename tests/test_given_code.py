@@ -5,6 +5,8 @@ PNG files, the tables carry the right labels, and the weights are the ones the m
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -13,6 +15,28 @@ from stage1_autograd.tensor import Tensor
 from stage3_transformer import functional as F
 from tests.helpers import assert_close, assert_equal, assert_raises, run_backward
 from tests.student_side import printed
+
+
+def test_float32_gelu_and_its_slope_are_as_accurate_as_their_docstring_says():
+    # gelu_and_slope_float32 (speedups.py) against the exact values in float64, on float32 inputs: every x from
+    # -14 to 14 in steps of 1/1000, and small |x| down to 1e-8 on both sides.
+    from stage3_transformer.speedups import gelu_and_slope_float32, in_blocks
+
+    grid = np.linspace(-14, 14, 28_001, dtype=np.float32)
+    small = np.geomspace(1e-8, 3, 2_000, dtype=np.float32)
+    x = np.concatenate([grid, small, -small, np.float32([0.0, -0.0])])
+    value, slope = np.empty_like(x), np.empty_like(x)
+    in_blocks(gelu_and_slope_float32, (value, slope), x)
+    xd = x.astype(np.float64)
+    cdf = 0.5 * np.array([math.erfc(-v / math.sqrt(2)) for v in xd])  # erfc keeps the left tail's digits
+    exact_value, exact_slope = xd * cdf, cdf + xd * np.exp(-xd * xd / 2) / math.sqrt(2 * math.pi)
+    assert value.dtype == slope.dtype == np.float32
+    assert np.abs(value - exact_value).max() < 5e-7, "GELU(x): absolute error"
+    assert np.abs(slope - exact_slope).max() < 5e-7, "GELU'(x): absolute error"
+    near = (np.abs(xd) < 3) & (xd != 0)
+    relative = np.abs(value - exact_value)[near] / np.abs(exact_value[near])
+    assert relative.max() < 1e-6, "GELU(x) for |x| < 3: relative error"
+    assert value[-2] == 0 and slope[-2] == slope[-1] == np.float32(0.5), "GELU and its slope at +0 and -0"
 
 
 def test_index_add_adds_rows_into_their_places_like_torch():
