@@ -505,10 +505,17 @@ def fused_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None, dropout_p: 
         fully_masked = np.isneginf(bias).all(axis=-1, keepdims=True)  # (..., L, 1): rows with no key at all
         bias = np.where(fully_masked, np.asarray(0, dtype=bias.dtype), bias) if fully_masked.any() else bias
         scores = scores + bias  # may broadcast to more batch axes than q, k and v have
-    probs = scores  # P: softmax along the keys, in place (scores is a new array)
-    probs -= scores.max(axis=-1, keepdims=True)
-    np.exp(probs, out=probs)
-    probs /= sum_along(probs)  # probs.sum(axis=-1, keepdims=True), through the BLAS (speedups.py)
+    # P: softmax along the keys. Shifting a row leaves its softmax unchanged, so one shift per (L, S) matrix, its
+    # max, serves every row: one reduction over L * S numbers, not L short rows (lesson, section 10). A row whose
+    # own max lies far below its matrix's (its exponentials would underflow) takes its own max instead.
+    probs = np.exp(scores - scores.max(axis=(-2, -1), keepdims=True))
+    sums = sum_along(probs)  # probs.sum(axis=-1, keepdims=True), through the BLAS (speedups.py)
+    low = sums[..., 0] < math.exp(-60)  # (..., L): rows whose max is more than 60 below their matrix's
+    if low.any():
+        rows = scores[low]  # (n, S)
+        probs[low] = np.exp(rows - rows.max(axis=-1, keepdims=True))
+        sums[low] = sum_along(probs[low])
+    probs /= sums
     if fully_masked is not None and fully_masked.any():
         probs *= ~fully_masked  # P = 0: output 0, and dS = P * (...) = 0
     keep = None  # D: None without dropout

@@ -132,6 +132,25 @@ def test_float32_stays_float32():
                       [q, k, v], "fused_attention(q, k, v, bool attn_mask) in float32", dtype=np.float32)
 
 
+@pytest.mark.parametrize("dtype", [np.float64, np.float32])
+def test_rows_far_below_the_others_keep_their_softmax(dtype):
+    # A float mask adds -200 to every key of query 1, and -100 to those of query 2: their scores lie far below
+    # the other rows'. Softmax is unchanged by a shift per row, so their weights are those without the offsets.
+    # Shifted by the largest score of the whole matrix instead of their own, their exponentials would be below
+    # e^-90, zero in float32: 0 / 0.
+    q, k, v = qkv((2, 2), 4, 5, seed=37)
+    offsets = np.zeros((4, 5))
+    offsets[1], offsets[2] = -200.0, -100.0
+    if dtype == np.float64:
+        out = check_fused(q, k, v, "a float attn_mask of -200 and -100 on two whole rows", attn_mask=offsets)
+        assert_equal(bool(np.isfinite(out.data).all()), True, "fused_attention: every output finite")
+        return
+    compare_functions(lambda a, b, c: F.fused_attention(a, b, c, attn_mask=offsets.astype(np.float32)),
+                      lambda a, b, c: TF.scaled_dot_product_attention(a, b, c, attn_mask=torch.tensor(offsets)),
+                      [q, k, v], "fused_attention(q, k, v, float attn_mask of -200 and -100 on two whole rows) in "
+                      "float32", dtype=np.float32)
+
+
 # ---------------------------------------------------------------------- dropout
 def torch_attention_with_dropout(q, k, v, keep, p, attn_mask=None):
     """softmax(q k^T / sqrt(E) + mask) * keep / (1 - p) @ v in PyTorch, float64, with the given keep mask."""
