@@ -510,7 +510,7 @@ def fused_attention(q: Tensor, k: Tensor, v: Tensor, attn_mask=None, dropout_p: 
     # own max lies far below its matrix's (its exponentials would underflow) takes its own max instead.
     probs = np.exp(scores - scores.max(axis=(-2, -1), keepdims=True))
     sums = sum_along(probs)  # probs.sum(axis=-1, keepdims=True), through the BLAS (speedups.py)
-    low = sums[..., 0] < math.exp(-60)  # (..., L): rows whose max is more than 60 below their matrix's
+    low = sums[..., 0] < math.exp(-60)  # (..., L): rows whose exponentials sum below e^-60 (max ~60 below)
     if low.any():
         rows = scores[low]  # (n, S)
         probs[low] = np.exp(rows - rows.max(axis=-1, keepdims=True))
